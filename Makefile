@@ -1,0 +1,53 @@
+# Vigil: `make demo` runs the main job on the embedded stack; `make test` runs the tests.
+# Both create the virtualenv themselves (idempotently: only when requirements change).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PIP    := $(BIN)/pip --disable-pip-version-check -q
+
+.PHONY: help venv browser test demo down bench lock clean
+
+help:
+	@echo "make demo   - start the embedded stack and run the whole loop through Airflow"
+	@echo "make down   - stop the embedded stack"
+	@echo "make test   - run the test suite (installs what it needs)"
+	@echo "make bench  - run the benchmarks under bench/"
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+	$(PIP) install -r requirements.txt
+	$(PIP) install --no-deps -e .
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# Debian's chromium for the browser tests (Playwright cannot download its own browser here).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+
+test: venv browser
+	$(BIN)/python -m pytest
+
+demo: venv
+	$(BIN)/vigil demo
+
+down: venv
+	$(BIN)/vigil stack down
+
+bench: venv
+	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+# Re-resolve requirements.in into the pinned requirements.txt.
+lock:
+	rm -rf /tmp/vigil-lock && $(PYTHON) -m venv /tmp/vigil-lock
+	/tmp/vigil-lock/bin/pip install -q -r requirements.in
+	{ head -2 requirements.txt; /tmp/vigil-lock/bin/pip freeze | sed 's/^torch==\(.*\)+cpu/torch==\1/'; } > requirements.txt.new
+	mv requirements.txt.new requirements.txt
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,207 @@
+"""One typed settings model for every stage, container and mode.
+
+Values come from (highest first) keyword arguments, environment variables (``VIGIL_*``, nested
+sections with ``__``, e.g. ``VIGIL_CURATION__MAX_FAILURE_RATIO=0.2``), ``include/vigil.yaml``, and the
+defaults below. Secrets are only ever read from the environment (or passed in from an Airflow
+connection by the DAG): they have no YAML or default value.
+
+Reviewed, versioned configuration files (``include/sources.yaml``, ``include/model_config.yaml``,
+``include/gate.yaml``) are pydantic models too and are loaded with :func:`load_yaml`, whose error
+names the file and the offending field.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
+
+PACKAGE_ROOT = Path(__file__).resolve().parent
+# In a checkout `include/` sits next to `tasks/`; images copy it and set VIGIL_INCLUDE_DIR.
+DEFAULT_INCLUDE_DIR = PACKAGE_ROOT.parent / "include"
+
+
+class ConfigError(ValueError):
+    """A configuration file or value is invalid; the message names the file and the field."""
+
+
+class Section(BaseModel):
+    """Base of every settings section: unknown keys are errors, so a typo cannot be silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DownloadSettings(Section):
+    """Limits for every URL fetched by Vigil (collectors and the serving URL input)."""
+
+    max_bytes: int = Field(20_000_000, gt=0, description="Largest body accepted, in bytes.")
+    timeout_s: float = Field(20.0, gt=0, description="Connect and read timeout per request.")
+    retries: int = Field(3, ge=0, description="Retries on timeouts, 429 and 5xx, with exponential backoff.")
+    backoff_s: float = Field(1.0, ge=0, description="First backoff delay; doubles at each retry.")
+    politeness_delay_s: float = Field(1.0, ge=0, description="Minimum delay between two requests to one host.")
+    allow_private_networks: bool = Field(
+        False, description="Allow private, loopback and link-local addresses (tests and closed networks only)."
+    )
+    user_agent: str = "VigilBot/0.1 (+https://github.com/vigil-detector/vigil)"
+
+
+class ImageSettings(Section):
+    """What an acceptable image is, for curation and for serving alike."""
+
+    allowed_formats: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+    max_file_bytes: int = Field(20_000_000, gt=0)
+    min_side: int = Field(32, gt=0, description="Smallest accepted width or height, in pixels.")
+    max_side: int = Field(12_000, gt=0, description="Largest accepted width or height, in pixels.")
+    max_pixels: int = Field(50_000_000, gt=0, description="Decompression-bomb guard: width x height.")
+    min_pixel_std: float = Field(2.0, ge=0, description="Images whose pixel standard deviation is lower are near-constant.")
+    animated: Literal["first_frame", "reject"] = Field(
+        "first_frame", description="Animated GIF/WebP/PNG: keep the first frame, or reject the file."
+    )
+
+
+class CurationSettings(Section):
+    """Validation thresholds and dataset splitting."""
+
+    max_failure_ratio: float = Field(
+        0.5, ge=0, le=1, description="A batch with a larger share of rejected images fails and publishes nothing."
+    )
+    split_ratios: dict[Literal["train", "val", "test"], float] = {"train": 0.8, "val": 0.1, "test": 0.1}
+    near_duplicate_distance: int = Field(4, ge=0, le=32, description="Max Hamming distance of 64-bit pHashes.")
+
+    @model_validator(mode="after")
+    def _ratios_sum_to_one(self) -> CurationSettings:
+        if abs(sum(self.split_ratios.values()) - 1.0) > 1e-6:
+            raise ValueError(f"split_ratios must sum to 1, got {self.split_ratios}")
+        return self
+
+
+class TrainingSettings(Section):
+    """How and when the training entry point is launched."""
+
+    launcher: Literal["local", "docker"] = Field(
+        "local", description="local: a subprocess in this venv; docker: DockerOperator with the trainer image."
+    )
+    trainer_image: str = "vigil-trainer:latest"
+    docker_network: str = "vigil"
+    docker_url: str = "unix://var/run/docker.sock"
+    gpus: int = Field(-1, description="GPUs requested by the docker launcher; -1 means all.")
+    shm_size: str = "8g"
+    min_new_images: int = Field(50, ge=0, description="Train on a new snapshot only when it adds this many images.")
+    model_config_file: str = Field("model_config.yaml", description="File under include/ with the training setup.")
+
+
+class ServingSettings(Section):
+    """The detection API."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    model_alias: str = "champion"
+    max_upload_bytes: int = Field(10_000_000, gt=0)
+    max_batch_images: int = Field(16, gt=0, description="Most images in one /v1/detect/batch call.")
+    micro_batch_size: int = Field(16, gt=0, description="Most concurrent requests scored in one forward pass.")
+    micro_batch_wait_ms: float = Field(5.0, ge=0, description="How long a request waits for others to join its batch.")
+    log_image_bytes: bool = Field(False, description="Also store uploaded images with the prediction log.")
+
+
+class Settings(BaseSettings):
+    """Everything a Vigil process needs to know about its environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="VIGIL_", env_nested_delimiter="__", extra="forbid", frozen=True, populate_by_name=True
+    )
+
+    include_dir: Path = Field(DEFAULT_INCLUDE_DIR, description="Folder with vigil.yaml, sources.yaml, suites.")
+    home: Path | None = Field(None, description="Embedded-mode state folder; default: .vigil next to include/.")
+    store_url: str | None = Field(None, description="Object store root: file:///abs/path or s3://bucket/prefix.")
+    s3_endpoint_url: str | None = Field(None, description="S3 endpoint for MinIO or moto; None means AWS.")
+    inbox: str | None = Field(None, description="Base folder/URL for folder sources with relative paths.")
+    mlflow_tracking_uri: str = Field(
+        "http://127.0.0.1:5000", validation_alias=AliasChoices("VIGIL_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI")
+    )
+    model_name: str = Field("vigil-detector", description="Registered model name in MLflow.")
+    serving_url: str = Field("http://127.0.0.1:8000", description="Where the running detection API answers.")
+    admin_token: SecretStr | None = Field(None, description="Bearer token for the serving admin endpoints.")
+
+    download: DownloadSettings = DownloadSettings()
+    images: ImageSettings = ImageSettings()
+    curation: CurationSettings = CurationSettings()
+    training: TrainingSettings = TrainingSettings()
+    serving: ServingSettings = ServingSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        include_dir = Path(os.environ.get("VIGIL_INCLUDE_DIR", DEFAULT_INCLUDE_DIR))
+        yaml_source = YamlConfigSettingsSource(settings_cls, yaml_file=include_dir / "vigil.yaml")
+        return init_settings, env_settings, yaml_source
+
+    @model_validator(mode="after")
+    def _derive_paths(self) -> Settings:
+        # Frozen model: fill the derived defaults once, at construction.
+        home = (self.home or self.include_dir.parent / ".vigil").resolve()
+        object.__setattr__(self, "home", home)
+        if self.store_url is None:
+            object.__setattr__(self, "store_url", (home / "store").as_uri())
+        if self.inbox is None:
+            object.__setattr__(self, "inbox", str(home / "inbox"))
+        return self
+
+    def include(self, name: str) -> Path:
+        """Path of a file under the include folder."""
+        return self.include_dir / name
+
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def load_yaml(path: str | Path, model: type[Model]) -> Model:
+    """Load a reviewed YAML config into ``model``; errors name the file, the field and the bad value."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: file not found") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {describe_validation_error(exc, data)}") from exc
+
+
+def describe_validation_error(exc: ValidationError, data: Any = None) -> str:
+    """One line per problem: ``field.path (name='x'): message (got: value)``."""
+    lines = []
+    for err in exc.errors():
+        loc = err["loc"]
+        where = _format_location(loc, data)
+        got = f" (got: {err['input']!r})" if "input" in err and not isinstance(err["input"], dict) else ""
+        lines.append(f"{where}: {err['msg']}{got}")
+    return "; ".join(lines)
+
+
+def _format_location(loc: tuple[Any, ...], data: Any) -> str:
+    """Render a pydantic location, naming list items by their ``name`` key when they have one."""
+    parts: list[str] = []
+    node = data
+    for key in loc:
+        if isinstance(key, int):
+            name = node[key].get("name") if isinstance(node, list) and key < len(node) and isinstance(node[key], dict) else None
+            parts.append(f"[{key}]" + (f" (name={name!r})" if name else ""))
+        else:
+            parts.append(("." if parts else "") + str(key))
+        try:
+            node = node[key]
+        except (KeyError, IndexError, TypeError):
+            node = None
+    return "".join(parts) or "(top level)"

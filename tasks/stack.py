@@ -1,0 +1,188 @@
+"""Start and stop the embedded stack's services: one way, used by ``make demo`` and by the tests.
+
+Every service runs in its own process group (``setsid``) so that stopping it also stops the
+workers it forked (Airflow standalone forks a scheduler, api-server, dag-processor, triggerer and
+task processes). State lives under one folder (``settings.home``); ``stack.json`` there records the
+process groups and ports so that ``vigil stack down`` can stop what ``vigil stack up`` started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Service:
+    """A started service: enough to find it, wait for it and stop it."""
+
+    name: str
+    pid: int
+    port: int
+    url: str
+    health_url: str
+    log: str
+
+    def is_alive(self) -> bool:
+        try:
+            os.killpg(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def start(name: str, cmd: list[str], *, port: int, health_path: str, log: Path, env: dict[str, str] | None = None,
+          cwd: Path | None = None) -> Service:
+    """Start ``cmd`` in a new process group with output to ``log``; does not wait for health."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            env={**os.environ, **(env or {})}, cwd=cwd,
+        )
+    url = f"http://127.0.0.1:{port}"
+    return Service(name, proc.pid, port, url, url + health_path, str(log))
+
+
+def wait_healthy(service: Service, timeout: float = 120.0) -> None:
+    """Poll the health URL until it answers 2xx; fail with the log's tail if the process dies or times out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not service.is_alive():
+            raise RuntimeError(f"{service.name} exited during start-up; log {service.log}:\n{_tail(service.log)}")
+        try:
+            with urllib.request.urlopen(service.health_url, timeout=2) as resp:
+                if 200 <= resp.status < 300:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{service.name} not healthy after {timeout:.0f}s at {service.health_url}; "
+                       f"log {service.log}:\n{_tail(service.log)}")
+
+
+def stop(service: Service, timeout: float = 20.0) -> None:
+    """SIGTERM the service's process group, then SIGKILL whatever is left after ``timeout``."""
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(service.pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            try:
+                # Reap the leader if it is our child, then check the group.
+                os.waitpid(service.pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+            if not service.is_alive():
+                return
+            time.sleep(0.2)
+
+
+def _tail(path: str, lines: int = 40) -> str:
+    try:
+        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+# -- the services ---------------------------------------------------------------------------------
+
+def start_mlflow(home: Path, port: int | None = None, artifacts_destination: str | None = None) -> Service:
+    """MLflow tracking server on loopback: SQLite backend, artifacts proxied to a folder (or S3 URL)."""
+    home.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    artifacts = artifacts_destination or (home / "artifacts").as_uri()
+    cmd = [
+        sys.executable, "-m", "mlflow", "server",
+        "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}",
+        "--artifacts-destination", artifacts,
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+    ]
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    return start("mlflow", cmd, port=port, health_path="/health", log=home / "mlflow.log", env=env)
+
+
+def airflow_env(home: Path, port: int | None = None) -> dict[str, str]:
+    """Environment for every Airflow process of the embedded stack (also used by tests)."""
+    env = {
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__PARALLELISM": "4",
+        "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "4",
+        "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "30",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+        "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p),
+    }
+    if port:
+        env["AIRFLOW__API__PORT"] = str(port)
+        env["AIRFLOW__API__BASE_URL"] = f"http://127.0.0.1:{port}"
+    return env
+
+
+def start_airflow(home: Path, port: int | None = None, env: dict[str, str] | None = None) -> Service:
+    """``airflow standalone`` (SQLite, LocalExecutor) in its own process group."""
+    home.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    cmd = [str(Path(sys.executable).with_name("airflow")), "standalone"]
+    full_env = {**airflow_env(home, port), **(env or {})}
+    return start("airflow", cmd, port=port, health_path="/api/v2/monitor/health", log=home / "standalone.log",
+                 env=full_env)
+
+
+def airflow_admin_password(home: Path) -> str | None:
+    """The admin password that standalone's SimpleAuthManager generated."""
+    path = home / "simple_auth_manager_passwords.json.generated"
+    try:
+        return json.loads(path.read_text()).get("admin")
+    except (OSError, ValueError):
+        return None
+
+
+# -- the stack file ---------------------------------------------------------------------------------
+
+def save_stack(path: Path, services: list[Service], extra: dict | None = None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"services": [asdict(s) for s in services], **(extra or {})}, indent=2))
+
+
+def load_stack(path: Path) -> tuple[list[Service], dict]:
+    if not path.exists():
+        return [], {}
+    data = json.loads(path.read_text())
+    services = [Service(**s) for s in data.pop("services", [])]
+    return services, data
