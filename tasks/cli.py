@@ -66,6 +66,34 @@ def _snapshot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stack(args: argparse.Namespace) -> int:
+    from tasks import stack
+    from tasks.settings import Settings
+
+    settings = Settings()
+    if args.stack_command == "up":
+        info = stack.up(settings, serving=not args.no_serving)
+        print_stack(info)
+    elif args.stack_command == "down":
+        stopped = stack.down(settings)
+        print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+    else:
+        services, info = stack.load_stack(settings.home / "stack.json")
+        for service in services:
+            print(f"{service.name:<8} {'running' if service.is_alive() else 'stopped':<8} {service.url}  log: {service.log}")
+        if not services:
+            print("the embedded stack is not running (start it with `vigil stack up` or `make demo`)")
+    return 0
+
+
+def print_stack(info: dict) -> None:
+    print(f"Airflow UI:   {info['airflow_url']}  (user {info['airflow_user']}, password {info['airflow_password']})")
+    print(f"MLflow UI:    {info['mlflow_url']}")
+    if info.get("serving_url"):
+        print(f"Detector API: {info['serving_url']}  (upload page at /, API docs at /docs)")
+    print(f"Object store: {info['store_url']}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vigil", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -88,6 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
     snap_export.add_argument("version", nargs="?", default="latest")
     snap_export.add_argument("--dest", required=True)
     snap.set_defaults(func=_snapshot)
+
+    stack_parser = sub.add_parser("stack", help="start, stop or inspect the embedded stack (Airflow, MLflow, serving)")
+    stack_sub = stack_parser.add_subparsers(dest="stack_command", required=True)
+    stack_up = stack_sub.add_parser("up", help="start the services (idempotent)")
+    stack_up.add_argument("--no-serving", action="store_true", help="do not start the detection API")
+    stack_sub.add_parser("down", help="stop every service of the stack")
+    stack_sub.add_parser("status", help="which services run, where, and their logs")
+    stack_parser.set_defaults(func=_stack)
 
     for module in STAGE_COMMANDS:
         importlib.import_module(module).register(sub)

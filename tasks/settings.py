@@ -124,6 +124,7 @@ class Settings(BaseSettings):
     )
     model_name: str = Field("vigil-detector", description="Registered model name in MLflow.")
     serving_url: str = Field("http://127.0.0.1:8000", description="Where the running detection API answers.")
+    airflow_url: str = Field("http://127.0.0.1:8080", description="The Airflow API server (UI and REST API).")
     admin_token: SecretStr | None = Field(None, description="Bearer token for the serving admin endpoints.")
 
     download: DownloadSettings = DownloadSettings()
