@@ -1,0 +1,1 @@
+"""The promotion gate: challenger vs champion on the same frozen test sets, then alias moves."""
