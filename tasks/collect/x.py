@@ -84,6 +84,7 @@ class XCollector(Collector):
         query = self.source.query
         if not (query.terms or query.hashtags or query.accounts):
             raise CollectError(f"source {self.source.name!r}: an x source needs query terms, hashtags or accounts")
+        logging.getLogger("tweepy").setLevel(logging.INFO)  # its DEBUG log prints the Authorization header
         client = tweepy.Client(bearer_token=self.token, return_type=dict, wait_on_rate_limit=False)
         client.session.mount(X_API, _ApiBase(self.options.api_base_url, self.settings.download.timeout_s))
         params: dict[str, Any] = {

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import shutil
 import time
+from pathlib import Path
 
 import pytest
+import yaml
 from collect_helpers import FakeX, all_rows, x_error
 
 from tasks.batches import list_batches
 from tasks.collect.base import CollectError
 from tasks.collect.run import collect, cursor_key
 from tasks.collect.x import build_query
+from tasks.settings import DEFAULT_INCLUDE_DIR
 
 SOURCES = """
     sources:
@@ -169,3 +174,31 @@ def test_bad_media_is_refused_with_a_reason(fake_x, x_settings, http_server, sto
 
     assert summary["images"] == 1
     assert summary["refused"] == {"not an image: HTML document": 1, "download failed: http_status": 1}
+
+
+@pytest.mark.parametrize("store_env", ["local"], indirect=True)
+def test_dag_uses_the_airflow_connection_token_and_never_logs_it(airflow_db, store_env, fake_x, http_server, tmp_path,
+                                                                 monkeypatch, capfd):
+    from airflow.dag_processing.dagbag import BundleDagBag
+
+    include = tmp_path / "include"
+    shutil.copytree(DEFAULT_INCLUDE_DIR, include)
+    doc = yaml.safe_load((include / "sources.yaml").read_text())
+    x_source = next(s for s in doc["sources"] if s["kind"] == "x")
+    x_source.update(enabled=True, options={"api_base_url": http_server.url})
+    (include / "sources.yaml").write_text(yaml.safe_dump(doc))
+    monkeypatch.setenv("VIGIL_INCLUDE_DIR", str(include))
+    monkeypatch.setenv("VIGIL_DOWNLOAD__ALLOW_PRIVATE_NETWORKS", "true")
+    monkeypatch.delenv("X_BEARER_TOKEN", raising=False)
+    monkeypatch.setenv("AIRFLOW_CONN_VIGIL_X", json.dumps({"conn_type": "generic", "password": "test-bearer"}))
+    fake_x.add_tweet(["photo"], alt="from the DAG")
+    dags = Path(__file__).resolve().parents[2] / "dags"
+
+    run = BundleDagBag(dag_folder=str(dags), bundle_path=dags).get_dag("collect_x_ai_art").test(logical_date=None)
+
+    assert run.state == "success"
+    assert searches(http_server)[0].headers["authorization"] == "Bearer test-bearer"
+    output = capfd.readouterr()
+    logged = output.out + output.err
+    assert "stored 1 new images" in logged  # the task log was captured...
+    assert "test-bearer" not in logged  # ...and the token is not in it
