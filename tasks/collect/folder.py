@@ -15,7 +15,8 @@ An optional ``metadata.jsonl`` (Hugging Face ImageFolder convention: one JSON ob
 Every file is imported, even one that is not an image: curation quarantines it with a reason the
 user can see, instead of it silently disappearing here. Hidden files (``.*``) are skipped. Files
 already collected from this source (same path, size and modification time, or same content) are
-skipped, so re-running on the same inbox adds nothing.
+skipped, so re-running on the same inbox adds nothing. The inbox folder itself is created when
+missing (a fresh install has nothing to collect yet); any other missing folder is an error.
 """
 
 from __future__ import annotations
@@ -69,6 +70,8 @@ class FolderCollector(Collector):
 
     def items(self) -> Iterator[Candidate]:
         location = resolve_location(self.options.path, self.settings.inbox)
+        if location == resolve_location(".", self.settings.inbox) and "://" not in location:
+            Path(location).mkdir(parents=True, exist_ok=True)  # the inbox itself: empty until users drop files
         if "://" not in location and not Path(location).is_dir():
             raise CollectError(f"source {self.source.name!r}: folder {location} does not exist "
                                f"(options.path={self.options.path!r}, inbox={self.settings.inbox})")

@@ -101,12 +101,13 @@ class MastodonCollector(Collector):
     def _images(self, status: dict[str, Any]) -> Iterator[Candidate]:
         post = status.get("reblog") or status
         account = post.get("account") or {}
+        author = account.get("url") or account.get("acct")
         for media in post.get("media_attachments") or []:
             if media.get("type") != "image" or not media.get("url"):
                 self.skip(f"not an image ({media.get('type')})")
                 continue
             yield Candidate(post_id=str(post["id"]), media_url=media["url"], post_url=post.get("url") or post.get("uri"),
-                            author=f"mastodon:{account.get('url') or account.get('acct')}",
+                            author=f"mastodon:{author}" if author else None,
                             created_at=post.get("created_at"), alt_text=media.get("description"))
 
     def _get(self, path: str, params: dict[str, str], session) -> tuple[list[dict], str | None]:  # type: ignore[no-untyped-def]

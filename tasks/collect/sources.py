@@ -58,7 +58,7 @@ class Source(_Strict):
     @classmethod
     def _known_kind(cls, kind: str) -> str:
         if kind not in KINDS:
-            raise PydanticCustomError("unknown_kind", "unknown source kind {kind!r}; accepted: {accepted}",
+            raise PydanticCustomError("unknown_kind", "unknown source kind '{kind}'; accepted: {accepted}",
                                       {"kind": kind, "accepted": ", ".join(sorted(KINDS))})
         return kind
 
@@ -73,7 +73,7 @@ class Source(_Strict):
             return schedule
         raise PydanticCustomError(
             "invalid_schedule",
-            "{value!r} is not a cron expression (5 fields: minute hour day-of-month month day-of-week) "
+            "'{value}' is not a cron expression (5 fields: minute hour day-of-month month day-of-week) "
             "nor a preset ({presets}); use null for manual runs only",
             {"value": schedule, "presets": ", ".join(PRESETS)},
         )
@@ -104,15 +104,16 @@ class Source(_Strict):
 class SourcesFile(_Strict):
     sources: list[Source] = Field(default_factory=list)
 
-    @model_validator(mode="after")
-    def _unique_names(self) -> SourcesFile:
+    @field_validator("sources")
+    @classmethod
+    def _unique_names(cls, sources: list[Source]) -> list[Source]:
         seen: dict[str, int] = {}
-        for i, source in enumerate(self.sources):
+        for i, source in enumerate(sources):
             if source.name in seen:
                 raise ValueError(f"duplicate source name {source.name!r} (sources[{seen[source.name]}] and "
                                  f"sources[{i}]); names must be unique")
             seen[source.name] = i
-        return self
+        return sources
 
     def get(self, name: str) -> Source:
         for source in self.sources:

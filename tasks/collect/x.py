@@ -127,7 +127,8 @@ class XCollector(Collector):
                 self.skip(f"not a photo ({item.get('type')})")
             else:
                 yield Candidate(post_id=tweet["id"], media_url=item["url"], post_url=post_url,
-                                author=f"x:{tweet.get('author_id')}", created_at=tweet.get("created_at"),
+                                author=f"x:{tweet['author_id']}" if tweet.get("author_id") else None,
+                                created_at=tweet.get("created_at"),
                                 alt_text=item.get("alt_text"))
 
     def _search(self, client, params: dict[str, Any]) -> dict:  # type: ignore[no-untyped-def]

@@ -179,3 +179,9 @@ def test_import_from_an_s3_prefix_on_moto(tmp_path, moto_endpoint, local_store):
     assert (rows["ds/val/0_real/y.jpg"]["split"], rows["ds/val/0_real/y.jpg"]["dataset"]) == ("val", "ds")
     assert local_store.read_bytes(rows["1_fake/x.png"]["raw_key"]) == files["drops/1_fake/x.png"]
     assert collect("bucket_drop", settings, local_store)["images"] == 0
+
+
+def test_a_missing_inbox_is_created_and_empty(with_sources, store, tmp_path):
+    settings = with_sources(SOURCES.format(prior="unknown", path="."))
+    assert collect("drop", settings, store)["batch_id"] is None
+    assert (tmp_path / "inbox").is_dir()
