@@ -19,13 +19,16 @@ import logging
 import math
 import re
 from collections.abc import Iterator
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qs, quote, urlsplit
 
 from pydantic import Field, field_validator
 
 from tasks import net
 from tasks.collect.base import Candidate, Collector, CollectError, Credential, Options
+
+if TYPE_CHECKING:
+    import requests
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +76,7 @@ class MastodonCollector(Collector):
                 if count >= share:
                     break
 
-    def _timeline(self, timeline: str, session) -> Iterator[Candidate]:  # type: ignore[no-untyped-def]
+    def _timeline(self, timeline: str, session: requests.Session) -> Iterator[Candidate]:
         cursors: dict[str, str] = self.state.setdefault("since_id", {})
         path = "/api/v1/timelines/public" if timeline == "public" else \
             f"/api/v1/timelines/tag/{quote(timeline.removeprefix('tag:'), safe='')}"
@@ -106,23 +109,25 @@ class MastodonCollector(Collector):
             if media.get("type") != "image" or not media.get("url"):
                 self.skip(f"not an image ({media.get('type')})")
                 continue
-            yield Candidate(post_id=str(post["id"]), media_url=media["url"], post_url=post.get("url") or post.get("uri"),
+            yield Candidate(post_id=str(post["id"]), media_url=media["url"],
+                            post_url=post.get("url") or post.get("uri"),
                             author=f"mastodon:{author}" if author else None,
                             created_at=post.get("created_at"), alt_text=media.get("description"))
 
-    def _get(self, path: str, params: dict[str, str], session) -> tuple[list[dict], str | None]:  # type: ignore[no-untyped-def]
+    def _get(self, path: str, params: dict[str, str], session: requests.Session) -> tuple[list[dict], str | None]:
         url = self.options.instance + path + "?" + "&".join(f"{k}={quote(v)}" for k, v in params.items())
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
         try:
             got = net.fetch(url, self.settings.download, session=session, accept="application/json", headers=headers)
         except net.FetchError as exc:
-            hint = " (this instance may require an access token: set " + self.credential.describe() + ")" \
-                if exc.status in (401, 403) else ""
+            hint = (f" (this instance may require an access token: set {self.credential.describe()})"
+                    if exc.status in (401, 403) else "")
             raise CollectError(f"Mastodon timeline of source {self.source.name!r} failed: {exc}{hint}") from None
         try:
             statuses = json.loads(got.data)
         except ValueError:
-            raise CollectError(f"{url}: the answer is not JSON (is {self.options.instance} a Mastodon instance?)") from None
+            raise CollectError(f"{url}: the answer is not JSON "
+                               f"(is {self.options.instance} a Mastodon instance?)") from None
         if not isinstance(statuses, list):
             raise CollectError(f"{url}: expected a list of statuses, got {type(statuses).__name__}")
         return statuses, got.headers.get("Link")

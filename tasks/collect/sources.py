@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from pydantic_core import PydanticCustomError
 
 from tasks.collect.kinds import KINDS
-from tasks.settings import ConfigError, Settings, describe_validation_error, load_yaml
+from tasks.settings import Settings, describe_validation_error, load_yaml
 
 SOURCES_FILE = "sources.yaml"
 PRESETS = ("@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly")
@@ -132,5 +132,3 @@ def load_sources(settings: Settings | None = None) -> SourcesFile:
     settings = settings or Settings()
     return load_yaml(settings.include(SOURCES_FILE), SourcesFile)
 
-
-__all__ = ["ConfigError", "Query", "Source", "SourcesFile", "load_sources"]

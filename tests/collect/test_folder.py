@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from pathlib import Path
 
 import boto3
@@ -158,17 +159,19 @@ def test_missing_folder_is_a_clear_error(with_sources, store):
 
 
 def test_import_from_an_s3_prefix_on_moto(tmp_path, moto_endpoint, local_store):
-    bucket = f"inbox-{os.getpid()}-{tmp_path.name[-6:]}".lower().replace("_", "-")
+    bucket = f"inbox-{uuid.uuid4().hex[:12]}"
     s3 = boto3.client("s3", endpoint_url=moto_endpoint)
     s3.create_bucket(Bucket=bucket)
-    files = {"drops/1_fake/x.png": image_bytes((1, 100, 1)), "drops/ds/val/0_real/y.jpg": image_bytes((5, 5, 5), "JPEG"),
-             "drops/z.png": image_bytes((200, 200, 1)), "other/ignored.png": image_bytes((0, 0, 200))}
+    files = {"drops/1_fake/x.png": image_bytes((1, 100, 1)),
+             "drops/ds/val/0_real/y.jpg": image_bytes((5, 5, 5), "JPEG"),
+             "drops/z.png": image_bytes((200, 200, 1)),
+             "other/ignored.png": image_bytes((0, 0, 200))}  # outside the source's prefix
     for key, data in files.items():
         s3.put_object(Bucket=bucket, Key=key, Body=data)
     include = tmp_path / "include"
     include.mkdir()
-    (include / "sources.yaml").write_text(
-        f"sources:\n  - {{name: bucket_drop, kind: folder, schedule: '@daily', options: {{path: 's3://{bucket}/drops'}}}}\n")
+    (include / "sources.yaml").write_text("sources:\n  - {name: bucket_drop, kind: folder, schedule: '@daily', "
+                                          f"options: {{path: 's3://{bucket}/drops'}}}}\n")
     settings = Settings(include_dir=include, home=tmp_path / "home", store_url=local_store.url,
                         s3_endpoint_url=moto_endpoint)
 
