@@ -53,6 +53,7 @@ class Candidate:
 
     post_id: str
     data: bytes | None = None
+    sha256: str | None = None  # of ``data``, when the collector already computed it
     media_url: str | None = None
     post_url: str | None = None
     author: str | None = None  # in clear here; the runner stores only its sha256

@@ -99,7 +99,7 @@ class FolderCollector(Collector):
             extra = metadata.get(rel, {})
             label_source = "folder" if label else ("metadata" if extra.get("label") else None)
             yield Candidate(
-                post_id=rel, data=data, original_name=name, split=split, dataset=dataset,
+                post_id=rel, data=data, sha256=sha, original_name=name, split=split, dataset=dataset,
                 label=label or extra.get("label"), label_source=label_source,
                 generator=extra.get("generator"), alt_text=extra.get("alt_text"), license=extra.get("license"),
                 created_at=extra.get("created_at"), post_url=extra.get("post_url"),

@@ -93,7 +93,7 @@ class _Run:
             log.info("refused %s: not an image (%s)", item.media_url, describe_non_image(data))
             self.refused[f"not an image: {what}"] += 1
             return
-        sha = sha256_hex(data)
+        sha = item.sha256 or sha256_hex(data)
         if sha in self.shas:
             self.collector.skip("same image twice in this run")
             return
