@@ -269,7 +269,8 @@ def fetch(url: str, limits: DownloadSettings, *, session: requests.Session | Non
     Pass a session from :func:`new_session` (built with the same ``limits``) to reuse connections.
     """
     if session is None:
-        session = new_session(limits)
+        with new_session(limits) as own:
+            return fetch(url, limits, session=own, accept=accept, headers=headers)
     adapter = session.get_adapter("http://x")
     if not isinstance(adapter, _GuardedAdapter) or adapter.allow_private != limits.allow_private_networks:
         raise ValueError("fetch() needs a session from tasks.net.new_session() built with the same limits")

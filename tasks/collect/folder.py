@@ -88,7 +88,11 @@ class FolderCollector(Collector):
             if rel in seen and seen[rel][0] == stamp:
                 self.skip("already collected")
                 continue
-            data = store.read_bytes(rel)
+            try:
+                data = store.read_bytes(rel)
+            except FileNotFoundError:  # moved away between listing and reading: next run decides
+                self.skip("file disappeared during the run")
+                continue
             sha = sha256_hex(data)
             seen[rel] = [stamp, sha]
             if sha in known_shas:

@@ -67,14 +67,14 @@ class MastodonCollector(Collector):
     def items(self) -> Iterator[Candidate]:
         timelines = [f"tag:{h}" for h in self.source.query.hashtags] or ["public"]
         share = math.ceil(self.limit / len(timelines))
-        session = net.new_session(self.settings.download)
-        for timeline in timelines:
-            count = 0
-            for candidate in self._timeline(timeline, session):
-                yield candidate
-                count += 1
-                if count >= share:
-                    break
+        with net.new_session(self.settings.download) as session:
+            for timeline in timelines:
+                count = 0
+                for candidate in self._timeline(timeline, session):
+                    yield candidate
+                    count += 1
+                    if count >= share:
+                        break
 
     def _timeline(self, timeline: str, session: requests.Session) -> Iterator[Candidate]:
         cursors: dict[str, str] = self.state.setdefault("since_id", {})

@@ -129,6 +129,8 @@ class _Run:
             return None
 
     def finish(self) -> dict[str, Any]:
+        if self.session is not None:
+            self.session.close()
         name = self.source.name
         batch = batches.write_batch(self.store, name, self.rows, self.when) if self.rows else None
         self.store.write_json(cursor_key(name), {"kind": self.source.kind, "state": self.collector.state,

@@ -97,6 +97,10 @@ class XCollector(Collector):
         }
         if self.state.get("since_id"):
             params["since_id"] = self.state["since_id"]
+        with client.session:
+            yield from self._pages(client, params)
+
+    def _pages(self, client, params: dict[str, Any]) -> Iterator[Candidate]:  # type: ignore[no-untyped-def]
         page_number = 0
         while True:
             page = self._search(client, params)
