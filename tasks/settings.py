@@ -43,6 +43,9 @@ class DownloadSettings(Section):
     retries: int = Field(3, ge=0, description="Retries on timeouts, 429 and 5xx, with exponential backoff.")
     backoff_s: float = Field(1.0, ge=0, description="First backoff delay; doubles at each retry.")
     politeness_delay_s: float = Field(1.0, ge=0, description="Minimum delay between two requests to one host.")
+    max_wait_s: float = Field(
+        300.0, ge=0, description="Longest wait a server may ask for (Retry-After, rate-limit reset); longer fails."
+    )
     allow_private_networks: bool = Field(
         False, description="Allow private, loopback and link-local addresses (tests and closed networks only)."
     )

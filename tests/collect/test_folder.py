@@ -1,0 +1,190 @@
+"""Folder sources: labels from the layout, ImageFolder splits, metadata.jsonl, re-runs add nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+
+import boto3
+import pytest
+from PIL.PngImagePlugin import PngInfo
+
+from tasks.batches import list_batches
+from tasks.collect.base import CollectError
+from tasks.collect.run import collect, cursor_key
+from tasks.settings import Settings
+from tasks.storage import sha256_hex
+
+from collect_helpers import image_bytes, rows_by_post
+
+SOURCES = """
+    sources:
+      - name: drop
+        kind: folder
+        schedule: "@hourly"
+        label_prior: {prior}
+        options: {{path: "{path}"}}
+"""
+
+
+def a1111_png(color=(10, 200, 90)) -> bytes:
+    import io
+
+    from PIL import Image
+
+    info = PngInfo()
+    info.add_text("parameters", "a portrait\nSteps: 30, Sampler: DPM++ 2M, Model: juggernaut_xl")
+    buf = io.BytesIO()
+    Image.new("RGB", (48, 48), color).save(buf, "PNG", pnginfo=info)
+    return buf.getvalue()
+
+
+def put(root: Path, rel: str, data: bytes) -> bytes:
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return data
+
+
+@pytest.fixture
+def inbox(tmp_path) -> Path:
+    root = tmp_path / "inbox"
+    root.mkdir()
+    return root
+
+
+def test_layouts_labels_metadata_and_non_images(with_sources, store, inbox):
+    files = {
+        "batch1/0_real/cat.jpg": image_bytes((120, 80, 40), "JPEG"),
+        "batch1/1_fake/dog.png": image_bytes((40, 80, 120)),
+        "setA/train/0_real/a.png": image_bytes((1, 2, 3)),
+        "setA/train/1_fake/b.png": image_bytes((4, 5, 6)),
+        "setA/test/1_fake/c.png": image_bytes((7, 8, 9)),
+        "loose/photo.png": image_bytes((9, 9, 9)),
+        "loose/notes.png": b"<html><body>not an image</body></html>",
+        "loose/generated.png": a1111_png(),
+        "batch1/0_real/claimed_real.png": a1111_png((0, 0, 1)),  # provenance, yet labeled real
+    }
+    for rel, data in files.items():
+        put(inbox, rel, data)
+    put(inbox, ".DS_Store", b"\x00\x01")
+    (inbox / "setA" / "metadata.jsonl").write_text(
+        json.dumps({"file_name": "train/1_fake/b.png", "generator": "GenX", "extra": 1}) + "\n"
+        + json.dumps({"file_name": "test/1_fake/c.png", "generator": "GenY", "license": "CC-BY-4.0"}) + "\n")
+    settings = with_sources(SOURCES.format(prior="unknown", path="."))
+
+    summary = collect("drop", settings, store)
+
+    assert summary["images"] == len(files) and summary["batch_id"]
+    assert summary["labels"] == {"real": 3, "fake": 4, "unknown": 2}
+    assert summary["label_sources"] == {"folder": 6, "png_parameters": 1, "prior": 2}
+    assert summary["label_conflicts"] == 1 and summary["refused"] == {}
+    rows = rows_by_post(store)
+    assert set(rows) == set(files)  # .DS_Store and metadata.jsonl are not images of the batch
+    assert (rows["batch1/0_real/cat.jpg"]["label"], rows["batch1/0_real/cat.jpg"]["format"]) == ("real", "JPEG")
+    assert rows["batch1/0_real/cat.jpg"]["split"] is None and rows["batch1/0_real/cat.jpg"]["dataset"] is None
+    assert {k: rows["setA/train/1_fake/b.png"][k] for k in ("label", "split", "dataset", "generator")} == \
+        {"label": "fake", "split": "train", "dataset": "setA", "generator": "GenX"}
+    assert (rows["setA/test/1_fake/c.png"]["split"], rows["setA/test/1_fake/c.png"]["license"]) == ("test", "CC-BY-4.0")
+    assert rows["setA/train/0_real/a.png"]["generator"] is None
+    assert (rows["loose/photo.png"]["label"], rows["loose/photo.png"]["label_source"]) == ("unknown", "prior")
+    assert (rows["loose/generated.png"]["label"], rows["loose/generated.png"]["generator"]) == ("fake", "juggernaut_xl")
+    assert rows["batch1/0_real/claimed_real.png"]["label"] == "real"  # an explicit folder label wins
+    # Non-images are kept (curation quarantines them with a reason), stored under their own extension.
+    html = rows["loose/notes.png"]
+    assert html["format"] is None and html["raw_key"].endswith(".png")
+    # Raw bytes are stored content-addressed, byte for byte.
+    for rel, data in files.items():
+        row = rows[rel]
+        assert row["sha256"] == sha256_hex(data) and row["size_bytes"] == len(data)
+        assert row["raw_key"].startswith("raw/drop/") and row["raw_key"].rsplit("/", 1)[-1].startswith(row["sha256"])
+        assert store.read_bytes(row["raw_key"]) == data
+        assert row["source_kind"] == "folder" and row["original_name"] == rel.rsplit("/", 1)[-1]
+
+
+def test_rerun_adds_nothing_and_new_files_are_picked_up(with_sources, store, inbox):
+    for i in range(3):
+        put(inbox, f"0_real/r{i}.png", image_bytes((i, 50, 50)))
+    settings = with_sources(SOURCES.format(prior="real", path="."))
+    first = collect("drop", settings, store)
+    assert first["images"] == 3
+
+    again = collect("drop", settings, store)
+    assert again["batch_id"] is None and again["images"] == 0 and again["skipped"] == {"already collected": 3}
+    assert len(list_batches(store)) == 1
+
+    # Touching a file or copying it under another name adds nothing either; new content does.
+    os.utime(inbox / "0_real/r0.png", (1, 1))
+    put(inbox, "elsewhere/copy.png", (inbox / "0_real/r1.png").read_bytes())
+    put(inbox, "1_fake/new.png", image_bytes((250, 1, 1)))
+    third = collect("drop", settings, store)
+    assert third["images"] == 1 and third["labels"] == {"fake": 1}
+    assert third["skipped"] == {"already collected": 4}
+    assert len(list_batches(store)) == 2
+    assert store.exists(cursor_key("drop"))
+
+
+def test_max_images_takes_the_rest_next_time(with_sources, store, inbox):
+    for i in range(5):
+        put(inbox, f"f{i}.png", image_bytes((i * 40, 0, 0)))
+    settings = with_sources(SOURCES.format(prior="unknown", path="."))
+    counts = [collect("drop", settings, store, max_images=2)["images"] for _ in range(4)]
+    assert counts == [2, 2, 1, 0]
+    assert len(rows_by_post(store)) == 5
+
+
+def test_source_folder_relative_to_inbox_and_dataset_root(with_sources, store, inbox):
+    put(inbox, "demo/train/0_real/x.png", image_bytes((3, 3, 3)))
+    settings = with_sources(SOURCES.format(prior="unknown", path="demo/train"))
+    collect("drop", settings, store)
+    row = rows_by_post(store)["0_real/x.png"]
+    assert (row["label"], row["split"]) == ("real", None)  # the split folder is the source root here
+
+
+def test_bad_metadata_line_fails_and_publishes_nothing(with_sources, store, inbox):
+    put(inbox, "a.png", image_bytes())
+    (inbox / "metadata.jsonl").write_text('{"file_name": "a.png"}\n{not json\n')
+    settings = with_sources(SOURCES.format(prior="unknown", path="."))
+    with pytest.raises(CollectError, match=r"metadata.jsonl line 2: not valid JSON"):
+        collect("drop", settings, store)
+    assert list_batches(store) == [] and not store.exists(cursor_key("drop"))
+
+
+def test_missing_folder_is_a_clear_error(with_sources, store):
+    settings = with_sources(SOURCES.format(prior="unknown", path="no/such/dir"))
+    with pytest.raises(CollectError, match=r"folder .*no/such/dir does not exist \(options.path='no/such/dir'"):
+        collect("drop", settings, store)
+
+
+def test_import_from_an_s3_prefix_on_moto(tmp_path, moto_endpoint, local_store):
+    bucket = f"inbox-{uuid.uuid4().hex[:12]}"
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint)
+    s3.create_bucket(Bucket=bucket)
+    files = {"drops/1_fake/x.png": image_bytes((1, 100, 1)),
+             "drops/ds/val/0_real/y.jpg": image_bytes((5, 5, 5), "JPEG"),
+             "drops/z.png": image_bytes((200, 200, 1)),
+             "other/ignored.png": image_bytes((0, 0, 200))}  # outside the source's prefix
+    for key, data in files.items():
+        s3.put_object(Bucket=bucket, Key=key, Body=data)
+    include = tmp_path / "include"
+    include.mkdir()
+    (include / "sources.yaml").write_text("sources:\n  - {name: bucket_drop, kind: folder, schedule: '@daily', "
+                                          f"options: {{path: 's3://{bucket}/drops'}}}}\n")
+    settings = Settings(include_dir=include, home=tmp_path / "home", store_url=local_store.url,
+                        s3_endpoint_url=moto_endpoint)
+
+    summary = collect("bucket_drop", settings, local_store)
+
+    assert summary["images"] == 3 and summary["labels"] == {"fake": 1, "real": 1, "unknown": 1}
+    rows = rows_by_post(local_store)
+    assert (rows["ds/val/0_real/y.jpg"]["split"], rows["ds/val/0_real/y.jpg"]["dataset"]) == ("val", "ds")
+    assert local_store.read_bytes(rows["1_fake/x.png"]["raw_key"]) == files["drops/1_fake/x.png"]
+    assert collect("bucket_drop", settings, local_store)["images"] == 0
+
+
+def test_a_missing_inbox_is_created_and_empty(with_sources, store, tmp_path):
+    settings = with_sources(SOURCES.format(prior="unknown", path="."))
+    assert collect("drop", settings, store)["batch_id"] is None
+    assert (tmp_path / "inbox").is_dir()
