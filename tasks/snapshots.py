@@ -51,6 +51,31 @@ SNAPSHOT_COLUMNS: dict[str, str] = {
 }
 
 
+# Further columns written by curation (tasks/curate): provenance carried over from the raw batch and
+# what normalisation did. Readers may use them; snapshots built elsewhere (tests) may lack them.
+CURATION_COLUMNS: dict[str, str] = {
+    "sha256": "sha256 of the raw bytes",
+    "raw_key": "object key of the raw bytes",
+    "source_kind": "x, mastodon, folder, ...",
+    "post_id": "id of the post (or the relative path for folder sources)",
+    "post_url": "public URL of the post, if any",
+    "media_url": "URL the bytes were downloaded from, if any",
+    "author_hash": "sha256 of the author's handle/id",
+    "created_at": "when the post was created, if known",
+    "collected_at": "when Vigil collected it",
+    "alt_text": "the post's alt text, if any",
+    "license": "license or attribution given by the source, if any",
+    "dataset": "ImageFolder data set name (folder sources)",
+    "original_name": "file name at the source, if any",
+    "original_width": "width of the stored pixels before EXIF orientation",
+    "original_height": "height of the stored pixels before EXIF orientation",
+    "original_mode": "Pillow mode of the original (RGB, RGBA, P, CMYK, I;16, L, ...)",
+    "conversions": "what normalisation did, comma separated (alpha_on_white, cmyk_to_rgb, exif_orientation_6, ...)",
+    "near_duplicate_of": "image_id of the curated image this one nearly duplicates (kept: a different label)",
+    "curated_at": "when curation processed the image's batch",
+}
+
+
 class SnapshotConflict(RuntimeError):
     """Another run published a snapshot since this one started; re-run on top of it."""
 

@@ -56,9 +56,11 @@ def cmyk_jpeg() -> bytes:
 
 
 def png16() -> tuple[bytes, np.ndarray]:
-    """A 16-bit grayscale PNG (a horizontal ramp over the full 16-bit range) and its expected 8-bit pixels."""
-    ramp = np.tile(np.linspace(0, 65535, 64).astype(np.uint16), (64, 1))
-    return encode(Image.fromarray(ramp)), np.rint(ramp / 257.0).astype(np.uint8)
+    """A 16-bit grayscale photo PNG using the full 16-bit range, and the 8-bit pixels it must become."""
+    gray = np.asarray(photo(51).convert("L"))
+    low_bits = np.random.default_rng(2).integers(0, 128, gray.shape)
+    deep = (gray.astype(np.uint32) * 257 + low_bits).astype(np.uint16)  # rounds back to `gray`
+    return encode(Image.fromarray(deep)), gray
 
 
 def grayscale_png() -> bytes:

@@ -24,6 +24,7 @@ def rejected(data: bytes, policy: ImageSettings = POLICY) -> ImageRejected:
     return info.value
 
 
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
 @pytest.mark.parametrize(("data", "code", "words"), [
     (b"", "empty", "0 bytes"),
     (corpus.HTML, "not_an_image", "HTML document"),
