@@ -230,12 +230,15 @@ def hamming(a: str, b: str) -> int:
 
 
 def encode_png(image: Image.Image) -> bytes:
-    """The one curated encoding: 8-bit RGB PNG, no metadata, "Up" filter, zlib level 1 run-length.
+    """The one curated encoding: 8-bit RGB PNG, no metadata, "Up" filter, fast deflate (ISA-L level 1).
 
     Every curated image is written by this function, so the file format and compression of the
-    original cannot leak the label. Written directly with zlib rather than with Pillow, whose
-    per-row adaptive filter search made encoding twice as slow (see bench/etl.py).
+    original cannot leak the label. Written directly rather than with Pillow: Pillow's per-row
+    adaptive filter search plus zlib made encoding the dominant cost of curation; ISA-L's deflate is
+    about 3x faster than zlib's at a similar size (see bench/etl.py).
     """
+    from isal import isal_zlib
+
     if image.mode != "RGB":
         raise ValueError(f"encode_png expects an RGB image, got mode {image.mode!r}")
     width, height = image.size
@@ -244,8 +247,7 @@ def encode_png(image: Image.Image) -> bytes:
     filtered[:, 0] = 2  # filter type "Up": each row minus the row above (the first row: minus zeros)
     filtered[0, 1:] = rows[0]
     np.subtract(rows[1:], rows[:-1], out=filtered[1:, 1:])
-    compressor = zlib.compressobj(1, zlib.DEFLATED, 15, 9, zlib.Z_RLE)
-    idat = compressor.compress(filtered.tobytes()) + compressor.flush()
+    idat = isal_zlib.compress(filtered.tobytes(), 1)
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit, truecolour, no interlace
     return PNG_SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
 
