@@ -51,7 +51,7 @@ from vigil_common import CURATED_DATASET, DEFAULT_ARGS, RAW_BATCH
     },
 )
 def curate():
-    @task
+    @task(multiple_outputs=False)  # one summary XCom, not one per key
     def curate_batches(params: dict | None = None) -> dict:
         """Validate, quarantine, dedupe and split every new raw batch; publish one snapshot."""
         from tasks.curate import curate as run_curation

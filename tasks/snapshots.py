@@ -162,7 +162,9 @@ def publish_snapshot(store: ObjectStore, table: pd.DataFrame, parent: str | None
                      extra: dict[str, str] | None = None) -> Snapshot:
     """Write the manifest of a new version on top of ``parent``; every curated object must already exist.
 
-    Raises :class:`SnapshotConflict` if ``parent`` is no longer the latest version.
+    Raises :class:`SnapshotConflict` if ``parent`` is no longer the latest version, also when another
+    run publishes the same version concurrently (the manifest is created exclusively): a published
+    snapshot is never overwritten.
     """
     missing = sorted(set(SNAPSHOT_COLUMNS) - set(table.columns))
     if missing:
@@ -181,7 +183,11 @@ def publish_snapshot(store: ObjectStore, table: pd.DataFrame, parent: str | None
         "counts": json.dumps(counts),
         **(extra or {}),
     }
-    store.write_table(manifest_key(version), table, metadata=metadata)
+    try:
+        store.write_table(manifest_key(version), table, metadata=metadata, exclusive=True)
+    except FileExistsError:
+        raise SnapshotConflict(f"snapshot {version} was published by another run meanwhile; re-run on top of it") \
+            from None
     return Snapshot(version, parent, created_at, table, tuple(sorted(batches)), counts)
 
 

@@ -11,7 +11,7 @@ from PIL import Image
 from curation_helpers import add_batch, encode, good_images, photo
 from tasks.curate import curate
 from tasks.images import hamming
-from tasks.snapshots import LABEL_DIRS, SNAPSHOT_COLUMNS, list_versions, read_snapshot
+from tasks.snapshots import LABEL_DIRS, SNAPSHOT_COLUMNS, export_imagefolder, list_versions, read_snapshot
 
 
 def reencoded(index: int, label: str, fmt: str = "JPEG", **extra) -> dict:
@@ -20,7 +20,7 @@ def reencoded(index: int, label: str, fmt: str = "JPEG", **extra) -> dict:
             **extra}
 
 
-def test_snapshots_dedupe_and_splits(store, settings):
+def test_snapshots_dedupe_and_splits(store, settings, tmp_path):
     first = add_batch(store, good_images(16) + good_images(4, start=16, split="test"))
     summary = curate(settings, store)
 
@@ -75,6 +75,11 @@ def test_snapshots_dedupe_and_splits(store, settings):
     # Curated objects are normalised PNGs whose pixels hash to their name.
     sample = v2.table.iloc[-1]
     assert Image.open(io.BytesIO(store.read_bytes(sample.key))).format == "PNG"
+
+    # The ImageFolder export view is the manifest's path column.
+    dest = export_imagefolder(store, v2, tmp_path / "export")
+    assert sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*.png")) == sorted(v2.table["path"])
+    assert {p.parent.name for p in dest.rglob("*.png")} == {"0_real", "1_fake"}
 
     # Re-running with the same inputs changes nothing: no snapshot, no object.
     before = {key: store.size(key) for key in store.list()}

@@ -67,3 +67,16 @@ def test_dag_run_publishes_snapshot_and_emits_event(curate_dag, store, store_env
     assert again.state == "success" and asset_events(again.run_id) == []
     states = {ti.task_id: ti.state for ti in again.get_task_instances()}
     assert states == {"curate_batches": "success", "announce_snapshot": "skipped", "check_batches": "success"}
+
+
+@pytest.mark.parametrize("store_env", ["local"], indirect=True)
+def test_rejected_batch_fails_the_run_without_retries(curate_dag, store, store_env):
+    batch = add_batch(store, [{"data": b"", "name": "zero.jpg"}, {"data": b"<html></html>", "name": "x.png"}])
+    run = curate_dag.test()
+
+    assert run.state == "failed"
+    tis = {ti.task_id: ti for ti in run.get_task_instances()}
+    assert tis["curate_batches"].state == "success"
+    assert tis["announce_snapshot"].state == "skipped" and asset_events(run.run_id) == []
+    assert tis["check_batches"].state == "failed" and tis["check_batches"].try_number == 1  # no retry
+    assert store.read_json(f"reports/{batch.batch_id}/summary.json")["status"] == "failed"
