@@ -171,21 +171,56 @@ class BatchCurator:
         # Missing values as None (pandas may hold them as NaN, which is truthy).
         records = table.astype(object).where(table.notna(), None).to_dict("records")
         started = _now()
+        limit = self.settings.curation.max_failure_ratio
         # Raw bytes that are already curated need no decoding: they are exact duplicates.
         known = [r["sha256"] in self.index.raw_sha256 for r in records]
-        todo = [(r["sha256"], r["raw_key"]) for r, k in zip(records, known) if not k]
-        decoded = iter(self.pool.map(todo))
-        results = [None if k else next(decoded) for k in known]
+        known_count = sum(known)
+        decoded = iter(self.pool.map([(r["sha256"], r["raw_key"]) for r, k in zip(records, known) if not k]))
+        verdicts: Counter[str] = Counter({"exact": known_count})
+        rejected: list[tuple[dict, ImageResult]] = []
+        accepted: list[tuple[dict, ImageResult]] = []
+        undecided: list[tuple[dict, ImageResult]] = []
+        rows: list[dict[str, Any]] = []
+        overridden = 0
 
-        rejected = [(r, res) for r, res in zip(records, results) if res is not None and not res.accepted]
+        def may_fail() -> bool:  # could the rejected share still exceed the limit?
+            return len(records) - len(accepted) - known_count > limit * len(records)
+
+        with ThreadPoolExecutor(UPLOAD_THREADS) as threads:
+            uploads = []
+
+            def flush() -> None:
+                nonlocal overridden
+                for item in undecided:
+                    row, was_overridden = self._decide(item, batch.batch_id, verdicts, started)
+                    overridden += was_overridden
+                    if row:
+                        rows.append(row)
+                        uploads.append(threads.submit(self._upload, row, item[1].spooled))
+                undecided.clear()
+
+            for record, is_known in zip(records, known):
+                if is_known:
+                    continue
+                result = next(decoded)
+                (accepted if result.accepted else rejected).append((record, result))
+                if result.accepted:
+                    undecided.append((record, result))
+                # Once the batch cannot fail any more, decide and upload while the rest is still
+                # decoding; until then, normalised images wait in the local spool.
+                if not may_fail():
+                    flush()
+            failed = may_fail()
+            if not failed:
+                flush()
+            for upload in uploads:
+                upload.result()
+
         quarantine_prefix = f"{QUARANTINE_PREFIX}/{batch.batch_id}"
         self._quarantine(batch, rejected, quarantine_prefix)
-        accepted = [(r, res) for r, res in zip(records, results) if res is not None and res.accepted]
         expectations = validate_batch(self.suite, suite_parameters(self.settings), _metadata_table(accepted, table),
                                       batch.batch_id, self.store, f"{REPORT_PREFIX}/{batch.batch_id}/data_docs")
-
         ratio = len(rejected) / len(records) if records else 0.0
-        limit = self.settings.curation.max_failure_ratio
         by_code = dict(sorted(Counter(res.code for _, res in rejected).items()))
         report: dict[str, Any] = {
             "batch_id": batch.batch_id,
@@ -204,31 +239,36 @@ class BatchCurator:
             "links": {"summary": self.store.uri(report_key(batch.batch_id)),
                       "data_docs": expectations["data_docs"]},
         }
-        if ratio > limit:
+        good = len(accepted) + known_count
+        if failed:
             message = (f"batch {batch.batch_id} failed: {len(rejected)} of {len(records)} images rejected "
                        f"({ratio:.0%}), more than curation.max_failure_ratio={limit:.0%}; nothing from it was "
                        f"published. Rejections by reason: {by_code}. Quarantine: {self.store.uri(quarantine_prefix)}. "
                        f"Fix the source or the settings, then re-queue it with `vigil curate --retry {batch.batch_id}`.")
             log.error(message)
             report.update(status="failed", message=message,
-                          counts=_counts(len(records), len(accepted), len(rejected), Counter(), 0))
+                          counts=_counts(len(records), good, len(rejected), Counter(), 0))
             return BatchOutcome(batch.batch_id, False, report)
 
-        verdicts: Counter[str] = Counter({"exact": sum(known)})
-        rows, overridden = [], 0
-        for record, result in accepted:
-            decision = self.index.decide(result.image_id, result.phash, record["label"], record.get("split"),
-                                         self.settings.curation.split_ratios)
-            verdicts[decision.verdict] += 1
-            overridden += decision.split_overridden
-            if decision.keep:
-                rows.append(_snapshot_row(record, result, decision, batch.batch_id, started))
-        self._upload(rows, accepted)
         report.update(status="passed", message=f"{len(rows)} new images from {len(records)} in the batch",
-                      counts=_counts(len(records), len(accepted) + sum(known), len(rejected), verdicts, len(rows),
-                                     overridden))
+                      counts=_counts(len(records), good, len(rejected), verdicts, len(rows), overridden))
         log.info("batch %s: %s", batch.batch_id, report["counts"])
         return BatchOutcome(batch.batch_id, True, report, rows)
+
+    def _decide(self, item: tuple[dict, ImageResult], batch_id: str, verdicts: Counter,
+                curated_at: str) -> tuple[dict[str, Any] | None, bool]:
+        """Dedupe one accepted image against the index; its snapshot row if it is kept."""
+        record, result = item
+        decision = self.index.decide(result.image_id, result.phash, record["label"], record.get("split"),
+                                     self.settings.curation.split_ratios)
+        verdicts[decision.verdict] += 1
+        row = _snapshot_row(record, result, decision, batch_id, curated_at) if decision.keep else None
+        return row, decision.split_overridden
+
+    def _upload(self, row: dict[str, Any], spooled: str) -> None:
+        """Copy a kept image from the spool to ``curated/<image_id>.png`` (content addressed)."""
+        if not self.store.exists(row["key"]):
+            self.store.write_bytes(row["key"], Path(spooled).read_bytes())
 
     def _quarantine(self, batch: Batch, rejected: list[tuple[dict, ImageResult]], prefix: str) -> None:
         def move(item: tuple[dict, ImageResult]) -> None:
@@ -247,17 +287,6 @@ class BatchCurator:
         if rejected:
             log.warning("batch %s: %d image(s) quarantined under %s", batch.batch_id, len(rejected),
                         self.store.uri(prefix))
-
-    def _upload(self, rows: list[dict[str, Any]], accepted: list[tuple[dict, ImageResult]]) -> None:
-        """Copy kept images from the spool to ``curated/<image_id>.png`` (content addressed)."""
-        spooled = {res.image_id: res.spooled for _, res in accepted}
-
-        def upload(row: dict[str, Any]) -> None:
-            if not self.store.exists(row["key"]):
-                self.store.write_bytes(row["key"], Path(spooled[row["image_id"]]).read_bytes())
-
-        with ThreadPoolExecutor(UPLOAD_THREADS) as threads:
-            list(threads.map(upload, rows))
 
 
 def _counts(images: int, accepted: int, quarantined: int, verdicts: Counter, new: int,

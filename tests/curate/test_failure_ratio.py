@@ -53,3 +53,12 @@ def test_cli_fails_then_retry_with_a_higher_threshold(local_store, tmp_path, mon
     assert local_store.read_json(f"reports/{batch.batch_id}/summary.json")["status"] == "passed"
     assert main(["curate", "--retry", batch.batch_id]) == 2
     assert "already in snapshot v0001" in capsys.readouterr().err
+
+
+def test_batch_at_the_threshold_passes(local_store, tmp_path, monkeypatch):
+    from tasks.settings import Settings
+
+    monkeypatch.setenv("VIGIL_HOME", str(tmp_path / "home"))
+    add_batch(local_store, [{"data": b"", "name": "a.jpg"}, {"data": b"", "name": "b.jpg"}] + good_images(2))
+    summary = curate(Settings(store_url=local_store.url), local_store)  # 2 of 4 rejected: 50% is not above 50%
+    assert summary["version"] == "v0001" and summary["new_images"] == 2 and summary["failed_batches"] == []
