@@ -23,8 +23,10 @@ hash of its group id; every later member follows the group, even when its source
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
+
+import numpy as np
 
 from tasks.snapshots import SPLITS
 
@@ -32,6 +34,8 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     import pandas as pd
+
+INDEX_COLUMNS = ("image_id", "phash", "group_id", "split", "label")
 
 Verdict = Literal["new", "near_kept", "exact", "near_dropped", "split_conflict"]
 DROPPED: frozenset[str] = frozenset({"exact", "near_dropped", "split_conflict"})
@@ -84,56 +88,76 @@ def band_layout(distance: int) -> list[tuple[int, int]]:
     return layout
 
 
-@dataclass
 class DuplicateIndex:
-    """Exact (image_id) and near (pHash within ``distance`` bits) lookups over curated images."""
+    """Exact (image_id) and near (pHash within ``distance`` bits) lookups over curated images.
 
-    distance: int
-    entries: list[Entry] = field(default_factory=list)
-    by_id: dict[str, int] = field(default_factory=dict)
-    raw_sha256: set[str] = field(default_factory=set)
-    bands: list[dict[int, list[int]]] = field(default_factory=list)
+    The snapshot's images are indexed with numpy (per band: the band values sorted once, looked up
+    by binary search), so building the index of a large store costs milliseconds; images added
+    during the run go to small per-band dicts.
+    """
 
-    def __post_init__(self) -> None:
-        self.layout = band_layout(self.distance)
-        self.bands = [{} for _ in self.layout]
+    def __init__(self, distance: int, table: pd.DataFrame | None = None) -> None:
+        self.distance = distance
+        self.layout = band_layout(distance)
+        if table is None:
+            import pandas as pd
+
+            table = pd.DataFrame({column: [] for column in INDEX_COLUMNS}, dtype=object)
+        self.ids: list[str] = table["image_id"].tolist()
+        self.groups: list[str] = table["group_id"].tolist()
+        self.splits: list[str] = table["split"].tolist()
+        self.labels: list[str] = table["label"].tolist()
+        hashes = np.array([int(h, 16) for h in table["phash"]], dtype=np.uint64)
+        self.hashes: list[int] = hashes.tolist()
+        self.by_id: dict[str, int] = dict(zip(self.ids, range(len(self.ids))))
+        self.raw_sha256: set[str] = set(table["sha256"].dropna()) if "sha256" in table else set()
+        self._sorted_bands = []
+        for shift, mask in self.layout:
+            values = (hashes >> np.uint64(shift)) & np.uint64(mask)
+            order = np.argsort(values, kind="stable")
+            self._sorted_bands.append((values[order], order))
+        self._added_bands: list[dict[int, list[int]]] = [{} for _ in self.layout]
 
     @classmethod
     def from_table(cls, table: pd.DataFrame | None, distance: int) -> DuplicateIndex:
         """The index of a snapshot manifest (None: an empty store)."""
-        index = cls(distance)
-        if table is None or table.empty:
-            return index
-        columns = zip(table["image_id"], table["phash"], table["group_id"], table["split"], table["label"])
-        for image_id, phash, group_id, split, label in columns:
-            index._add(Entry(image_id, int(phash, 16), group_id, split, label))
-        if "sha256" in table:
-            index.raw_sha256.update(table["sha256"].dropna())
-        return index
+        return cls(distance, table)
 
     def __len__(self) -> int:
-        return len(self.entries)
+        return len(self.ids)
+
+    def entry(self, position: int) -> Entry:
+        return Entry(self.ids[position], self.hashes[position], self.groups[position], self.splits[position],
+                     self.labels[position])
 
     def _add(self, entry: Entry) -> None:
-        position = len(self.entries)
-        self.entries.append(entry)
+        position = len(self.ids)
+        self.ids.append(entry.image_id)
+        self.hashes.append(entry.phash)
+        self.groups.append(entry.group_id)
+        self.splits.append(entry.split)
+        self.labels.append(entry.label)
         self.by_id.setdefault(entry.image_id, position)
-        for table, (shift, mask) in zip(self.bands, self.layout):
-            table.setdefault((entry.phash >> shift) & mask, []).append(position)
+        for added, (shift, mask) in zip(self._added_bands, self.layout):
+            added.setdefault((entry.phash >> shift) & mask, []).append(position)
 
     def near(self, phash: int) -> list[tuple[int, Entry]]:
         """(distance, entry) of every indexed image within ``distance`` bits, nearest first."""
         candidates: set[int] = set()
-        for table, (shift, mask) in zip(self.bands, self.layout):
-            candidates.update(table.get((phash >> shift) & mask, ()))
-        found = [((phash ^ self.entries[i].phash).bit_count(), i) for i in candidates]
-        return [(d, self.entries[i]) for d, i in sorted(found) if d <= self.distance]
+        for (values, order), added, (shift, mask) in zip(self._sorted_bands, self._added_bands, self.layout):
+            band = (phash >> shift) & mask
+            key = np.uint64(band)
+            lo, hi = np.searchsorted(values, key, "left"), np.searchsorted(values, key, "right")
+            candidates.update(order[lo:hi].tolist())
+            candidates.update(added.get(band, ()))
+        found = sorted(((phash ^ self.hashes[i]).bit_count(), i) for i in candidates)
+        return [(d, self.entry(i)) for d, i in found if d <= self.distance]
 
     def decide(self, image_id: str, phash: str, label: str, source_split: str | None,
                ratios: Mapping[str, float]) -> Decision:
         """Classify a new image against everything indexed so far, and index it if it is kept."""
         if image_id in self.by_id:
-            existing = self.entries[self.by_id[image_id]]
+            existing = self.entry(self.by_id[image_id])
             return Decision("exact", existing.group_id, existing.split, existing.image_id)
         value = int(phash, 16)
         matches = self.near(value)
