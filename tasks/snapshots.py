@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -146,11 +145,14 @@ def read_snapshot(store: ObjectStore, version: str = "latest") -> Snapshot:
 
 def count_rows(table: pd.DataFrame) -> dict[str, Any]:
     """Counts per split/label/source, as stored in the manifest and shown by ``vigil snapshot show``."""
+    def counts(values: pd.Series) -> dict[str, int]:
+        return {str(k): int(v) for k, v in values.value_counts(dropna=False, sort=False).items()}
+
     return {
         "images": int(len(table)),
-        "by_split_label": {f"{s}/{l}": int(n) for (s, l), n in Counter(zip(table["split"], table["label"])).items()},
-        "by_source": {str(k): int(v) for k, v in Counter(table["source"]).items()},
-        "by_label": {str(k): int(v) for k, v in Counter(table["label"]).items()},
+        "by_split_label": counts(table["split"].astype(str) + "/" + table["label"].astype(str)),
+        "by_source": counts(table["source"]),
+        "by_label": counts(table["label"]),
     }
 
 
