@@ -52,7 +52,7 @@ def make_image(args: tuple[int, int]) -> tuple[str, bytes]:
     photo = PHOTOS[name]
     side = int(min(photo.shape[:2]) * rng.uniform(0.3, 0.7))
     y, x = rng.integers(0, photo.shape[0] - side + 1), rng.integers(0, photo.shape[1] - side + 1)
-    crop = np.rot90(photo[y: y + side, x: x + side], k=int(rng.integers(4)))
+    crop = np.rot90(photo[y : y + side, x : x + side], k=int(rng.integers(4)))
     crop = Image.fromarray(np.ascontiguousarray(crop)).resize((size, size), Image.BICUBIC)
     pixels = np.asarray(crop, np.float32) * rng.uniform(0.8, 1.2, 3)
     crop = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
@@ -75,9 +75,19 @@ def add_raw_batch(store: ObjectStore, files: list[tuple[str, bytes]], source: st
     for i, (ext, data) in enumerate(files):
         sha = sha256_hex(data)
         key = store.write_bytes(raw_key(source, sha, ext, now), data)
-        rows.append({"sha256": sha, "raw_key": key, "format": "JPEG" if ext == "jpg" else "PNG",
-                     "size_bytes": len(data), "source": source, "source_kind": "folder",
-                     "label": ("real", "fake")[i % 2], "label_source": "folder", "collected_at": now.isoformat()})
+        rows.append(
+            {
+                "sha256": sha,
+                "raw_key": key,
+                "format": "JPEG" if ext == "jpg" else "PNG",
+                "size_bytes": len(data),
+                "source": source,
+                "source_kind": "folder",
+                "label": ("real", "fake")[i % 2],
+                "label_source": "folder",
+                "collected_at": now.isoformat(),
+            }
+        )
     write_batch(store, source, rows, when=now)
 
 
@@ -121,18 +131,35 @@ def synthesise_store(store: ObjectStore, images: int, settings: Settings) -> Non
     batches = [f"synthetic-2025010{1 + i % 9}T000000Z-{i:08x}" for i in range(images // 500)]
     columns = [*SNAPSHOT_COLUMNS, *(c for c in CURATION_COLUMNS if c not in SNAPSHOT_COLUMNS)]
     data = {c: [None] * images for c in columns}
-    data.update({
-        "image_id": ids, "group_id": ids, "key": [f"curated/{i}.png" for i in ids], "split": splits, "label": labels,
-        "path": [export_path(s, lab, i) for s, lab, i in zip(splits, labels, ids)],
-        "phash": [f"{int(v):016x}" for v in rng.integers(0, 2**63, images, dtype=np.int64)],
-        "label_source": "folder", "source": "synthetic", "source_kind": "folder",
-        "batch_id": [batches[i % len(batches)] for i in range(images)],
-        "sha256": [hashlib.sha256(i.encode()).hexdigest() for i in ids],
-        "width": 512, "height": 512, "original_width": 512, "original_height": 512, "original_format": "JPEG",
-        "original_size_bytes": rng.integers(20_000, 200_000, images), "original_mode": "RGB", "conversions": "",
-        "collected_at": "2025-01-01T00:00:00+00:00", "curated_at": "2025-01-01T00:00:00+00:00",
-    })
-    table = pd.DataFrame(data, columns=columns).astype({c: "int64" if c in INTEGER_COLUMNS else "str" for c in columns})
+    data.update(
+        {
+            "image_id": ids,
+            "group_id": ids,
+            "key": [f"curated/{i}.png" for i in ids],
+            "split": splits,
+            "label": labels,
+            "path": [export_path(s, lab, i) for s, lab, i in zip(splits, labels, ids)],
+            "phash": [f"{int(v):016x}" for v in rng.integers(0, 2**63, images, dtype=np.int64)],
+            "label_source": "folder",
+            "source": "synthetic",
+            "source_kind": "folder",
+            "batch_id": [batches[i % len(batches)] for i in range(images)],
+            "sha256": [hashlib.sha256(i.encode()).hexdigest() for i in ids],
+            "width": 512,
+            "height": 512,
+            "original_width": 512,
+            "original_height": 512,
+            "original_format": "JPEG",
+            "original_size_bytes": rng.integers(20_000, 200_000, images),
+            "original_mode": "RGB",
+            "conversions": "",
+            "collected_at": "2025-01-01T00:00:00+00:00",
+            "curated_at": "2025-01-01T00:00:00+00:00",
+        }
+    )
+    table = pd.DataFrame(data, columns=columns).astype(
+        {c: "int64" if c in INTEGER_COLUMNS else "str" for c in columns}
+    )
     publish_snapshot(store, table, None, batches=batches)
 
 
@@ -151,10 +178,13 @@ def main() -> int:
     t = time.perf_counter()
     files = generate(args.images, args.size)
     new_files = generate(args.new, args.size, start=10**6)
-    print(f"generated {len(files)} + {len(new_files)} {args.size}-px images (JPEG/PNG) in "
-          f"{time.perf_counter() - t:.1f} s; cpu cores: {os.cpu_count()}")
+    print(
+        f"generated {len(files)} + {len(new_files)} {args.size}-px images (JPEG/PNG) in "
+        f"{time.perf_counter() - t:.1f} s; cpu cores: {os.cpu_count()}"
+    )
     t = time.perf_counter()
     import great_expectations  # noqa: F401 - timed separately: a fixed per-process cost
+
     gx_import = time.perf_counter() - t
 
     def fresh(name: str) -> tuple[Settings, ObjectStore]:
@@ -182,7 +212,9 @@ def main() -> int:
         synthesise_store(store, args.store_size, settings)
         add_raw_batch(store, new_files)
         elapsed, cpu, summary = timed_curate(settings, store)
-        assert summary["new_images"] == expected_new and summary["images"] == args.store_size + expected_new, summary
+        assert (
+            summary["new_images"] == expected_new and summary["images"] == args.store_size + expected_new
+        ), summary
         full_times.append((elapsed, cpu))
         loads.append(os.getloadavg()[0])
 
@@ -190,24 +222,54 @@ def main() -> int:
     (base, base_cpu), (cur, cur_cpu) = min(base_times), min(curate_times)
     (empty, empty_cpu), (full, full_cpu) = min(empty_times), min(full_times)
     rows = [
-        ("baseline: read + decode + sha256, 1 process", f"{n / base:,.1f} img/s", f"{base:.2f} s", f"{base_cpu:.1f} s",
-         ""),
-        ("curate() end to end", f"{n / cur:,.1f} img/s", f"{cur:.2f} s", f"{cur_cpu:.1f} s",
-         f"{base / cur:.2f}  (>= 0.6)"),
-        ("curate() incl. GX import (once per process)", f"{n / (cur + gx_import):,.1f} img/s",
-         f"{cur + gx_import:.2f} s", "", f"{base / (cur + gx_import):.2f}"),
+        (
+            "baseline: read + decode + sha256, 1 process",
+            f"{n / base:,.1f} img/s",
+            f"{base:.2f} s",
+            f"{base_cpu:.1f} s",
+            "",
+        ),
+        (
+            "curate() end to end",
+            f"{n / cur:,.1f} img/s",
+            f"{cur:.2f} s",
+            f"{cur_cpu:.1f} s",
+            f"{base / cur:.2f}  (>= 0.6)",
+        ),
+        (
+            "curate() incl. GX import (once per process)",
+            f"{n / (cur + gx_import):,.1f} img/s",
+            f"{cur + gx_import:.2f} s",
+            "",
+            f"{base / (cur + gx_import):.2f}",
+        ),
         (f"{args.new} new images into an empty store", "", f"{empty:.2f} s", f"{empty_cpu:.1f} s", ""),
-        (f"{args.new} new images into a {args.store_size:,}-image store", "", f"{full:.2f} s", f"{full_cpu:.1f} s",
-         f"{full / empty:.2f}  (<= 1.5)"),
+        (
+            f"{args.new} new images into a {args.store_size:,}-image store",
+            "",
+            f"{full:.2f} s",
+            f"{full_cpu:.1f} s",
+            f"{full / empty:.2f}  (<= 1.5)",
+        ),
     ]
     print(f"\n{'measurement':<52} {'throughput':>14} {'wall':>9} {'cpu':>8}  ratio (target)")
     for label, speed, seconds, cpu, ratio in rows:
         print(f"{label:<52} {speed:>14} {seconds:>9} {cpu:>8}  {ratio}")
-    print(f"\nbest of {args.rounds} rounds (wall time); {kept} of {n} images kept (the rest: near duplicates of other "
-          f"crops); GX import {gx_import:.1f} s; 1-min load average during the rounds: {[round(x, 1) for x in loads]} "
-          f"on {os.cpu_count()} cores (other processes share this machine)")
-    print("rounds, wall s: baseline", [round(x, 2) for x, _ in base_times], "curate", [round(x, 2) for x, _ in curate_times],
-          "empty", [round(x, 2) for x, _ in empty_times], "full", [round(x, 2) for x, _ in full_times])
+    print(
+        f"\nbest of {args.rounds} rounds (wall time); {kept} of {n} images kept (the rest: near duplicates "
+        f"of other crops); GX import {gx_import:.1f} s; 1-min load average during the rounds: "
+        f"{[round(x, 1) for x in loads]} on {os.cpu_count()} cores (other processes share this machine)"
+    )
+    print(
+        "rounds, wall s: baseline",
+        [round(x, 2) for x, _ in base_times],
+        "curate",
+        [round(x, 2) for x, _ in curate_times],
+        "empty",
+        [round(x, 2) for x, _ in empty_times],
+        "full",
+        [round(x, 2) for x, _ in full_times],
+    )
     return 0
 
 

@@ -46,7 +46,7 @@ from vigil_common import CURATED_DATASET, DEFAULT_ARGS, RAW_BATCH
             items={"type": "string"},
             title="Re-queue failed batches",
             description="Batch ids recorded as failed (see reports/<batch_id>/summary.json) to curate again, "
-                        "e.g. after raising curation.max_failure_ratio. Leave empty for a normal run.",
+            "e.g. after raising curation.max_failure_ratio. Leave empty for a normal run.",
         ),
     },
 )

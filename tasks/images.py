@@ -119,8 +119,8 @@ def decode_image(data: bytes, policy: ImageSettings) -> DecodedImage:
     if not data:
         raise ImageRejected("empty", "the file is empty (0 bytes)")
     if len(data) > policy.max_file_bytes:
-        raise ImageRejected("too_large_file",
-                            f"{len(data):,} bytes is more than images.max_file_bytes={policy.max_file_bytes:,}")
+        limit = f"images.max_file_bytes={policy.max_file_bytes:,}"
+        raise ImageRejected("too_large_file", f"{len(data):,} bytes is more than {limit}")
     fmt = sniff_format(data)
     if fmt is None:
         raise ImageRejected("not_an_image", f"not a raster image: {describe_non_image(data)}")
@@ -132,13 +132,14 @@ def decode_image(data: bytes, policy: ImageSettings) -> DecodedImage:
         width, height = image.size
         frames = int(getattr(image, "n_frames", 1) or 1)
         if frames > 1 and policy.animated == "reject":
-            raise ImageRejected("animated", f"animated {fmt} with {frames} frames; images.animated is 'reject'")
+            raise ImageRejected("animated", f"animated {fmt}, {frames} frames; images.animated is 'reject'")
         orientation = _orientation(image)
         image.load()  # the first frame: pixels are decoded only now
     except ImageRejected:
         raise
     except Image.DecompressionBombError as exc:
-        raise ImageRejected("decompression_bomb", f"{exc} (images.max_pixels={policy.max_pixels:,})") from None
+        message = f"{exc} (images.max_pixels={policy.max_pixels:,})"
+        raise ImageRejected("decompression_bomb", message) from None
     except (OSError, SyntaxError, ValueError, EOFError, zlib.error) as exc:
         text = str(exc) or type(exc).__name__
         code = "truncated" if "truncated" in text.lower() or isinstance(exc, EOFError) else "corrupt"
@@ -167,13 +168,14 @@ def _open_checked(data: bytes, fmt: str, policy: ImageSettings) -> Image.Image:
         raise ImageRejected("corrupt", f"the {fmt} header is invalid") from None
     width, height = image.size
     if width * height > policy.max_pixels:
-        raise ImageRejected("decompression_bomb", f"{width}x{height} = {width * height:,} pixels is more than "
-                                                  f"images.max_pixels={policy.max_pixels:,}")
+        raise ImageRejected("decompression_bomb", f"{width}x{height} = {width * height:,} pixels is more "
+                                                  f"than images.max_pixels={policy.max_pixels:,}")
     if max(width, height) > policy.max_side:
         raise ImageRejected("too_large_dimensions",
                             f"{width}x{height}: a side is longer than images.max_side={policy.max_side}")
     if min(width, height) < policy.min_side:
-        raise ImageRejected("too_small", f"{width}x{height}: a side is shorter than images.min_side={policy.min_side}")
+        raise ImageRejected("too_small",
+                            f"{width}x{height}: a side is shorter than images.min_side={policy.min_side}")
     image.verify()  # checksums and structure; the image object is unusable afterwards
     return open_()
 

@@ -69,7 +69,7 @@ CURATION_COLUMNS: dict[str, str] = {
     "original_width": "width of the stored pixels before EXIF orientation",
     "original_height": "height of the stored pixels before EXIF orientation",
     "original_mode": "Pillow mode of the original (RGB, RGBA, P, CMYK, I;16, L, ...)",
-    "conversions": "what normalisation did, comma separated (alpha_on_white, cmyk_to_rgb, exif_orientation_6, ...)",
+    "conversions": "what normalisation did, comma separated (alpha_on_white, exif_orientation_6, ...)",
     "near_duplicate_of": "image_id of the curated image this one nearly duplicates (kept: a different label)",
     "curated_at": "when curation processed the image's batch",
 }
@@ -188,8 +188,8 @@ def publish_snapshot(store: ObjectStore, table: pd.DataFrame, parent: str | None
     try:
         store.write_table(manifest_key(version), table, metadata=metadata, exclusive=True)
     except FileExistsError:
-        raise SnapshotConflict(f"snapshot {version} was published by another run meanwhile; re-run on top of it") \
-            from None
+        message = f"snapshot {version} was published by another run meanwhile; re-run on top of it"
+        raise SnapshotConflict(message) from None
     return Snapshot(version, parent, created_at, table, tuple(sorted(batches)), counts)
 
 

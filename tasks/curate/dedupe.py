@@ -127,8 +127,13 @@ class DuplicateIndex:
         return len(self.ids)
 
     def entry(self, position: int) -> Entry:
-        return Entry(self.ids[position], self.hashes[position], self.groups[position], self.splits[position],
-                     self.labels[position])
+        return Entry(
+            self.ids[position],
+            self.hashes[position],
+            self.groups[position],
+            self.splits[position],
+            self.labels[position],
+        )
 
     def _add(self, entry: Entry) -> None:
         position = len(self.ids)
@@ -153,8 +158,9 @@ class DuplicateIndex:
         found = sorted(((phash ^ self.hashes[i]).bit_count(), i) for i in candidates)
         return [(d, self.entry(i)) for d, i in found if d <= self.distance]
 
-    def decide(self, image_id: str, phash: str, label: str, source_split: str | None,
-               ratios: Mapping[str, float]) -> Decision:
+    def decide(
+        self, image_id: str, phash: str, label: str, source_split: str | None, ratios: Mapping[str, float]
+    ) -> Decision:
         """Classify a new image against everything indexed so far, and index it if it is kept."""
         if image_id in self.by_id:
             existing = self.entry(self.by_id[image_id])
@@ -172,9 +178,13 @@ class DuplicateIndex:
                 same = next(entry for _, entry in matches if entry.label == label)
                 decision = Decision("near_dropped", same.group_id, same.split, same.image_id)
             else:
-                decision = Decision("near_kept", nearest.group_id, nearest.split, nearest.image_id,
-                                    split_overridden=bool(source_split and source_split != nearest.split))
+                decision = Decision(
+                    "near_kept",
+                    nearest.group_id,
+                    nearest.split,
+                    nearest.image_id,
+                    split_overridden=bool(source_split and source_split != nearest.split),
+                )
         if decision.keep:
             self._add(Entry(image_id, value, decision.group_id, decision.split, label))
         return decision
-

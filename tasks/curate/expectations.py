@@ -52,8 +52,14 @@ def suite_parameters(settings: Settings) -> dict[str, Any]:
     from tasks.snapshots import SPLITS
 
     images = settings.images
-    return {"min_side": images.min_side, "max_side": images.max_side, "max_file_bytes": images.max_file_bytes,
-            "allowed_formats": list(images.allowed_formats), "labels": list(LABELS), "splits": list(SPLITS)}
+    return {
+        "min_side": images.min_side,
+        "max_side": images.max_side,
+        "max_file_bytes": images.max_file_bytes,
+        "allowed_formats": list(images.allowed_formats),
+        "labels": list(LABELS),
+        "splits": list(SPLITS),
+    }
 
 
 def load_suite(settings: Settings) -> SuiteSpec:
@@ -80,16 +86,23 @@ def _gx_expectations(spec: SuiteSpec, path: Path) -> list:
     expectations = []
     for i, item in enumerate(spec.expectations):
         try:
-            expectations.append(ExpectationConfiguration(type=item.type, kwargs=item.kwargs, meta=item.meta)
-                                .to_domain_obj())
+            expectations.append(
+                ExpectationConfiguration(type=item.type, kwargs=item.kwargs, meta=item.meta).to_domain_obj()
+            )
         except Exception as exc:  # noqa: BLE001 - GX raises several unrelated types here
             detail = " ".join(str(exc).split())
             raise ConfigError(f"{path}: expectations[{i}] ({item.type}): {detail}") from None
     return expectations
 
 
-def validate_batch(spec: SuiteSpec, parameters: dict[str, Any], table: pd.DataFrame, batch_id: str,
-                   store: ObjectStore, prefix: str) -> dict[str, Any]:
+def validate_batch(
+    spec: SuiteSpec,
+    parameters: dict[str, Any],
+    table: pd.DataFrame,
+    batch_id: str,
+    store: ObjectStore,
+    prefix: str,
+) -> dict[str, Any]:
     """Run the suite over ``table``, upload the Data Docs site under ``prefix``; JSON-able results."""
     gx = _import_gx()
     from great_expectations.core.run_identifier import RunIdentifier
@@ -98,21 +111,36 @@ def validate_batch(spec: SuiteSpec, parameters: dict[str, Any], table: pd.DataFr
     with tempfile.TemporaryDirectory(prefix="vigil-datadocs-") as site_dir:
         context = gx.get_context(mode="ephemeral")
         context.variables.progress_bars = ProgressBarsConfig(globally=False)
-        context.add_data_docs_site(site_name="batch", site_config={
-            "class_name": "SiteBuilder",
-            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": site_dir},
-            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-        })
+        context.add_data_docs_site(
+            site_name="batch",
+            site_config={
+                "class_name": "SiteBuilder",
+                "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": site_dir},
+                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            },
+        )
         asset = context.data_sources.add_pandas("vigil").add_dataframe_asset("raw_batch")
-        suite = context.suites.add(gx.ExpectationSuite(name=spec.name,
-                                                       expectations=_gx_expectations(spec, Path(SUITE_FILE))))
-        definition = context.validation_definitions.add(gx.ValidationDefinition(
-            name=spec.name, data=asset.add_batch_definition_whole_dataframe("whole batch"), suite=suite))
-        checkpoint = context.checkpoints.add(gx.Checkpoint(
-            name=spec.name, validation_definitions=[definition], result_format="SUMMARY",
-            actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=["batch"])]))
-        result = checkpoint.run(batch_parameters={"dataframe": table}, expectation_parameters=parameters,
-                                run_id=RunIdentifier(run_name=batch_id))
+        suite = context.suites.add(
+            gx.ExpectationSuite(name=spec.name, expectations=_gx_expectations(spec, Path(SUITE_FILE)))
+        )
+        definition = context.validation_definitions.add(
+            gx.ValidationDefinition(
+                name=spec.name, data=asset.add_batch_definition_whole_dataframe("whole batch"), suite=suite
+            )
+        )
+        checkpoint = context.checkpoints.add(
+            gx.Checkpoint(
+                name=spec.name,
+                validation_definitions=[definition],
+                result_format="SUMMARY",
+                actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=["batch"])],
+            )
+        )
+        result = checkpoint.run(
+            batch_parameters={"dataframe": table},
+            expectation_parameters=parameters,
+            run_id=RunIdentifier(run_name=batch_id),
+        )
         docs_index = upload_site(Path(site_dir), store, prefix)
 
     validation = next(iter(result.run_results.values()))

@@ -31,8 +31,15 @@ from tasks.curate.dedupe import DuplicateIndex
 from tasks.curate.expectations import load_suite, suite_parameters, validate_batch
 from tasks.curate.process import ImagePool, ImageResult, ImageWorker
 from tasks.settings import Settings
-from tasks.snapshots import CURATION_COLUMNS, SNAPSHOT_COLUMNS, Snapshot, export_path, latest_version, \
-    publish_snapshot, read_snapshot
+from tasks.snapshots import (
+    CURATION_COLUMNS,
+    SNAPSHOT_COLUMNS,
+    Snapshot,
+    export_path,
+    latest_version,
+    publish_snapshot,
+    read_snapshot,
+)
 from tasks.storage import ObjectStore
 
 if TYPE_CHECKING:
@@ -48,9 +55,25 @@ CURATED_PREFIX = "curated"
 QUARANTINE_PREFIX = "quarantine"
 REPORT_PREFIX = "reports"
 # Raw manifest columns carried into the snapshot unchanged.
-RAW_CARRIED = ("sha256", "raw_key", "source", "source_kind", "label", "label_source", "generator", "post_id",
-               "post_url", "media_url", "author_hash", "created_at", "collected_at", "alt_text", "license",
-               "dataset", "original_name")
+RAW_CARRIED = (
+    "sha256",
+    "raw_key",
+    "source",
+    "source_kind",
+    "label",
+    "label_source",
+    "generator",
+    "post_id",
+    "post_url",
+    "media_url",
+    "author_hash",
+    "created_at",
+    "collected_at",
+    "alt_text",
+    "license",
+    "dataset",
+    "original_name",
+)
 INTEGER_COLUMNS = frozenset({"width", "height", "original_size_bytes", "original_width", "original_height"})
 MAX_LISTED_REJECTIONS = 200
 UPLOAD_THREADS = 8
@@ -68,8 +91,9 @@ def curated_key(image_id: str) -> str:
     return f"{CURATED_PREFIX}/{image_id}.png"
 
 
-def curate(settings: Settings | None = None, store: ObjectStore | None = None,
-           retry: Sequence[str] = ()) -> dict[str, Any]:
+def curate(
+    settings: Settings | None = None, store: ObjectStore | None = None, retry: Sequence[str] = ()
+) -> dict[str, Any]:
     """Curate every new raw batch into one new snapshot; returns a JSON-able summary.
 
     ``retry`` re-queues batches recorded as failed (or passed with nothing new). Batch failures do
@@ -81,18 +105,32 @@ def curate(settings: Settings | None = None, store: ObjectStore | None = None,
     latest = read_snapshot(store) if latest_version(store) else None
     pending = pending_batches(store, latest, retry)
     if not pending:
-        log.info("nothing to curate: no new raw batch in %s (latest snapshot: %s)",
-                 store.url, latest.version if latest else "none")
+        log.info(
+            "nothing to curate: no new raw batch in %s (latest snapshot: %s)",
+            store.url,
+            latest.version if latest else "none",
+        )
         return _summary(latest, None, [])
 
     suite = load_suite(settings)
-    index = DuplicateIndex.from_table(latest.table if latest else None, settings.curation.near_duplicate_distance)
-    log.info("curating %d new raw batch(es) into %s on top of snapshot %s (%d images indexed)",
-             len(pending), store.url, latest.version if latest else "none", len(index))
+    index = DuplicateIndex.from_table(
+        latest.table if latest else None, settings.curation.near_duplicate_distance
+    )
+    log.info(
+        "curating %d new raw batch(es) into %s on top of snapshot %s (%d images indexed)",
+        len(pending),
+        store.url,
+        latest.version if latest else "none",
+        len(index),
+    )
     outcomes: list[BatchOutcome] = []
-    with _spool() as spool, ImagePool(
-        ImageWorker(store.url, settings.s3_endpoint_url, settings.images, spool), settings.curation.workers
-    ) as pool:
+    with (
+        _spool() as spool,
+        ImagePool(
+            ImageWorker(store.url, settings.s3_endpoint_url, settings.images, spool),
+            settings.curation.workers,
+        ) as pool,
+    ):
         curator = BatchCurator(settings, store, pool, index, suite)
         for key in pending:
             outcomes.append(curator.run(read_batch(store, key)))
@@ -101,17 +139,30 @@ def curate(settings: Settings | None = None, store: ObjectStore | None = None,
     snapshot = None
     if new_rows:
         snapshot = publish_snapshot(
-            store, _snapshot_table(latest, new_rows), latest.version if latest else None,
+            store,
+            _snapshot_table(latest, new_rows),
+            latest.version if latest else None,
             batches=[*(latest.batches if latest else ()), *(o.batch_id for o in outcomes if o.passed)],
             extra={"new_images": str(len(new_rows))},
         )
-        log.info("published snapshot %s (parent %s): %d new images, %d in total; manifest %s",
-                 snapshot.version, snapshot.parent, len(new_rows), len(snapshot.table), store.uri(snapshot.key))
+        log.info(
+            "published snapshot %s (parent %s): %d new images, %d in total; manifest %s",
+            snapshot.version,
+            snapshot.parent,
+            len(new_rows),
+            len(snapshot.table),
+            store.uri(snapshot.key),
+        )
     for outcome in outcomes:  # after the manifest: a report never names a version that is not there
         outcome.report["version"] = snapshot.version if snapshot and outcome.passed else None
         store.write_json(report_key(outcome.batch_id), outcome.report)
-        log.info("batch %s %s: report %s ; data docs %s", outcome.batch_id, outcome.report["status"],
-                 store.uri(report_key(outcome.batch_id)), outcome.report["links"].get("data_docs"))
+        log.info(
+            "batch %s %s: report %s ; data docs %s",
+            outcome.batch_id,
+            outcome.report["status"],
+            store.uri(report_key(outcome.batch_id)),
+            outcome.report["links"].get("data_docs"),
+        )
     summary = _summary(latest, snapshot, outcomes, store)
     if not snapshot:
         log.info("no new images: no snapshot published")
@@ -130,7 +181,9 @@ def pending_batches(store: ObjectStore, latest: Snapshot | None, retry: Sequence
         if batch_id not in keys:
             raise CurationError(f"cannot retry batch {batch_id!r}: no such raw batch in {store.url}")
         if batch_id in published:
-            raise CurationError(f"cannot retry batch {batch_id!r}: it is already in snapshot {latest.version}")
+            raise CurationError(
+                f"cannot retry batch {batch_id!r}: it is already in snapshot {latest.version}"
+            )
     pending = []
     for batch_id, key in keys.items():
         if batch_id in published:
@@ -218,8 +271,14 @@ class BatchCurator:
 
         quarantine_prefix = f"{QUARANTINE_PREFIX}/{batch.batch_id}"
         self._quarantine(batch, rejected, quarantine_prefix)
-        expectations = validate_batch(self.suite, suite_parameters(self.settings), _metadata_table(accepted, table),
-                                      batch.batch_id, self.store, f"{REPORT_PREFIX}/{batch.batch_id}/data_docs")
+        expectations = validate_batch(
+            self.suite,
+            suite_parameters(self.settings),
+            _metadata_table(accepted, table),
+            batch.batch_id,
+            self.store,
+            f"{REPORT_PREFIX}/{batch.batch_id}/data_docs",
+        )
         ratio = len(rejected) / len(records) if records else 0.0
         by_code = dict(sorted(Counter(res.code for _, res in rejected).items()))
         report: dict[str, Any] = {
@@ -232,35 +291,60 @@ class BatchCurator:
             "quarantine": {
                 "by_code": by_code,
                 "prefix": self.store.uri(quarantine_prefix) if rejected else None,
-                "items": [{"sha256": res.sha256, "raw_key": res.raw_key, "code": res.code, "message": res.message,
-                           "original_name": r.get("original_name")} for r, res in rejected[:MAX_LISTED_REJECTIONS]],
+                "items": [
+                    {
+                        "sha256": res.sha256,
+                        "raw_key": res.raw_key,
+                        "code": res.code,
+                        "message": res.message,
+                        "original_name": r.get("original_name"),
+                    }
+                    for r, res in rejected[:MAX_LISTED_REJECTIONS]
+                ],
             },
             "expectations": expectations,
-            "links": {"summary": self.store.uri(report_key(batch.batch_id)),
-                      "data_docs": expectations["data_docs"]},
+            "links": {
+                "summary": self.store.uri(report_key(batch.batch_id)),
+                "data_docs": expectations["data_docs"],
+            },
         }
         good = len(accepted) + known_count
         if failed:
-            message = (f"batch {batch.batch_id} failed: {len(rejected)} of {len(records)} images rejected "
-                       f"({ratio:.0%}), more than curation.max_failure_ratio={limit:.0%}; nothing from it was "
-                       f"published. Rejections by reason: {by_code}. Quarantine: {self.store.uri(quarantine_prefix)}. "
-                       f"Fix the source or the settings, then re-queue it with `vigil curate --retry {batch.batch_id}`.")
+            message = (
+                f"batch {batch.batch_id} failed: {len(rejected)} of {len(records)} images rejected "
+                f"({ratio:.0%}), more than curation.max_failure_ratio={limit:.0%}; nothing from it was "
+                f"published. Rejections by reason: {by_code}. "
+                f"Quarantine: {self.store.uri(quarantine_prefix)}. Fix the source or the settings, "
+                f"then re-queue it with `vigil curate --retry {batch.batch_id}`."
+            )
             log.error(message)
-            report.update(status="failed", message=message,
-                          counts=_counts(len(records), good, len(rejected), Counter(), 0))
+            report.update(
+                status="failed",
+                message=message,
+                counts=_counts(len(records), good, len(rejected), Counter(), 0),
+            )
             return BatchOutcome(batch.batch_id, False, report)
 
-        report.update(status="passed", message=f"{len(rows)} new images from {len(records)} in the batch",
-                      counts=_counts(len(records), good, len(rejected), verdicts, len(rows), overridden))
+        report.update(
+            status="passed",
+            message=f"{len(rows)} new images from {len(records)} in the batch",
+            counts=_counts(len(records), good, len(rejected), verdicts, len(rows), overridden),
+        )
         log.info("batch %s: %s", batch.batch_id, report["counts"])
         return BatchOutcome(batch.batch_id, True, report, rows)
 
-    def _decide(self, item: tuple[dict, ImageResult], batch_id: str, verdicts: Counter,
-                curated_at: str) -> tuple[dict[str, Any] | None, bool]:
+    def _decide(
+        self, item: tuple[dict, ImageResult], batch_id: str, verdicts: Counter, curated_at: str
+    ) -> tuple[dict[str, Any] | None, bool]:
         """Dedupe one accepted image against the index; its snapshot row if it is kept."""
         record, result = item
-        decision = self.index.decide(result.image_id, result.phash, record["label"], record.get("split"),
-                                     self.settings.curation.split_ratios)
+        decision = self.index.decide(
+            result.image_id,
+            result.phash,
+            record["label"],
+            record.get("split"),
+            self.settings.curation.split_ratios,
+        )
         verdicts[decision.verdict] += 1
         row = _snapshot_row(record, result, decision, batch_id, curated_at) if decision.keep else None
         return row, decision.split_overridden
@@ -273,44 +357,75 @@ class BatchCurator:
     def _quarantine(self, batch: Batch, rejected: list[tuple[dict, ImageResult]], prefix: str) -> None:
         def move(item: tuple[dict, ImageResult]) -> None:
             record, result = item
-            reason = {"code": result.code, "message": result.message, "source": batch.source,
-                      "batch_id": batch.batch_id, "raw_key": result.raw_key, "sha256": result.sha256,
-                      "original_name": record.get("original_name"), "post_id": record.get("post_id"),
-                      "quarantined_at": _now()}
+            reason = {
+                "code": result.code,
+                "message": result.message,
+                "source": batch.source,
+                "batch_id": batch.batch_id,
+                "raw_key": result.raw_key,
+                "sha256": result.sha256,
+                "original_name": record.get("original_name"),
+                "post_id": record.get("post_id"),
+                "quarantined_at": _now(),
+            }
             if result.code != "missing_raw":
                 ext = result.raw_key.rsplit(".", 1)[-1] if "." in result.raw_key.rsplit("/", 1)[-1] else "bin"
-                self.store.write_bytes(f"{prefix}/{result.sha256}.{ext}", self.store.read_bytes(result.raw_key))
+                self.store.write_bytes(
+                    f"{prefix}/{result.sha256}.{ext}", self.store.read_bytes(result.raw_key)
+                )
             self.store.write_json(f"{prefix}/{result.sha256}.json", reason)
 
         with ThreadPoolExecutor(UPLOAD_THREADS) as threads:
             list(threads.map(move, rejected))
         if rejected:
-            log.warning("batch %s: %d image(s) quarantined under %s", batch.batch_id, len(rejected),
-                        self.store.uri(prefix))
+            log.warning(
+                "batch %s: %d image(s) quarantined under %s",
+                batch.batch_id,
+                len(rejected),
+                self.store.uri(prefix),
+            )
 
 
-def _counts(images: int, accepted: int, quarantined: int, verdicts: Counter, new: int,
-            overridden: int = 0) -> dict[str, int]:
-    return {"images": images, "accepted": accepted, "quarantined": quarantined,
-            "exact_duplicates": verdicts["exact"], "near_duplicates_dropped": verdicts["near_dropped"],
-            "near_duplicates_kept": verdicts["near_kept"], "split_conflicts_dropped": verdicts["split_conflict"],
-            "source_split_overridden": overridden, "new_images": new}
+def _counts(
+    images: int, accepted: int, quarantined: int, verdicts: Counter, new: int, overridden: int = 0
+) -> dict[str, int]:
+    return {
+        "images": images,
+        "accepted": accepted,
+        "quarantined": quarantined,
+        "exact_duplicates": verdicts["exact"],
+        "near_duplicates_dropped": verdicts["near_dropped"],
+        "near_duplicates_kept": verdicts["near_kept"],
+        "split_conflicts_dropped": verdicts["split_conflict"],
+        "source_split_overridden": overridden,
+        "new_images": new,
+    }
 
 
 def _metadata_table(accepted: list[tuple[dict, ImageResult]], batch_table: pd.DataFrame) -> pd.DataFrame:
     """The table the GX suite checks: accepted images, raw columns plus what decoding found."""
     import pandas as pd
 
-    rows = [{**record, "width": res.width, "height": res.height, "original_mode": res.original_mode,
-             "image_id": res.image_id, "phash": res.phash,
-             "is_fake": {"fake": 1.0, "real": 0.0}.get(record["label"])} for record, res in accepted]
+    rows = [
+        {
+            **record,
+            "width": res.width,
+            "height": res.height,
+            "original_mode": res.original_mode,
+            "image_id": res.image_id,
+            "phash": res.phash,
+            "is_fake": {"fake": 1.0, "real": 0.0}.get(record["label"]),
+        }
+        for record, res in accepted
+    ]
     columns = [*batch_table.columns, "width", "height", "original_mode", "image_id", "phash", "is_fake"]
     table = pd.DataFrame(rows, columns=columns)
     return table.astype({"is_fake": "float64"})
 
 
-def _snapshot_row(record: dict[str, Any], result: ImageResult, decision: Any, batch_id: str,
-                  curated_at: str) -> dict[str, Any]:
+def _snapshot_row(
+    record: dict[str, Any], result: ImageResult, decision: Any, batch_id: str, curated_at: str
+) -> dict[str, Any]:
     label = record["label"]
     return {
         **{col: record.get(col) for col in RAW_CARRIED},
@@ -339,14 +454,20 @@ def _snapshot_table(latest: Snapshot | None, rows: list[dict[str, Any]]) -> pd.D
 
     columns = [*SNAPSHOT_COLUMNS, *(c for c in CURATION_COLUMNS if c not in SNAPSHOT_COLUMNS)]
     # Explicit types, so that a column that is empty in one snapshot has the same type in the next.
-    new = pd.DataFrame(rows, columns=columns).astype({c: "int64" if c in INTEGER_COLUMNS else "str" for c in columns})
+    new = pd.DataFrame(rows, columns=columns).astype(
+        {c: "int64" if c in INTEGER_COLUMNS else "str" for c in columns}
+    )
     if latest is None or latest.table.empty:
         return new
     return pd.concat([latest.table, new], ignore_index=True)
 
 
-def _summary(latest: Snapshot | None, snapshot: Snapshot | None, outcomes: list[BatchOutcome],
-             store: ObjectStore | None = None) -> dict[str, Any]:
+def _summary(
+    latest: Snapshot | None,
+    snapshot: Snapshot | None,
+    outcomes: list[BatchOutcome],
+    store: ObjectStore | None = None,
+) -> dict[str, Any]:
     totals: Counter[str] = Counter()
     quarantined: Counter[str] = Counter()
     for outcome in outcomes:
@@ -362,12 +483,18 @@ def _summary(latest: Snapshot | None, snapshot: Snapshot | None, outcomes: list[
         "counts": snapshot.counts if snapshot else None,
         "batches": [o.batch_id for o in outcomes],
         "passed_batches": [o.batch_id for o in outcomes if o.passed],
-        "failed_batches": [{"batch_id": o.batch_id, "message": o.report["message"],
-                            "report": o.report["links"]["summary"]} for o in outcomes if not o.passed],
+        "failed_batches": [
+            {"batch_id": o.batch_id, "message": o.report["message"], "report": o.report["links"]["summary"]}
+            for o in outcomes
+            if not o.passed
+        ],
         "quarantined": dict(sorted(quarantined.items())),
-        "duplicates": {"exact": totals["exact_duplicates"], "near_dropped": totals["near_duplicates_dropped"],
-                       "near_kept": totals["near_duplicates_kept"],
-                       "split_conflicts_dropped": totals["split_conflicts_dropped"]},
+        "duplicates": {
+            "exact": totals["exact_duplicates"],
+            "near_dropped": totals["near_duplicates_dropped"],
+            "near_kept": totals["near_duplicates_kept"],
+            "split_conflicts_dropped": totals["split_conflicts_dropped"],
+        },
         "reports": [o.report["links"]["summary"] for o in outcomes],
         "data_docs": [o.report["links"]["data_docs"] for o in outcomes],
         "manifest": store.uri(snapshot.key) if snapshot and store else None,
@@ -384,8 +511,14 @@ def failed_batches_message(summary: dict[str, Any]) -> str | None:
 
 def asset_extra(summary: dict[str, Any]) -> dict[str, Any]:
     """What the ``curated_dataset`` Asset event carries for downstream DAGs (training)."""
-    return {"version": summary["version"], "parent": summary["parent"], "new_images": summary["new_images"],
-            "images": summary["images"], "counts": summary["counts"], "manifest": summary["manifest"]}
+    return {
+        "version": summary["version"],
+        "parent": summary["parent"],
+        "new_images": summary["new_images"],
+        "images": summary["images"],
+        "counts": summary["counts"],
+        "manifest": summary["manifest"],
+    }
 
 
 def _now() -> str:

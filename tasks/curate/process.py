@@ -74,12 +74,16 @@ class ImageWorker:
         except FileNotFoundError:
             return ImageResult(sha256, raw_key, "missing_raw", f"raw object {raw_key!r} does not exist")
         if sha256_hex(data) != sha256:
-            return ImageResult(sha256, raw_key, "checksum_mismatch",
-                               f"the bytes of {raw_key!r} hash to {sha256_hex(data)}, the manifest says {sha256}")
+            return ImageResult(
+                sha256,
+                raw_key,
+                "checksum_mismatch",
+                f"the bytes of {raw_key!r} hash to {sha256_hex(data)}, the manifest says {sha256}",
+            )
         try:
             decoded = decode_image(data, self.policy)
         except ImageRejected as exc:
-            return ImageResult(sha256, raw_key, exc.code, exc.message, original_format=None)
+            return ImageResult(sha256, raw_key, exc.code, exc.message)
         image = decoded.image
         image_id = pixel_hash(image)
         spooled = Path(self.spool) / f"{image_id}.png"
@@ -88,10 +92,18 @@ class ImageWorker:
             tmp.write_bytes(encode_png(image))
             os.replace(tmp, spooled)
         return ImageResult(
-            sha256, raw_key, image_id=image_id, phash=perceptual_hash(image), width=image.width,
-            height=image.height, original_format=decoded.format, original_mode=decoded.mode,
-            original_width=decoded.width, original_height=decoded.height,
-            conversions=",".join(decoded.conversions), spooled=str(spooled),
+            sha256,
+            raw_key,
+            image_id=image_id,
+            phash=perceptual_hash(image),
+            width=image.width,
+            height=image.height,
+            original_format=decoded.format,
+            original_mode=decoded.mode,
+            original_width=decoded.width,
+            original_height=decoded.height,
+            conversions=",".join(decoded.conversions),
+            spooled=str(spooled),
         )
 
 
@@ -144,8 +156,12 @@ class ImagePool:
         if self._executor is None:
             # fork: workers start in milliseconds and inherit the imported modules; they only
             # decode and hash, never touching the parent's threads or clients.
-            self._executor = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("fork"),
-                                                 initializer=_init_process, initargs=(self.worker,))
+            self._executor = ProcessPoolExecutor(
+                self.workers,
+                mp_context=multiprocessing.get_context("fork"),
+                initializer=_init_process,
+                initargs=(self.worker,),
+            )
         chunksize = max(1, min(16, len(items) // (self.workers * 4)))
         return self._executor.map(_run, items, chunksize=chunksize)
 

@@ -15,11 +15,17 @@ from curation_helpers import encode, photo
 
 def png_header_only(width: int, height: int) -> bytes:
     """A PNG whose IHDR claims ``width`` x ``height`` with a tiny (invalid) IDAT: a decompression bomb."""
+
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 def truncated_jpeg() -> bytes:
@@ -107,5 +113,8 @@ def polyglot_png_html() -> bytes:
     return encode(photo(50)) + b"<html><script>alert('POLYGLOT-SCRIPT')</script></html>"
 
 
-SVG = b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="64" height="64"><rect width="64" height="64"/></svg>'
+SVG = (
+    b'<?xml version="1.0"?>\n'
+    b'<svg xmlns="http://www.w3.org/2000/svg" width="64" height="64"><rect width="64" height="64"/></svg>'
+)
 HTML = b"<!DOCTYPE html><html><body><img src=x onerror=alert(1)></body></html>"

@@ -24,7 +24,7 @@ def photo(index: int, size: int = 96) -> Image.Image:
     scale = 3 + (step % 4)
     y = (step * 37) % (h - size * scale // 2)
     x = (step * 53) % (w - size * scale // 2)
-    crop = Image.fromarray(source[y: y + size * scale // 2, x: x + size * scale // 2])
+    crop = Image.fromarray(source[y : y + size * scale // 2, x : x + size * scale // 2])
     return crop.resize((size, size), Image.LANCZOS)
 
 
@@ -65,13 +65,32 @@ def add_batch(store, files, source: str = "inbox"):
         missing = item.pop("missing", False)
         if not missing and not store.exists(key):
             store.write_bytes(key, data)
-        rows.append({"sha256": sha, "raw_key": key, "format": sniff_format(data), "size_bytes": len(data), "source": source,
-                     "source_kind": "folder", "label": "unknown", "label_source": "folder",
-                     "collected_at": when.isoformat(), "original_name": name, **item})
+        rows.append(
+            {
+                "sha256": sha,
+                "raw_key": key,
+                "format": sniff_format(data),
+                "size_bytes": len(data),
+                "source": source,
+                "source_kind": "folder",
+                "label": "unknown",
+                "label_source": "folder",
+                "collected_at": when.isoformat(),
+                "original_name": name,
+                **item,
+            }
+        )
     return write_batch(store, source, rows, when=when)
 
 
 def good_images(n: int, start: int = 0, size: int = 96, **extra) -> list[dict]:
     """``n`` distinct labeled photo-like PNG files, alternating real/fake."""
-    return [{"data": encode(photo(start + i, size)), "name": f"img{start + i}.png",
-             "label": ("real", "fake")[i % 2], **extra} for i in range(n)]
+    return [
+        {
+            "data": encode(photo(start + i, size)),
+            "name": f"img{start + i}.png",
+            "label": ("real", "fake")[i % 2],
+            **extra,
+        }
+        for i in range(n)
+    ]

@@ -10,8 +10,15 @@ from PIL import Image
 
 import curation_corpus as corpus
 from curation_helpers import encode, photo
-from tasks.images import (REJECTION_CODES, ImageRejected, decode_image, encode_png, hamming, perceptual_hash,
-                          pixel_hash)
+from tasks.images import (
+    REJECTION_CODES,
+    ImageRejected,
+    decode_image,
+    encode_png,
+    hamming,
+    perceptual_hash,
+    pixel_hash,
+)
 from tasks.settings import ImageSettings
 
 POLICY = ImageSettings()
@@ -25,20 +32,39 @@ def rejected(data: bytes, policy: ImageSettings = POLICY) -> ImageRejected:
 
 
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
-@pytest.mark.parametrize(("data", "code", "words"), [
-    (b"", "empty", "0 bytes"),
-    (corpus.HTML, "not_an_image", "HTML document"),
-    (corpus.SVG, "not_an_image", "SVG"),
-    (np.random.default_rng(0).bytes(4096), "not_an_image", "unknown content"),
-    (corpus.truncated_jpeg(), "truncated", "truncated"),
-    (corpus.bad_crc_png(), "corrupt", "PNG could not be decoded"),
-    (corpus.png_header_only(100_000, 100_000), "decompression_bomb", "images.max_pixels=50,000,000"),
-    (corpus.png_header_only(10_000, 10_000), "decompression_bomb", "100,000,000 pixels is more than images.max_pixels"),
-    (corpus.png_header_only(20_000, 100), "too_large_dimensions", "images.max_side=12000"),
-    (encode(photo(0, 16)), "too_small", "16x16"),
-    (corpus.near_constant_png(), "near_constant", "standard deviation"),
-], ids=["zero_byte", "html", "svg", "random_bytes", "truncated_jpeg", "bad_crc_png", "pillow_bomb", "bomb", "too_wide", "too_small",
-        "near_constant"])
+@pytest.mark.parametrize(
+    ("data", "code", "words"),
+    [
+        (b"", "empty", "0 bytes"),
+        (corpus.HTML, "not_an_image", "HTML document"),
+        (corpus.SVG, "not_an_image", "SVG"),
+        (np.random.default_rng(0).bytes(4096), "not_an_image", "unknown content"),
+        (corpus.truncated_jpeg(), "truncated", "truncated"),
+        (corpus.bad_crc_png(), "corrupt", "PNG could not be decoded"),
+        (corpus.png_header_only(100_000, 100_000), "decompression_bomb", "images.max_pixels=50,000,000"),
+        (
+            corpus.png_header_only(10_000, 10_000),
+            "decompression_bomb",
+            "100,000,000 pixels is more than images.max_pixels",
+        ),
+        (corpus.png_header_only(20_000, 100), "too_large_dimensions", "images.max_side=12000"),
+        (encode(photo(0, 16)), "too_small", "16x16"),
+        (corpus.near_constant_png(), "near_constant", "standard deviation"),
+    ],
+    ids=[
+        "zero_byte",
+        "html",
+        "svg",
+        "random_bytes",
+        "truncated_jpeg",
+        "bad_crc_png",
+        "pillow_bomb",
+        "bomb",
+        "too_wide",
+        "too_small",
+        "near_constant",
+    ],
+)
 def test_rejections_have_a_code_and_say_why(data, code, words):
     error = rejected(data)
     assert error.code == code
@@ -48,7 +74,9 @@ def test_rejections_have_a_code_and_say_why(data, code, words):
 def test_limits_come_from_the_policy():
     small = ImageSettings(max_file_bytes=1000, allowed_formats=("PNG",))
     assert rejected(encode(photo(1)), small).code == "too_large_file"
-    assert "images.allowed_formats=['PNG']" in rejected(encode(photo(1, 32), "JPEG", quality=30), small).message
+    assert (
+        "images.allowed_formats=['PNG']" in rejected(encode(photo(1, 32), "JPEG", quality=30), small).message
+    )
     assert rejected(encode(photo(1, 32), "JPEG", quality=30), small).code == "format_not_allowed"
 
 
@@ -76,12 +104,15 @@ def test_exif_orientation_is_applied():
     assert "exif_orientation_6" in decoded.conversions
 
 
-@pytest.mark.parametrize(("make", "mode", "conversion"), [
-    (corpus.cmyk_jpeg, "CMYK", "cmyk_to_rgb"),
-    (corpus.grayscale_png, "L", "gray_to_rgb"),
-    (corpus.rgba_png, "RGBA", "alpha_on_white"),
-    (corpus.palette_png_with_transparency, "P", "alpha_on_white"),
-])
+@pytest.mark.parametrize(
+    ("make", "mode", "conversion"),
+    [
+        (corpus.cmyk_jpeg, "CMYK", "cmyk_to_rgb"),
+        (corpus.grayscale_png, "L", "gray_to_rgb"),
+        (corpus.rgba_png, "RGBA", "alpha_on_white"),
+        (corpus.palette_png_with_transparency, "P", "alpha_on_white"),
+    ],
+)
 def test_modes_become_rgb(make, mode, conversion):
     decoded = decode_image(make(), POLICY)
     assert decoded.image.mode == "RGB" and decoded.mode == mode
@@ -91,7 +122,7 @@ def test_modes_become_rgb(make, mode, conversion):
 def test_alpha_is_composited_on_white():
     pixels = np.asarray(decode_image(corpus.rgba_png(), POLICY).image)
     assert (pixels[:, : pixels.shape[1] // 2] == 255).all()
-    assert pixels[:, pixels.shape[1] // 2:].std() > 10
+    assert pixels[:, pixels.shape[1] // 2 :].std() > 10
 
 
 def test_sixteen_bit_is_scaled_not_clipped():
@@ -126,7 +157,10 @@ def test_pixel_hash_ignores_container_and_phash_sees_reencodes():
     as_jpeg = decode_image(encode(image, "JPEG", quality=85), POLICY).image
     assert pixel_hash(as_png) == pixel_hash(as_bmp) != pixel_hash(as_jpeg)
     assert hamming(perceptual_hash(as_png), perceptual_hash(as_jpeg)) <= 4
-    assert hamming(perceptual_hash(as_png), perceptual_hash(decode_image(encode(photo(6, 128)), POLICY).image)) > 8
+    assert (
+        hamming(perceptual_hash(as_png), perceptual_hash(decode_image(encode(photo(6, 128)), POLICY).image))
+        > 8
+    )
 
 
 def test_unknown_code_is_refused():

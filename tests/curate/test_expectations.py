@@ -6,9 +6,8 @@ import pytest
 
 from curation_helpers import add_batch, good_images
 from tasks.curate import curate
-from tasks.curate.expectations import load_suite
+from tasks.curate.expectations import SUITE_FILE, SuiteSpec, load_suite
 from tasks.settings import ConfigError, Settings, load_yaml
-from tasks.curate.expectations import SUITE_FILE, SuiteSpec
 
 
 def test_data_docs_and_summary_per_batch(local_store, tmp_path, monkeypatch):
@@ -51,8 +50,11 @@ def test_bad_suite_names_file_and_expectation(tmp_path):
     (tmp_path / SUITE_FILE).write_text(
         "name: raw_batch\nexpectations:\n"
         "  - type: expect_column_values_to_be_unique\n    kwargs: {column: sha256}\n"
-        "  - type: expect_column_values_to_be_uniqe\n    kwargs: {column: sha256}\n")
-    with pytest.raises(ConfigError, match=r"raw_batch.yaml: expectations\[1\] \(expect_column_values_to_be_uniqe\)"):
+        "  - type: expect_column_values_to_be_uniqe\n    kwargs: {column: sha256}\n"
+    )
+    with pytest.raises(
+        ConfigError, match=r"raw_batch.yaml: expectations\[1\] \(expect_column_values_to_be_uniqe\)"
+    ):
         load_suite(Settings(include_dir=tmp_path))
     (tmp_path / SUITE_FILE).write_text("name: raw_batch\nexpectations:\n  - kind: x\n")
     with pytest.raises(ConfigError, match=r"raw_batch.yaml: expectations\[0\].type: Field required"):

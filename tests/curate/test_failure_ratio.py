@@ -12,8 +12,11 @@ from tasks.snapshots import list_versions
 
 
 def test_failed_batch_publishes_nothing_and_is_not_retried(store, settings):
-    bad = [{"data": b"", "name": "zero.jpg"}, {"data": corpus.HTML, "name": "page.png"},
-           {"data": corpus.SVG, "name": "logo.svg"}]
+    bad = [
+        {"data": b"", "name": "zero.jpg"},
+        {"data": corpus.HTML, "name": "page.png"},
+        {"data": corpus.SVG, "name": "logo.svg"},
+    ]
     batch = add_batch(store, bad + good_images(2))
 
     summary = curate(settings, store)
@@ -35,8 +38,9 @@ def test_failed_batch_publishes_nothing_and_is_not_retried(store, settings):
 def test_cli_fails_then_retry_with_a_higher_threshold(local_store, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("VIGIL_STORE_URL", local_store.url)
     monkeypatch.setenv("VIGIL_HOME", str(tmp_path / "home"))
-    batch = add_batch(local_store, [{"data": b"", "name": "a.jpg"}, {"data": b"", "name": "b.jpg"}]
-                      + good_images(1))
+    batch = add_batch(
+        local_store, [{"data": b"", "name": "a.jpg"}, {"data": b"", "name": "b.jpg"}] + good_images(1)
+    )
 
     assert main(["curate"]) == 1
     err = capsys.readouterr().err
@@ -60,5 +64,7 @@ def test_batch_at_the_threshold_passes(local_store, tmp_path, monkeypatch):
 
     monkeypatch.setenv("VIGIL_HOME", str(tmp_path / "home"))
     add_batch(local_store, [{"data": b"", "name": "a.jpg"}, {"data": b"", "name": "b.jpg"}] + good_images(2))
-    summary = curate(Settings(store_url=local_store.url), local_store)  # 2 of 4 rejected: 50% is not above 50%
+    summary = curate(
+        Settings(store_url=local_store.url), local_store
+    )  # 2 of 4 rejected: 50% is not above 50%
     assert summary["version"] == "v0001" and summary["new_images"] == 2 and summary["failed_batches"] == []

@@ -20,14 +20,23 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def test_killed_run_leaves_no_snapshot_and_rerun_publishes_one(tmp_path):
-    env = {**os.environ, "VIGIL_STORE_URL": (tmp_path / "store").as_uri(), "VIGIL_HOME": str(tmp_path / "home"),
-           "PYTHONPATH": REPO}
+    env = {
+        **os.environ,
+        "VIGIL_STORE_URL": (tmp_path / "store").as_uri(),
+        "VIGIL_HOME": str(tmp_path / "home"),
+        "PYTHONPATH": REPO,
+    }
     store = ObjectStore(env["VIGIL_STORE_URL"])
     first = add_batch(store, good_images(24, size=64))
     second = add_batch(store, good_images(400, start=24, size=128))
 
-    proc = subprocess.Popen([sys.executable, "-m", "tasks.cli", "curate"], env=env, cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tasks.cli", "curate"],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.monotonic() + 120
     while not store.list("curated"):  # the first batch is uploaded, the second is still being decoded
         assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
@@ -52,4 +61,6 @@ def test_killed_run_leaves_no_snapshot_and_rerun_publishes_one(tmp_path):
     assert snapshot.batches == (first.batch_id, second.batch_id)
     assert len(snapshot.table) == summary["new_images"] > 400
     assert set(store.list("curated")) == set(snapshot.table["key"])  # the killed run's objects were reused
-    assert curate(Settings(store_url=env["VIGIL_STORE_URL"], home=tmp_path / "home"), store)["version"] is None
+    assert (
+        curate(Settings(store_url=env["VIGIL_STORE_URL"], home=tmp_path / "home"), store)["version"] is None
+    )

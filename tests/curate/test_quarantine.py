@@ -1,4 +1,4 @@
-"""A batch mixing bad files with good ones: every bad file ends in quarantine with its reason, the rest is curated."""
+"""A batch mixing bad and good files: each bad one ends in quarantine with its reason, the rest is curated."""
 
 from __future__ import annotations
 
@@ -76,8 +76,9 @@ def test_bad_files_are_quarantined_with_reasons_and_good_ones_curated(store, sto
     curated = snapshot.table.set_index("original_name")
     assert set(curated.index) == set(ACCEPTED) | {f"img{i}.png" for i in range(12)}
     assert summary["new_images"] == len(snapshot.table) == 20
-    assert summary["quarantined"] == {code: list(expected_codes.values()).count(code)
-                                      for code in set(expected_codes.values())}
+    assert summary["quarantined"] == {
+        code: list(expected_codes.values()).count(code) for code in set(expected_codes.values())
+    }
 
     for name, (_, mode, conversion) in ACCEPTED.items():
         row = curated.loc[name]
@@ -88,7 +89,12 @@ def test_bad_files_are_quarantined_with_reasons_and_good_ones_curated(store, sto
 
     # EXIF-rotated: upright in the curated store (width/height swapped, red on top, blue below).
     rotated = curated.loc["rotated.jpg"]
-    assert (rotated.width, rotated.height, rotated.original_width, rotated.original_height) == (40, 80, 80, 40)
+    assert (rotated.width, rotated.height, rotated.original_width, rotated.original_height) == (
+        40,
+        80,
+        80,
+        40,
+    )
     upright = curated_pixels(store, rotated).astype(int)
     assert upright[5, 20, 0] > 180 and upright[75, 20, 2] > 180
     # Animated GIF: policy first_frame keeps exactly the first frame.
@@ -100,7 +106,11 @@ def test_bad_files_are_quarantined_with_reasons_and_good_ones_curated(store, sto
     for name, marker in (("polyglot.jpg", b"POLYGLOT-PAYLOAD"), ("polyglot.png", b"POLYGLOT-SCRIPT")):
         assert marker in ACCEPTED[name][0]
         curated_bytes = store.read_bytes(curated.loc[name].key)
-        assert marker not in curated_bytes and b"PK\x03\x04" not in curated_bytes and b"<html" not in curated_bytes
+        assert (
+            marker not in curated_bytes
+            and b"PK\x03\x04" not in curated_bytes
+            and b"<html" not in curated_bytes
+        )
         assert curated_bytes.endswith(b"IEND\xaeB`\x82")
     # Every curated object is a PNG without metadata, named by its pixel hash.
     for row in snapshot.table.itertuples():

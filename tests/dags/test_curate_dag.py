@@ -42,8 +42,11 @@ def asset_events(run_id: str) -> list[dict]:
     from sqlalchemy import select
 
     with create_session() as session:
-        rows = session.execute(select(AssetModel.name, AssetEvent.extra).join(AssetModel, AssetModel.id == AssetEvent.asset_id)
-                               .where(AssetEvent.source_run_id == run_id)).all()
+        rows = session.execute(
+            select(AssetModel.name, AssetEvent.extra)
+            .join(AssetModel, AssetModel.id == AssetEvent.asset_id)
+            .where(AssetEvent.source_run_id == run_id)
+        ).all()
         return [{"asset": name, "extra": extra} for name, extra in rows]
 
 
