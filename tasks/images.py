@@ -57,6 +57,9 @@ def describe_non_image(data: bytes) -> str:
         return "PDF document"
     if data[:4] == b"PK\x03\x04":
         return "ZIP archive"
+    text = data[:512].decode("utf-8", errors="replace")[:-1]  # the cut may split the last character
+    if all(c.isprintable() or c in "\t\r\n" for c in text) and "\ufffd" not in text:
+        return "text file"
     return f"unknown content (first bytes {data[:8].hex()})"
 
 

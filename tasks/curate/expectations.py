@@ -72,7 +72,7 @@ def load_suite(settings: Settings) -> SuiteSpec:
 
 def _import_gx():
     """great_expectations, imported quietly and without analytics."""
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    os.environ["GX_ANALYTICS_ENABLED"] = "false"  # no usage statistics leave the machine
     logging.getLogger("great_expectations").setLevel(logging.WARNING)  # its INFO lines drown the task log
     import great_expectations
 
