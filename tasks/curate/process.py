@@ -151,11 +151,17 @@ class ImagePool:
 
     def map(self, items: Sequence[tuple[str, str]]) -> Iterator[ImageResult]:
         """Results in the order of ``items``."""
-        if self.workers <= 1 or len(items) < MIN_IMAGES_PER_WORKER * 2:
+        # A daemonic process (some executors' workers) may not have children: decode in-process there.
+        daemonic = multiprocessing.current_process().daemon
+        if self.workers <= 1 or len(items) < MIN_IMAGES_PER_WORKER * 2 or daemonic:
             return map(self.worker, items)
         if self._executor is None:
-            # fork: workers start in milliseconds and inherit the imported modules; they only
-            # decode and hash, never touching the parent's threads or clients.
+            # fork: workers start in milliseconds and inherit the imported modules (imported here
+            # once, not in every worker); they only decode and hash, never touching the parent's
+            # threads or clients.
+            import imagehash  # noqa: F401
+            import isal.isal_zlib  # noqa: F401
+
             self._executor = ProcessPoolExecutor(
                 self.workers,
                 mp_context=multiprocessing.get_context("fork"),
