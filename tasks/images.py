@@ -138,16 +138,16 @@ def decode_image(data: bytes, policy: ImageSettings) -> DecodedImage:
             raise ImageRejected("animated", f"animated {fmt}, {frames} frames; images.animated is 'reject'")
         orientation = _orientation(image)
         image.load()  # the first frame: pixels are decoded only now
+        rgb, conversions = _to_rgb(image)
     except ImageRejected:
         raise
     except Image.DecompressionBombError as exc:
         message = f"{exc} (images.max_pixels={policy.max_pixels:,})"
         raise ImageRejected("decompression_bomb", message) from None
-    except (OSError, SyntaxError, ValueError, EOFError, zlib.error) as exc:
+    except Exception as exc:  # noqa: BLE001 - untrusted bytes: any decoder failure is a rejection
         text = str(exc) or type(exc).__name__
         code = "truncated" if "truncated" in text.lower() or isinstance(exc, EOFError) else "corrupt"
         raise ImageRejected(code, f"{fmt} could not be decoded: {text}") from None
-    rgb, conversions = _to_rgb(image)
     if frames > 1:
         conversions.append(f"first_frame_of_{frames}")
     if orientation in _ORIENTATION_TRANSPOSE:

@@ -168,3 +168,30 @@ def test_pixel_hash_ignores_container_and_phash_sees_reencodes():
 def test_unknown_code_is_refused():
     with pytest.raises(ValueError, match="unknown rejection code 'nope'"):
         ImageRejected("nope", "x")
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # Pillow warns about the damaged TIFF tags it reads
+def test_damaged_files_are_rejected_never_crash():
+    """Random byte damage to valid files: decode_image returns an image or raises ImageRejected, nothing else."""
+    rng = np.random.default_rng(11)
+    originals = [
+        encode(photo(7, 64)),
+        encode(photo(8, 64), "JPEG"),
+        corpus.animated_gif()[0],
+        encode(photo(9, 64), "WEBP"),
+        encode(photo(10, 64), "TIFF"),
+        encode(photo(11, 64), "BMP"),
+    ]
+    outcomes = set()
+    for i in range(300):
+        data = bytearray(originals[i % len(originals)])
+        for position in rng.integers(0, len(data), int(rng.integers(1, 8))):
+            data[position] = int(rng.integers(0, 256))
+        if rng.random() < 0.3:
+            data = data[: int(rng.integers(1, len(data)))]
+        try:
+            decode_image(bytes(data), POLICY)
+            outcomes.add("accepted")
+        except ImageRejected as exc:
+            outcomes.add(exc.code)
+    assert "accepted" in outcomes and {"corrupt", "truncated"} & outcomes
