@@ -73,9 +73,12 @@ def load_suite(settings: Settings) -> SuiteSpec:
 def _import_gx():
     """great_expectations, imported quietly and without analytics."""
     os.environ["GX_ANALYTICS_ENABLED"] = "false"  # no usage statistics leave the machine
-    logging.getLogger("great_expectations").setLevel(logging.WARNING)  # its INFO lines drown the task log
+    # GX logs hundreds of INFO lines (some of its loggers are set to INFO explicitly): keep warnings.
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
     import great_expectations
 
+    for name in [n for n in logging.root.manager.loggerDict if n.startswith("great_expectations")]:
+        logging.getLogger(name).setLevel(logging.WARNING)
     return great_expectations
 
 
