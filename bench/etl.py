@@ -22,6 +22,7 @@ import logging
 import multiprocessing
 import os
 import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -175,6 +176,13 @@ def main() -> int:
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
     work = Path(tempfile.mkdtemp(prefix="vigil-bench-etl-"))
+    try:
+        return run(args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # a few GB of stores
+
+
+def run(args: argparse.Namespace, work: Path) -> int:
     t = time.perf_counter()
     files = generate(args.images, args.size)
     new_files = generate(args.new, args.size, start=10**6)
