@@ -74,6 +74,7 @@ class CurationSettings(Section):
     )
     split_ratios: dict[Literal["train", "val", "test"], float] = {"train": 0.8, "val": 0.1, "test": 0.1}
     near_duplicate_distance: int = Field(4, ge=0, le=32, description="Max Hamming distance of 64-bit pHashes.")
+    workers: int = Field(0, ge=0, description="Processes decoding images in parallel; 0 means one per CPU core.")
 
     @model_validator(mode="after")
     def _ratios_sum_to_one(self) -> CurationSettings:

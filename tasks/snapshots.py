@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,6 +47,31 @@ SNAPSHOT_COLUMNS: dict[str, str] = {
     "original_format": "format of the raw file",
     "original_size_bytes": "size of the raw file",
     "generator": "generator name when known, else None",
+}
+
+
+# Further columns written by curation (tasks/curate): provenance carried over from the raw batch and
+# what normalisation did. Readers may use them; snapshots built elsewhere (tests) may lack them.
+CURATION_COLUMNS: dict[str, str] = {
+    "sha256": "sha256 of the raw bytes",
+    "raw_key": "object key of the raw bytes",
+    "source_kind": "x, mastodon, folder, ...",
+    "post_id": "id of the post (or the relative path for folder sources)",
+    "post_url": "public URL of the post, if any",
+    "media_url": "URL the bytes were downloaded from, if any",
+    "author_hash": "sha256 of the author's handle/id",
+    "created_at": "when the post was created, if known",
+    "collected_at": "when Vigil collected it",
+    "alt_text": "the post's alt text, if any",
+    "license": "license or attribution given by the source, if any",
+    "dataset": "ImageFolder data set name (folder sources)",
+    "original_name": "file name at the source, if any",
+    "original_width": "width of the stored pixels before EXIF orientation",
+    "original_height": "height of the stored pixels before EXIF orientation",
+    "original_mode": "Pillow mode of the original (RGB, RGBA, P, CMYK, I;16, L, ...)",
+    "conversions": "what normalisation did, comma separated (alpha_on_white, exif_orientation_6, ...)",
+    "near_duplicate_of": "image_id of the curated image this one nearly duplicates (kept: a different label)",
+    "curated_at": "when curation processed the image's batch",
 }
 
 
@@ -121,11 +145,14 @@ def read_snapshot(store: ObjectStore, version: str = "latest") -> Snapshot:
 
 def count_rows(table: pd.DataFrame) -> dict[str, Any]:
     """Counts per split/label/source, as stored in the manifest and shown by ``vigil snapshot show``."""
+    def counts(values: pd.Series) -> dict[str, int]:
+        return {str(k): int(v) for k, v in values.value_counts(dropna=False, sort=False).items()}
+
     return {
         "images": int(len(table)),
-        "by_split_label": {f"{s}/{l}": int(n) for (s, l), n in Counter(zip(table["split"], table["label"])).items()},
-        "by_source": {str(k): int(v) for k, v in Counter(table["source"]).items()},
-        "by_label": {str(k): int(v) for k, v in Counter(table["label"]).items()},
+        "by_split_label": counts(table["split"].astype(str) + "/" + table["label"].astype(str)),
+        "by_source": counts(table["source"]),
+        "by_label": counts(table["label"]),
     }
 
 
@@ -137,7 +164,9 @@ def publish_snapshot(store: ObjectStore, table: pd.DataFrame, parent: str | None
                      extra: dict[str, str] | None = None) -> Snapshot:
     """Write the manifest of a new version on top of ``parent``; every curated object must already exist.
 
-    Raises :class:`SnapshotConflict` if ``parent`` is no longer the latest version.
+    Raises :class:`SnapshotConflict` if ``parent`` is no longer the latest version, also when another
+    run publishes the same version concurrently (the manifest is created exclusively): a published
+    snapshot is never overwritten.
     """
     missing = sorted(set(SNAPSHOT_COLUMNS) - set(table.columns))
     if missing:
@@ -156,7 +185,11 @@ def publish_snapshot(store: ObjectStore, table: pd.DataFrame, parent: str | None
         "counts": json.dumps(counts),
         **(extra or {}),
     }
-    store.write_table(manifest_key(version), table, metadata=metadata)
+    try:
+        store.write_table(manifest_key(version), table, metadata=metadata, exclusive=True)
+    except FileExistsError:
+        message = f"snapshot {version} was published by another run meanwhile; re-run on top of it"
+        raise SnapshotConflict(message) from None
     return Snapshot(version, parent, created_at, table, tuple(sorted(batches)), counts)
 
 

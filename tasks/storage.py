@@ -118,8 +118,13 @@ class ObjectStore:
         return sorted(k for k in keys if TMP_MARKER not in k.rsplit("/", 1)[-1])
 
     # -- writing ----------------------------------------------------------------------------------
-    def write_bytes(self, key: str, data: bytes) -> str:
-        """Write ``data`` at ``key`` atomically; returns the key."""
+    def write_bytes(self, key: str, data: bytes, *, exclusive: bool = False) -> str:
+        """Write ``data`` at ``key`` atomically; returns the key.
+
+        ``exclusive``: create only, atomically: raise FileExistsError if ``key`` exists (a hard link
+        on a local store, a conditional ``If-None-Match: *`` PUT on S3), so of two concurrent
+        writers exactly one wins.
+        """
         path = self._path(key)
         if self.protocol == "file":
             directory, name = os.path.split(path)
@@ -127,7 +132,22 @@ class ObjectStore:
             tmp = os.path.join(directory, f"{TMP_MARKER}{uuid.uuid4().hex}-{name}")
             with open(tmp, "wb") as fh:
                 fh.write(data)
-            os.replace(tmp, path)
+            if not exclusive:
+                os.replace(tmp, path)
+                return key
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise FileExistsError(f"object {key!r} already exists in {self.url}") from None
+            finally:
+                os.unlink(tmp)
+        elif exclusive:
+            try:
+                self.fs.pipe_file(path, data, mode="create")
+            except OSError as exc:  # s3fs maps 412 Precondition Failed to FileExistsError or EINVAL
+                if isinstance(exc, FileExistsError) or self.exists(key):
+                    raise FileExistsError(f"object {key!r} already exists in {self.url}") from None
+                raise
         else:
             self.fs.pipe_file(path, data)
         return key
@@ -135,7 +155,8 @@ class ObjectStore:
     def write_json(self, key: str, obj: Any) -> str:
         return self.write_bytes(key, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
 
-    def write_table(self, key: str, df: pd.DataFrame, metadata: dict[str, str] | None = None) -> str:
+    def write_table(self, key: str, df: pd.DataFrame, metadata: dict[str, str] | None = None, *,
+                    exclusive: bool = False) -> str:
         """Write a DataFrame as Parquet, with optional key/value metadata in the file footer."""
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -145,7 +166,7 @@ class ObjectStore:
             table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
         buf = io.BytesIO()
         pq.write_table(table, buf)
-        return self.write_bytes(key, buf.getvalue())
+        return self.write_bytes(key, buf.getvalue(), exclusive=exclusive)
 
     def put_content(self, data: bytes, prefix: str, ext: str) -> str:
         """Store bytes under ``prefix/<sha256>.<ext>`` unless already there; returns the key."""

@@ -52,3 +52,11 @@ def test_local_temp_files_are_invisible(local_store):
 def test_unknown_scheme_is_a_clear_error():
     with pytest.raises(ValueError, match="unsupported scheme 'gs'"):
         ObjectStore("gs://bucket/x")
+
+
+def test_exclusive_write_never_overwrites(store):
+    store.write_bytes("m/manifest.parquet", b"first", exclusive=True)
+    with pytest.raises(FileExistsError, match="already exists"):
+        store.write_bytes("m/manifest.parquet", b"second", exclusive=True)
+    assert store.read_bytes("m/manifest.parquet") == b"first"
+    assert store.list("m") == ["m/manifest.parquet"]  # no temporary file left behind

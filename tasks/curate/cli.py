@@ -1,0 +1,57 @@
+"""``vigil curate``: run curation from a shell, exactly as the ``curate`` DAG task does."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "curate",
+        help="validate and curate new raw batches into a new dataset snapshot",
+        description="Validate and curate every new raw batch into one new dataset snapshot. Exits with 1 "
+        "when a batch failed (too many rejected images); the batches that passed are published.",
+    )
+    parser.add_argument(
+        "--retry",
+        action="append",
+        default=[],
+        metavar="BATCH_ID",
+        help="re-queue a batch recorded as failed (repeatable)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.set_defaults(func=_curate)
+
+
+def _curate(args: argparse.Namespace) -> int:
+    from tasks.cli import print_json
+    from tasks.curate import CurationError, curate, failed_batches_message
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        summary = curate(retry=args.retry)
+    except CurationError as exc:
+        print(f"vigil curate: error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print_json(summary)
+    elif summary["version"]:
+        print(
+            f"published snapshot {summary['version']} (parent {summary['parent'] or '-'}): "
+            f"{summary['new_images']} new images, {summary['images']} in total"
+        )
+    else:
+        print(
+            f"no new snapshot (latest: {summary['latest'] or 'none'}); "
+            f"batches curated: {len(summary['batches'])}"
+        )
+    if not args.json:
+        for uri in summary["reports"]:
+            print(f"report: {uri}")
+    message = failed_batches_message(summary)
+    if message:
+        print(message, file=sys.stderr)
+        return 1
+    return 0
