@@ -92,6 +92,10 @@ class TrainingSettings(Section):
     shm_size: str = "8g"
     min_new_images: int = Field(50, ge=0, description="Train on a new snapshot only when it adds this many images.")
     model_config_file: str = Field("model_config.yaml", description="File under include/ with the training setup.")
+    experiment: str = Field("vigil-training", description="MLflow experiment of the training runs.")
+    gpu_pool: str = Field("gpu", description="Airflow pool of the docker launcher (create it with one slot per GPU host).")
+    work_volume: str = Field("vigil-trainer-work", description="Docker volume mounted at /vigil in the trainer "
+                             "container: checkpoints (resumption) and the Hugging Face cache.")
 
 
 class ServingSettings(Section):
