@@ -124,6 +124,13 @@ def training_data(store, version: str, start: StartingPoint, config: ModelConfig
     return TrainingData(train, splits["val"], splits["test"], counts)
 
 
+def limit_cpu_threads(settings: Settings) -> None:
+    import torch
+
+    if settings.training.cpu_threads and not torch.cuda.is_available():
+        torch.set_num_threads(settings.training.cpu_threads)
+
+
 def use_bf16(config: ModelConfig) -> bool:
     import torch
 
@@ -163,8 +170,8 @@ def training_arguments(config: ModelConfig, output_dir: Path, bf16: bool, settin
         per_device_eval_batch_size=t.eval_batch_size, gradient_accumulation_steps=t.grad_accumulation,
         learning_rate=t.learning_rate, lr_scheduler_type=t.lr_schedule, warmup_steps=t.warmup_ratio,
         weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm, bf16=bf16,
-        gradient_checkpointing=t.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
+        activation_checkpointing=t.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
         eval_strategy="epoch", save_strategy="epoch", save_total_limit=1, load_best_model_at_end=True,
         metric_for_best_model="roc_auc", greater_is_better=True, logging_strategy="steps", logging_steps=1,
         report_to="none", seed=config.seed, data_seed=config.seed, remove_unused_columns=False,
@@ -223,38 +230,45 @@ def train(config: ModelConfig, *, settings: Settings | None = None, reason: str 
 
 def _fit_and_register(config: ModelConfig, settings: Settings, start: StartingPoint, data: TrainingData, work: Path,
                       version: str, jid: str, reason: str, cache: Path, run) -> dict[str, Any]:
+    started = time.monotonic()
+    trainer = fit(config, settings, start, data, work / "checkpoints", cache,
+                  run_id=run.info.run_id if run is not None else None)
+    if not is_main_process():
+        return {}
+    return finalize(trainer, config, settings, data, work, version, jid, reason, start, time.monotonic() - started)
+
+
+def fit(config: ModelConfig, settings: Settings, start: StartingPoint, data: TrainingData, checkpoints: Path,
+        cache: Path, run_id: str | None = None):
+    """Train (resuming from the last checkpoint in ``checkpoints`` if any); returns the trainer, best epoch loaded."""
     from transformers import EarlyStoppingCallback, set_seed
     from transformers.trainer_callback import ProgressCallback
     from transformers.trainer_utils import get_last_checkpoint
 
     from tasks.train.trainer import AnswerDataset, DetectorTrainer, EpochSummary, MlflowMetrics, QuietProgress, collator
 
+    limit_cpu_threads(settings)
     set_seed(config.seed)
     bf16 = use_bf16(config)
     model, preprocessor = build_model(config, start, cache, bf16)
-    checkpoints = work / "checkpoints"
     args = training_arguments(config, checkpoints, bf16, settings)
     trainer = DetectorTrainer(
         model=model, args=args, train_dataset=AnswerDataset(data.train), eval_dataset=AnswerDataset(data.val),
-        data_collator=collator(preprocessor),
-        preprocessor=preprocessor, val_frame=data.val, target_fpr=config.target_fpr,
+        data_collator=collator(preprocessor), preprocessor=preprocessor, val_frame=data.val,
+        target_fpr=config.target_fpr,
         callbacks=[EarlyStoppingCallback(early_stopping_patience=config.train.early_stopping_patience),
                    EpochSummary(config.train.epochs)])
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(QuietProgress())
-    if run is not None:
-        trainer.add_callback(MlflowMetrics(run.info.run_id, settings.mlflow_tracking_uri))
+    if run_id is not None:
+        trainer.add_callback(MlflowMetrics(run_id, settings.mlflow_tracking_uri))
     last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
     if last:
         state = json.loads((Path(last) / "trainer_state.json").read_text())
         log.info("resuming from %s: %d of %d epochs done, best val AUC so far %s", Path(last).name,
                  round(state.get("epoch", 0)), config.train.epochs, state.get("best_metric"))
-    started = time.monotonic()
     trainer.train(resume_from_checkpoint=last)
-    train_seconds = time.monotonic() - started
-    if not is_main_process():
-        return {}
-    return finalize(trainer, config, settings, data, work, version, jid, reason, start, train_seconds)
+    return trainer
 
 
 def finalize(trainer, config: ModelConfig, settings: Settings, data: TrainingData, work: Path, version: str, jid: str,
