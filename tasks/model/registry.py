@@ -75,11 +75,13 @@ def _download(uri: str, dest: Path, settings: Settings) -> Path:
 
     if dest.exists():
         return dest
+    # models:/ URIs are resolved through the process-wide registry URI, whatever tracking_uri says.
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    mlflow.set_registry_uri(settings.mlflow_tracking_uri)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=dest.parent))
     try:
-        mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(tmp),
-                                            tracking_uri=settings.mlflow_tracking_uri)
+        mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(tmp))
         try:
             tmp.rename(dest)
         except OSError:  # a concurrent download won

@@ -102,3 +102,9 @@ def trained_dir(trained, demo_frames, tmp_path_factory) -> Path:
     card = DetectorCard.from_config(config, threshold=threshold, snapshot="demo_a")
     return save_detector(tmp_path_factory.mktemp("detector") / "detector", trainer.model, trainer.preprocessor, card,
                          config)
+
+
+@pytest.fixture(scope="session")
+def publish_demo():
+    """``publish_demo(store, folder)`` publishes a demo folder as the next snapshot."""
+    return publish_demo_snapshot
