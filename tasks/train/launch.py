@@ -78,7 +78,9 @@ def container_environment(settings: Settings) -> tuple[dict[str, str], dict[str,
            "VIGIL_TRAINING__EXPERIMENT": settings.training.experiment, "PYTHONUNBUFFERED": "1"}
     if settings.s3_endpoint_url:
         env["VIGIL_S3_ENDPOINT_URL"] = settings.s3_endpoint_url
-    secrets = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "HF_TOKEN",
+    if os.environ.get("AWS_DEFAULT_REGION"):
+        env["AWS_DEFAULT_REGION"] = os.environ["AWS_DEFAULT_REGION"]
+    secrets = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "HF_TOKEN",
                "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
     return env, {name: os.environ[name] for name in secrets if os.environ.get(name)}
 
