@@ -291,6 +291,7 @@ def finalize(trainer, config: ModelConfig, settings: Settings, data: TrainingDat
                                     metrics={f"val_{k}": val[k] for k in ("roc_auc", "average_precision",
                                                                           "balanced_accuracy", "fpr", "ece")})
     folder = save_detector(work / "detector", trainer.model, trainer.preprocessor, card, config)
+    _release(trainer)
     # The test report is made by the saved artifact itself: what is registered is what was measured.
     detector = Detector.load(folder)
     report = evaluate_detector(detector, data.test)
@@ -328,3 +329,13 @@ def _tag(value: float | None) -> str:
 def _prune_checkpoints(folder: Path) -> None:
     """A finished job needs no optimizer states; the registered model and result.json remain."""
     shutil.rmtree(folder, ignore_errors=True)
+
+
+def _release(trainer) -> None:
+    """Free the training copy of the model before the saved one is loaded (one 3B model fits, two may not)."""
+    import torch
+
+    trainer.model.to("cpu")
+    trainer.optimizer = None
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
