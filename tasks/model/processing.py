@@ -102,6 +102,8 @@ class Preprocessor:
         tok_src = Path(path) / TOKENIZER_DIR if subfolders else path
         img_src = Path(path) / IMAGE_PROCESSOR_DIR if subfolders else path
         tokenizer = AutoTokenizer.from_pretrained(tok_src, revision=revision)
+        if tokenizer.chat_template is None and not subfolders:
+            tokenizer.chat_template = _processor_chat_template(str(path), revision)
         image_processor = Qwen2VLImageProcessorPil.from_pretrained(img_src, revision=revision)
         if min_pixels is not None or max_pixels is not None:
             image_processor = resized(image_processor, min_pixels, max_pixels)
@@ -169,3 +171,23 @@ def resized(image_processor: Qwen2VLImageProcessorPil, min_pixels: int | None,
     config.pop("image_processor_type", None)
     config["size"] = {"shortest_edge": low, "longest_edge": high}
     return Qwen2VLImageProcessorPil(**config)
+
+
+def _processor_chat_template(source: str, revision: str | None) -> str:
+    """Checkpoints that keep the chat template with the processor (``chat_template.json``/``.jinja``)."""
+    import json
+
+    for name in ("chat_template.jinja", "chat_template.json"):
+        local = Path(source) / name
+        if local.is_file():
+            path = local
+        else:
+            try:
+                from huggingface_hub import hf_hub_download
+
+                path = Path(hf_hub_download(source, name, revision=revision))
+            except Exception:  # noqa: BLE001 - not there: try the next name
+                continue
+        text = path.read_text()
+        return json.loads(text)["chat_template"] if name.endswith(".json") else text
+    raise ValueError(f"{source}: the tokenizer has no chat template and there is no chat_template.jinja/.json")
