@@ -351,11 +351,3 @@ def now_iso() -> str:
 
 def read_card(folder: Path) -> DetectorCard:
     return DetectorCard.model_validate_json((detector_folder(Path(folder)) / CARD_NAME).read_text())
-
-
-def write_inference(folder: Path, inference: InferenceSettings) -> Path:
-    """Store inference settings next to a detector (``inference.json``)."""
-    path = Path(folder) / INFERENCE_NAME
-    path.write_text(json.dumps(inference.model_dump(), indent=2))
-    return path
-
