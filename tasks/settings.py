@@ -96,6 +96,14 @@ class TrainingSettings(Section):
     shm_size: str = "8g"
     min_new_images: int = Field(50, ge=0, description="Train on a new snapshot only when it adds this many images.")
     model_config_file: str = Field("model_config.yaml", description="File under include/ with the training setup.")
+    experiment: str = Field("vigil-training", description="MLflow experiment of the training runs.")
+    cpu_threads: int | None = Field(1, ge=1, description="torch threads when training on CPU; 1 avoids the heavy "
+                                    "slow-down of oversubscribed cores on a shared machine; None = torch's default.")
+    gpu_pool: str = Field("gpu", description="Airflow pool of the docker launcher (create it with one slot per GPU host).")
+    work_volume: str = Field("vigil-trainer-work", description="Docker volume mounted at /vigil in the trainer "
+                             "container: job folders with checkpoints, so a restarted job resumes.")
+    hf_cache_volume: str = Field("vigil-hf-cache", description="Docker volume with the Hugging Face cache "
+                                 "(base model weights), mounted at /vigil/hf-cache in the trainer container.")
 
 
 class ServingSettings(Section):

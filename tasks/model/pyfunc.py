@@ -1,0 +1,40 @@
+"""The detector as an MLflow pyfunc model, so that the registry holds a real, loadable model.
+
+``mlflow.pyfunc.load_model("models:/vigil-detector@champion").predict(df)`` takes a DataFrame with an
+``image`` column of encoded image bytes and returns ``p_fake`` and ``is_fake``. Vigil's own services
+use :meth:`tasks.model.Detector.load` on the same URI, which reads ``artifacts/detector`` directly.
+"""
+
+from __future__ import annotations
+
+import mlflow.pyfunc
+
+
+class DetectorPyfunc(mlflow.pyfunc.PythonModel):
+    def load_context(self, context) -> None:
+        from tasks.model.detector import Detector
+
+        self.detector = Detector.load(context.artifacts["detector"])
+
+    def predict(self, context, model_input, params=None):
+        import pandas as pd
+
+        from tasks.model.processing import load_image
+
+        images = [load_image(bytes(data)) for data in model_input["image"]]
+        scores = self.detector.score(images)
+        return pd.DataFrame({"p_fake": scores, "is_fake": self.detector.is_fake(scores)})
+
+
+def pip_requirements() -> list[str]:
+    """The serving-side packages of this environment, pinned (what the model needs to load)."""
+    from importlib.metadata import version
+
+    pins = []
+    for package in ("torch", "transformers", "peft", "pillow", "numpy", "pandas", "pydantic", "pydantic-settings",
+                    "mlflow-skinny", "pyyaml", "fsspec"):
+        try:
+            pins.append(f"{package}=={version(package).split('+')[0]}")
+        except Exception:  # noqa: BLE001 - a package missing here is simply not pinned
+            continue
+    return pins

@@ -1,0 +1,116 @@
+"""MLflow for a training job: the run (resumed after a restart), its inputs, the logged model and the registry.
+
+Layout of a training run in the experiment ``settings.training.experiment``:
+
+* params: the whole setup as dotted paths (``train.learning_rate``...), ``snapshot``, ``job_id``,
+  ``reason``, ``start`` (base or champion version), data counts;
+* tags: ``mlflow.source.git.commit``, ``vigil.job_id``, ``vigil.snapshot``, ``vigil.profile``;
+* input: the snapshot manifest as a dataset (source = manifest URI, digest = manifest sha256), context ``training``;
+* metrics: ``train_loss``/``learning_rate``/``grad_norm`` per step, ``val_*`` per epoch, ``best_val_roc_auc``,
+  ``threshold``, ``test_*`` (overall metrics and robustness deltas of the test report);
+* artifacts: ``model/`` (pyfunc; ``artifacts/detector`` is the detector folder), ``evaluation/test/``
+  (report.json, report.md, roc.png, reliability.png, confusion.png), ``config/model_config.yaml``,
+  ``training/trainer_state.json``;
+* registry: a new version of ``settings.model_name`` with alias ``challenger`` and tags ``snapshot``,
+  ``base_model``, ``revision``, ``profile``, ``method``, ``threshold``, ``job_id``, ``val_roc_auc``,
+  ``test_roc_auc``, ``reason``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tasks.model.registry import CHALLENGER, client
+
+if TYPE_CHECKING:
+    from tasks.settings import Settings
+    from tasks.storage import ObjectStore
+
+log = logging.getLogger("vigil.train")
+RUN_FILE = "mlflow_run.json"
+
+
+def git_commit() -> str | None:
+    """The code version: ``VIGIL_GIT_COMMIT`` (set when images are built), else the checkout's HEAD."""
+    if commit := os.environ.get("VIGIL_GIT_COMMIT"):
+        return commit
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
+                             text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def system_metrics_enabled() -> bool:
+    """System metrics need psutil; MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING=false switches them off."""
+    if os.environ.get("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", "true").lower() in ("false", "0", "no"):
+        return False
+    try:
+        import psutil  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def start_run(work: Path, settings: Settings, run_name: str, tags: dict[str, str]):
+    """Start the job's MLflow run, or resume it when the job restarts (its id is kept in the work folder)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    experiment = mlflow.set_experiment(settings.training.experiment)
+    run_file = work / RUN_FILE
+    run_id = json.loads(run_file.read_text())["run_id"] if run_file.exists() else None
+    run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name,
+                           experiment_id=experiment.experiment_id, log_system_metrics=system_metrics_enabled(),
+                           tags=None if run_id else tags)
+    if run_id:
+        log.info("resuming MLflow run %s", run_id)
+    else:
+        run_file.write_text(json.dumps({"run_id": run.info.run_id}))
+    return run
+
+
+def log_snapshot_input(store: ObjectStore, manifest_key: str, table, version: str) -> None:
+    """The snapshot as the run's dataset input: source = the manifest's URI, digest = its sha256."""
+    import mlflow
+
+    from tasks.storage import sha256_hex
+
+    digest = sha256_hex(store.read_bytes(manifest_key))[:20]
+    columns = [c for c in ("image_id", "split", "label", "source", "label_source", "generator") if c in table]
+    dataset = mlflow.data.from_pandas(table[columns], source=store.uri(manifest_key), name=f"snapshot-{version}",
+                                      digest=digest)
+    mlflow.log_input(dataset, context="training")
+
+
+def log_params(params: dict[str, Any]) -> None:
+    """Log params once (a resumed run already has them; MLflow refuses to change a logged param)."""
+    import mlflow
+
+    existing = mlflow.active_run().data.params if mlflow.active_run() else {}
+    new = {k: ("" if v is None else str(v))[:6000] for k, v in params.items() if k not in existing}
+    if new:
+        mlflow.log_params(new)
+
+
+def log_and_register(detector_dir: Path, settings: Settings, tags: dict[str, str], description: str) -> dict[str, str]:
+    """Log the detector folder as a pyfunc model, register a new version, alias it ``challenger``, tag it."""
+    import mlflow
+
+    from tasks.model.pyfunc import DetectorPyfunc, pip_requirements
+
+    info = mlflow.pyfunc.log_model(name="model", python_model=DetectorPyfunc(),
+                                   artifacts={"detector": str(detector_dir)}, pip_requirements=pip_requirements())
+    version = mlflow.register_model(info.model_uri, settings.model_name, tags=tags)
+    registry = client(settings)
+    registry.update_model_version(settings.model_name, version.version, description=description)
+    registry.set_registered_model_alias(settings.model_name, CHALLENGER, version.version)
+    log.info("registered %s version %s with alias %r", settings.model_name, version.version, CHALLENGER)
+    return {"model_uri": f"models:/{settings.model_name}/{version.version}", "logged_model_uri": info.model_uri,
+            "version": str(version.version)}

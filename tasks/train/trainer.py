@@ -1,0 +1,174 @@
+"""The Hugging Face Trainer, evaluated by validation ROC AUC through the detector's own scoring path.
+
+Trainer gives gradient accumulation, gradient checkpointing, bf16, DDP/DeepSpeed, checkpoints with
+optimizer/scheduler/RNG state and resumption. Vigil changes three things: ``evaluate`` scores the
+validation images with :func:`tasks.model.detector.score_images` (the serving path) and reports ROC
+AUC, which selects the best checkpoint and drives early stopping; the per-step log lines become MLflow
+metrics; and each epoch ends with one readable summary line.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from transformers import Trainer, TrainerCallback
+from transformers.trainer_callback import ProgressCallback
+
+from tasks.evaluate.metrics import binary_metrics, threshold_at_fpr
+from tasks.model.detector import score_images
+from tasks.model.frames import Frame
+from tasks.model.processing import Preprocessor, answer_for, load_image
+
+log = logging.getLogger("vigil.train")
+EPOCH_METRICS = ("roc_auc", "average_precision", "accuracy", "balanced_accuracy", "f1", "ece", "threshold")
+
+
+class AnswerDataset(Dataset):
+    """Images of a frame with their target answers; decoding happens in the data loader."""
+
+    def __init__(self, frame: Frame) -> None:
+        self.files = frame.table["file"].tolist()
+        self.answers = [answer_for(label) for label in frame.table["label"]]
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        with open(self.files[i], "rb") as fh:
+            return {"image": load_image(fh.read()), "answer": self.answers[i]}
+
+
+def collator(preprocessor: Preprocessor) -> Callable[[list[dict]], dict[str, torch.Tensor]]:
+    def collate(rows: list[dict]) -> dict[str, torch.Tensor]:
+        return preprocessor.encode([r["image"] for r in rows], [r["answer"] for r in rows])
+
+    return collate
+
+
+class DetectorTrainer(Trainer):
+    """A Trainer whose evaluation is the detector's validation ROC AUC (and friends)."""
+
+    def __init__(self, *args, preprocessor: Preprocessor, val_frame: Frame, target_fpr: float, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.preprocessor = preprocessor
+        self.val_images = val_frame.images()
+        self.val_labels = val_frame.labels
+        self.target_fpr = target_fpr
+
+    # Trainer reloads full weights with load_state_dict(strict=False), but save_pretrained writes
+    # Qwen2.5-VL's original key names: every key would be silently skipped. Reload through
+    # from_pretrained (which maps the names back) and insist that every key matches.
+    def _full_weights(self) -> bool:
+        from peft import PeftModel
+
+        return not isinstance(self.model, PeftModel) and not self.is_deepspeed_enabled
+
+    def _load_full_checkpoint(self, folder: str) -> None:
+        from transformers import AutoModelForImageTextToText
+
+        dtype = next(self.model.parameters()).dtype
+        saved = AutoModelForImageTextToText.from_pretrained(folder, dtype=dtype)
+        self.model.load_state_dict(saved.state_dict(), strict=True)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        if self._full_weights() and (model is None or model is self.model):
+            self._load_full_checkpoint(resume_from_checkpoint)
+        else:
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+    def _load_best_model(self) -> None:
+        if self._full_weights():
+            log.info("loading the best epoch's weights from %s (val AUC %s)", self.state.best_model_checkpoint,
+                     self.state.best_metric)
+            self._load_full_checkpoint(self.state.best_model_checkpoint)
+        else:
+            super()._load_best_model()
+
+    def validation_scores(self) -> np.ndarray:
+        model = self.model
+        was_training = model.training
+        model.eval()
+        try:
+            return score_images(model, self.preprocessor, self.val_images, self.args.per_device_eval_batch_size)
+        finally:
+            model.train(was_training)
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        start = time.monotonic()
+        scores = self.validation_scores()
+        threshold = threshold_at_fpr(self.val_labels, scores, self.target_fpr)
+        report = binary_metrics(self.val_labels, scores, threshold)
+        metrics = {f"{metric_key_prefix}_{k}": float(report[k]) for k in EPOCH_METRICS if report[k] is not None}
+        metrics[f"{metric_key_prefix}_seconds"] = round(time.monotonic() - start, 3)
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+
+class QuietProgress(ProgressCallback):
+    """Progress bars without a printed dict per logging step (the epoch summary says it better)."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        return None
+
+
+class EpochSummary(TrainerCallback):
+    """One log line per epoch and per saved checkpoint (also how a restart shows where it resumed)."""
+
+    def __init__(self, epochs: int) -> None:
+        self.epochs = epochs
+        self.started = time.monotonic()
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.started = time.monotonic()
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if not state.is_world_process_zero or not metrics:
+            return
+        epoch = round(state.epoch or 0)
+        losses = [e["loss"] for e in state.log_history if "loss" in e and epoch - 1 < e.get("epoch", 0) <= epoch]
+        best = state.best_metric if state.best_metric is not None else metrics.get("eval_roc_auc")
+        log.info("epoch %d/%d: train loss %.4f | val AUC %.4f AP %.4f ECE %.4f | best val AUC %.4f | %.1f s",
+                 epoch, self.epochs, float(np.mean(losses)) if losses else float("nan"),
+                 metrics.get("eval_roc_auc", float("nan")), metrics.get("eval_average_precision", float("nan")),
+                 metrics.get("eval_ece", float("nan")), max(best or 0.0, metrics.get("eval_roc_auc", 0.0)),
+                 time.monotonic() - self.started)
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            log.info("checkpoint saved: epoch %d, step %d", round(state.epoch or 0), state.global_step)
+
+
+class MlflowMetrics(TrainerCallback):
+    """Per-step training loss/learning rate and per-epoch validation metrics into the active MLflow run."""
+
+    def __init__(self, run_id: str, tracking_uri: str) -> None:
+        from mlflow import MlflowClient
+
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.run_id = run_id
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        now = int(time.time() * 1000)
+        from mlflow.entities import Metric
+
+        metrics = []
+        for key, value in logs.items():
+            if not isinstance(value, (int, float)) or key in ("epoch", "total_flos"):
+                continue
+            if key.startswith("eval_"):
+                metrics.append(Metric(f"val_{key[5:]}", float(value), now, round(state.epoch or 0)))
+            elif key in ("loss", "learning_rate", "grad_norm"):
+                metrics.append(Metric("train_loss" if key == "loss" else key, float(value), now, state.global_step))
+            elif key.startswith("train_"):
+                metrics.append(Metric(key, float(value), now, state.global_step))
+        if metrics:
+            self.client.log_batch(self.run_id, metrics=metrics)
