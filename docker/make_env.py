@@ -27,7 +27,9 @@ def fernet_key() -> str:
 
 
 def secret_value(key: str) -> str:
-    return fernet_key() if key == "AIRFLOW_FERNET_KEY" else secrets.token_urlsafe(32)
+    # Hex: safe inside URLs (postgresql://airflow:PASSWORD@...) and never starting with "-", which
+    # command lines (mc, airflow users create) would take for an option.
+    return fernet_key() if key == "AIRFLOW_FERNET_KEY" else secrets.token_hex(24)
 
 
 def render(example: str, docker_gid: int | None) -> tuple[str, list[str]]:
