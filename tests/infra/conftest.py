@@ -3,22 +3,15 @@ fresh virtualenvs built from each image's requirements file (in parallel, once p
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
-import time
-import venv
-from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
 from .deploy_files import ENV_EXAMPLE, REPO, load_compose
+from .image_venvs import ImageVenvs
 
 sys.path.insert(0, str(REPO / "docker"))
 import make_env  # noqa: E402  (docker/make_env.py: the script users run on the host)
-
-IMAGE_REQUIREMENTS = sorted((REPO / "docker").glob("*/requirements.txt"))
 
 
 @pytest.fixture(scope="session")
@@ -35,52 +28,9 @@ def compose(generated_env) -> dict:
     return load_compose(generated_env)
 
 
-class ImageVenvs:
-    """Fresh virtualenvs of the images' requirements files, built concurrently in the background."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self._pool = ThreadPoolExecutor(max_workers=len(IMAGE_REQUIREMENTS) or 1)
-        self._builds: dict[str, Future] = {
-            path.parent.name: self._pool.submit(self._build, path) for path in IMAGE_REQUIREMENTS
-        }
-
-    def _build(self, requirements: Path) -> tuple[Path, float]:
-        started = time.monotonic()
-        target = self.root / requirements.parent.name
-        venv.create(target, with_pip=True, symlinks=True)
-        # Quiet, no bytecode compilation (a third of the time), pip's own wheel cache left on.
-        cmd = [str(target / "bin" / "python"), "-m", "pip", "install", "-q", "--no-compile",
-               "--disable-pip-version-check", "--no-input", "-r", str(requirements)]
-        result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PIP_NO_INPUT": "1"})
-        if result.returncode != 0:
-            raise RuntimeError(f"pip install -r {requirements.relative_to(REPO)} failed:\n{result.stderr[-4000:]}")
-        return target, time.monotonic() - started
-
-    def python(self, image: str) -> Path:
-        """The venv's interpreter once its install finished; fails with pip's error otherwise."""
-        if image not in self._builds:
-            raise KeyError(f"no docker/{image}/requirements.txt")
-        target, seconds = self._builds[image].result(timeout=900)
-        print(f"venv of docker/{image}/requirements.txt installed in {seconds:.0f} s")
-        return target / "bin" / "python"
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
-
-
 @pytest.fixture(scope="session")
 def image_venvs(tmp_path_factory) -> ImageVenvs:
+    """Fresh venvs of every docker/*/requirements.txt, all building in the background from first use."""
     venvs = ImageVenvs(tmp_path_factory.mktemp("image-venvs"))
     yield venvs
     venvs.close()
-
-
-def run_in(python: Path, code: str, *, env: dict[str, str] | None = None, timeout: float = 300) -> str:
-    """Run ``code`` with an image venv's interpreter from the repository root; returns stdout."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("VIGIL_", "PYTHONPATH"))}
-    result = subprocess.run([str(python), "-c", code], cwd=REPO, capture_output=True, text=True, timeout=timeout,
-                            env={**clean, "PYTHONPATH": str(REPO), **(env or {})})
-    if result.returncode != 0:
-        raise AssertionError(f"{python} failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
-    return result.stdout
