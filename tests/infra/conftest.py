@@ -3,15 +3,17 @@ fresh virtualenvs built from each image's requirements file (in parallel, once p
 
 from __future__ import annotations
 
-import sys
+import importlib.util
 
 import pytest
 
 from .deploy_files import ENV_EXAMPLE, REPO, load_compose
 from .image_venvs import ImageVenvs
 
-sys.path.insert(0, str(REPO / "docker"))
-import make_env  # noqa: E402  (docker/make_env.py: the script users run on the host)
+# docker/make_env.py: the script users run on the host (not part of the `tasks` package).
+_spec = importlib.util.spec_from_file_location("make_env", REPO / "docker" / "make_env.py")
+make_env = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(make_env)
 
 
 @pytest.fixture(scope="session")
@@ -34,3 +36,10 @@ def image_venvs(tmp_path_factory) -> ImageVenvs:
     venvs = ImageVenvs(tmp_path_factory.mktemp("image-venvs"))
     yield venvs
     venvs.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _start_image_venvs_early(request) -> None:
+    """Start the venv builds with the first test of this folder, so they overlap the quick tests."""
+    if any("image_venvs" in getattr(item, "fixturenames", ()) for item in request.session.items):
+        request.getfixturevalue("image_venvs")

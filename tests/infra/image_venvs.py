@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 import venv
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -27,11 +28,13 @@ class ImageVenvs:
     def _build(self, requirements: Path) -> tuple[Path, float]:
         started = time.monotonic()
         target = self.root / requirements.parent.name
-        venv.create(target, with_pip=True, symlinks=True)
-        # Quiet, no bytecode compilation (a third of the time), pip's own wheel cache left on.
-        cmd = [str(target / "bin" / "python"), "-m", "pip", "install", "-q", "--no-compile",
-               "--disable-pip-version-check", "--no-input", "-r", str(requirements)]
-        result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PIP_NO_INPUT": "1"})
+        venv.create(target, with_pip=False, symlinks=True)
+        # This interpreter's pip installs into the venv (--python): a current pip resolves about twice
+        # as fast as the one ensurepip would put there. Quiet, no bytecode compilation (a third of the
+        # install time); pip's own download cache stays on.
+        cmd = [sys.executable, "-m", "pip", "--python", str(target / "bin" / "python"), "install", "-q",
+               "--no-compile", "--disable-pip-version-check", "--no-input", "-r", str(requirements)]
+        result = subprocess.run(cmd, capture_output=True, text=True)
         if result.returncode != 0:
             raise RuntimeError(f"pip install -r {requirements.relative_to(REPO)} failed:\n{result.stderr[-4000:]}")
         return target, time.monotonic() - started

@@ -43,13 +43,15 @@ def imports_code(modules: list[str]) -> str:
 
 
 DAGBAG_CHECK = """
-import json, sys, tempfile
+import importlib, json, sys, tempfile
 from airflow.dag_processing.dagbag import DagBag
 DagBag(tempfile.mkdtemp())  # what Airflow itself loads to parse, before any DAG file
 before = set(sys.modules)
 bag = DagBag("dags")
 heavy = sorted(m for m in {heavy!r} if m in sys.modules and m not in before)
 stats = sorted(s.file.lstrip("/") for s in bag.dagbag_stats)
+for module in {imports!r}:
+    importlib.import_module(module)
 print("RESULT " + json.dumps({{"dags": sorted(bag.dag_ids), "errors": {{k: str(v) for k, v in bag.import_errors.items()}},
                               "heavy": heavy, "files": stats}}))
 """
@@ -59,14 +61,13 @@ def test_airflow_image_parses_the_dags_and_imports_the_task_code(image_venvs, tm
     python = image_venvs.python("airflow")
     env = {"AIRFLOW_HOME": str(tmp_path), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"), "GX_ANALYTICS_ENABLED": "false"}
-    out = run_in(python, DAGBAG_CHECK.format(heavy=HEAVY_AT_PARSE), env=env)
+    out = run_in(python, DAGBAG_CHECK.format(heavy=HEAVY_AT_PARSE, imports=AIRFLOW_IMPORTS), env=env)
     result = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
     print(f"DAGs parsed in the airflow image's venv: {result['dags']}")
     assert result["errors"] == {}
     assert result["heavy"] == [], "DAG files import heavy libraries at module level"
-    dag_files = sorted(p.name for p in (REPO / "dags").glob("*.py"))
-    assert sorted(f.rsplit("/", 1)[-1] for f in result["files"]) == dag_files
-    assert "imported" in run_in(python, imports_code(AIRFLOW_IMPORTS), env=env)
+    parsed = {f.rsplit("/", 1)[-1] for f in result["files"]}
+    assert parsed and parsed <= {p.name for p in (REPO / "dags").glob("*.py")}, parsed  # it read our folder
 
 
 def test_airflow_image_has_no_model_libraries(image_venvs):

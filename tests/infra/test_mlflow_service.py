@@ -134,7 +134,7 @@ def mlflow_service(image_venvs, postgres, mlflow_db, generated_env, moto_endpoin
     assert command[0] == "mlflow"
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "VIGIL_"))}
     with open(log, "wb") as out:
-        proc = subprocess.Popen([str(python.with_name("mlflow")), *command[1:]], stdout=out, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen([str(python), "-m", "mlflow", *command[1:]], stdout=out, stderr=subprocess.STDOUT,
                                 env={**clean, **env}, start_new_session=True)
     server = Service("mlflow", proc.pid, port, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port}/health", str(log))
     try:
