@@ -297,6 +297,9 @@ def read_pins(path: Path) -> dict[str, str]:
         line = line.split("#", 1)[0].strip()
         if not line:
             continue
+        if line.startswith("-"):
+            raise ValueError(f"{path}:{number}: {line!r}: keep pip options (indexes) in the Dockerfile, as "
+                             "docker/serving/Dockerfile does for the PyTorch CPU index; this file holds pins only")
         name, sep, version = line.partition("==")
         if not sep or not version:
             raise ValueError(f"{path}:{number}: {line!r} is not pinned with ==")

@@ -10,7 +10,7 @@ import venv
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from .deploy_files import REPO
+from .deploy_files import REPO, read_pins
 
 IMAGE_REQUIREMENTS = sorted((REPO / "docker").glob("*/requirements.txt"))
 
@@ -26,6 +26,7 @@ class ImageVenvs:
         }
 
     def _build(self, requirements: Path) -> tuple[Path, float]:
+        read_pins(requirements)  # pins only: an index option would make pip reach for the network
         started = time.monotonic()
         target = self.root / requirements.parent.name
         venv.create(target, with_pip=False, symlinks=True)
