@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -49,7 +50,9 @@ class ImageVenvs:
         return target / "bin" / "python"
 
     def close(self) -> None:
+        """Wait for the builds, then delete the venvs (about 3 GB, not worth keeping for later sessions)."""
         self._pool.shutdown(wait=True, cancel_futures=True)
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 def run_in(python: Path, code: str, *, env: dict[str, str] | None = None, timeout: float = 300) -> str:

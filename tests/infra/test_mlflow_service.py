@@ -161,7 +161,7 @@ def test_mlflow_accepts_the_compose_service_name_and_rejects_other_hosts(mlflow_
     assert request(search, "attacker.example") == 403
 
 
-def test_runs_artifacts_and_registry_aliases_land_in_postgres_and_s3(mlflow_service, postgres, mlflow_db):
+def test_runs_artifacts_and_registry_aliases_land_in_postgres_and_s3(mlflow_service, postgres, mlflow_db, tmp_path):
     import boto3
     from mlflow import MlflowClient
 
@@ -178,7 +178,8 @@ def test_runs_artifacts_and_registry_aliases_land_in_postgres_and_s3(mlflow_serv
     client.set_registered_model_alias(name, "champion", version.version)
 
     assert client.get_model_version_by_alias(name, "champion").version == version.version
-    assert client.download_artifacts(run.info.run_id, "reports/gate.md", str(Path(tempfile.mkdtemp())))
+    downloaded = client.download_artifacts(run.info.run_id, "reports/gate.md", str(tmp_path))
+    assert Path(downloaded).read_text() == "gate passed"
     keys = [o["Key"] for o in boto3.client("s3", endpoint_url=endpoint).list_objects_v2(Bucket=bucket)["Contents"]]
     assert any(k.startswith("artifacts/") and k.endswith("reports/gate.md") for k in keys), keys
     url = f"postgresql://mlflow:{mlflow_db}@127.0.0.1:{postgres.port}/mlflow"
