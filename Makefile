@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PIP    := $(BIN)/pip --disable-pip-version-check -q
 
-.PHONY: help venv browser test demo down bench lock clean
+.PHONY: help venv browser postgres test demo down bench lock clean
 
 help:
 	@echo "make demo   - start the embedded stack and run the whole loop through Airflow"
@@ -30,7 +30,14 @@ browser:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
 
-test: venv browser
+# Debian's PostgreSQL server binaries: tests/infra runs the compose file's MLflow service against a real
+# PostgreSQL initialised by docker/postgres/init-mlflow-db.sh (in its own cluster on a free port).
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends postgresql >/dev/null; }
+
+test: venv browser postgres
 	$(BIN)/python -m pytest
 
 demo: venv
