@@ -19,6 +19,9 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from tasks.airflow_objects import POOLS_FILE
+from tasks.airflow_objects import airflow_env as airflow_objects_env
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -257,16 +260,13 @@ def up(settings, *, serving: bool = True) -> dict:
             variable = {"mlflow": "MLFLOW_TRACKING_URI", "airflow": "VIGIL_AIRFLOW_URL", "serving": "VIGIL_SERVING_URL"}
             raise RuntimeError(f"port {port} for {name} is taken by another program; "
                                f"set {variable[name]} to another http://127.0.0.1:PORT")
-    env = stack_env(settings)
+    env = {**stack_env(settings), **airflow_objects_env(settings)}
     airflow_home = home / "airflow"
     started: list[Service] = []
     try:
         started.append(start_mlflow(home / "mlflow", port=ports["mlflow"]))
         _airflow_cli(airflow_home, env, "db", "migrate")
-        for kind, name in (("pools", "pools.json"), ("connections", "connections.json"), ("variables", "variables.json")):
-            path = settings.include_dir / "airflow" / name
-            if path.exists():
-                _airflow_cli(airflow_home, env, kind, "import", str(path))
+        _airflow_cli(airflow_home, env, "pools", "import", str(settings.include_dir / POOLS_FILE))
         started.append(start_airflow(airflow_home, port=ports["airflow"], env=env))
         if serving:
             cmd = [sys.executable, "-m", "tasks.serve", "--host", "127.0.0.1", "--port", str(ports["serving"])]
