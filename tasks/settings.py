@@ -119,6 +119,26 @@ class ServingSettings(Section):
     log_image_bytes: bool = Field(False, description="Also store uploaded images with the prediction log.")
 
 
+class PromotionSettings(Section):
+    """The promotion gate (tasks/promote/gate.py)."""
+
+    policy_file: str = Field("gate.yaml", description="Gate policy file under the include folder.")
+
+
+class DeploySettings(Section):
+    """Redeploying serving after a promotion: sandbox smoke test, roll-out, post-check, rollback."""
+
+    rollout: Literal["reload", "docker"] = Field(
+        "reload", description="reload: POST /admin/reload to the running server (embedded); "
+                              "docker: recreate the serving container through the Docker API (compose).")
+    smoke_images_per_class: int = Field(8, ge=1, description="Known real and fake test images sent to the sandbox.")
+    smoke_min_accuracy: float = Field(0.6, ge=0, le=1, description="Least accuracy on the known images.")
+    smoke_max_p95_ms: float = Field(5000.0, gt=0, description="Largest p95 latency of one detection (ms).")
+    startup_timeout_s: float = Field(300.0, gt=0, description="How long a sandbox or reload may take to load a model.")
+    serving_container: str = Field("vigil-serving", description="Container name of the serving service (docker).")
+    docker_url: str = Field("unix://var/run/docker.sock", description="Docker API (docker roll-out).")
+
+
 class Settings(BaseSettings):
     """Everything a Vigil process needs to know about its environment."""
 
@@ -144,6 +164,8 @@ class Settings(BaseSettings):
     curation: CurationSettings = CurationSettings()
     training: TrainingSettings = TrainingSettings()
     serving: ServingSettings = ServingSettings()
+    promotion: PromotionSettings = PromotionSettings()
+    deploy: DeploySettings = DeploySettings()
 
     @classmethod
     def settings_customise_sources(

@@ -215,3 +215,33 @@ def trained_dir(trained, demo_frames, tmp_path_factory) -> Path:
 def publish_demo():
     """``publish_demo(store, folder)`` publishes a demo folder as the next snapshot."""
     return publish_demo_snapshot
+
+
+@pytest.fixture(scope="session")
+def untrained_dir(tiny_config, tiny_base, tmp_path_factory) -> Path:
+    """The tiny detector with random weights (AUC near 0.5): a challenger that fails or forgets."""
+    from tasks.model.detector import DetectorCard, save_detector
+
+    model, preprocessor = tiny_base
+    card = DetectorCard.from_config(tiny_config.with_overrides({"method": "full"}), threshold=0.5, snapshot="none")
+    return save_detector(tmp_path_factory.mktemp("untrained") / "detector", model, preprocessor, card)
+
+
+def register_detector(folder: Path, settings, snapshot: str) -> str:
+    """Log a detector folder in an MLflow run and register it as a new version (alias challenger): what
+    training does at its end. Returns the version."""
+    import mlflow
+
+    from tasks.train.tracking import log_and_register
+
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    mlflow.set_registry_uri(settings.mlflow_tracking_uri)
+    mlflow.set_experiment("vigil-tests")
+    with mlflow.start_run():
+        return log_and_register(folder, settings, {"snapshot": snapshot, "profile": "tiny"}, "test detector")["version"]
+
+
+@pytest.fixture(scope="session")
+def register():
+    """``register(folder, settings, snapshot) -> version``: see :func:`register_detector`."""
+    return register_detector

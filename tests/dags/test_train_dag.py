@@ -12,22 +12,9 @@ REPO = Path(__file__).resolve().parents[2]
 DAG_FILE = REPO / "dags" / "train.py"
 
 
-def _model_test_helpers():
-    """The demo-snapshot helper of tests/model (conftest modules are not importable by name)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("model_test_helpers", REPO / "tests" / "model" / "conftest.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
-def demo_a(tmp_path_factory) -> Path:
-    from tasks.demo_data import DemoSpec, generate
-
-    helpers = _model_test_helpers()
-    return generate(tmp_path_factory.mktemp("demo"), DemoSpec(generator="A", per_split=helpers.SMALL, seed=1))
+def demo_a(demo_root) -> Path:
+    return demo_root / "demo_a"
 
 
 @pytest.fixture(autouse=True)
@@ -94,7 +81,7 @@ def test_docker_launcher_requests_gpus_shm_network_pool_and_env(airflow_db, monk
     assert (args.epochs, args.reason, args.profile, args.snapshot, args.learning_rate) == (4, "a reason", None, None, None)
 
 
-def test_dag_test_trains_registers_and_announces_the_challenger(airflow_db, mlflow_server, demo_a, tmp_path,
+def test_dag_test_trains_registers_and_announces_the_challenger(airflow_db, mlflow_server, demo_a, publish_demo, tmp_path,
                                                                monkeypatch):
     from airflow.models.asset import AssetEvent
     from airflow.utils.session import create_session
@@ -108,7 +95,7 @@ def test_dag_test_trains_registers_and_announces_the_challenger(airflow_db, mlfl
            "VIGIL_MODEL_NAME": name, "VIGIL_TRAINING__EXPERIMENT": "vigil-training-tests"}
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    _model_test_helpers().publish_demo_snapshot(ObjectStore(env["VIGIL_STORE_URL"]), demo_a)
+    publish_demo(ObjectStore(env["VIGIL_STORE_URL"]), demo_a)
 
     run = parse_dag(airflow_db).test(run_conf={"epochs": 2, "reason": "dag.test run"})
     assert run.state == "success"

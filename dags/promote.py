@@ -1,0 +1,105 @@
+"""
+### promote — the promotion gate: challenger vs champion on the same frozen test sets
+
+Runs when training registers a challenger (the `challenger` Asset), or by hand for any version.
+`evaluate` scores the challenger **and** the current champion on the newest snapshot's test split,
+its `source=` and `generator=` slices (every earlier source and generator: no forgetting), the test
+images the champion never saw, and the golden set if configured; the policy in `include/gate.yaml`
+decides. The gate report (champion and challenger side by side per slice) is stored under
+`reports/gate/<model>/v<version>/` and logged to the challenger's MLflow run; the task log states the
+decision and every check.
+
+* passed: `champion` moves to the challenger, the old champion becomes `previous`, and `promote`
+  emits a `champion` Asset event (the version in its extra), which schedules `deploy`;
+* failed: the version is tagged `rejected` with the reasons; no event.
+
+With `human_approval: true` in the policy, a passed gate waits in **Required actions** for a person
+to approve before the alias moves.
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import Param, dag, task
+from vigil_common import CHALLENGER, CHAMPION, DEFAULT_ARGS
+
+from tasks.settings import Settings
+
+SETTINGS = Settings()
+
+
+def _human_approval() -> bool:
+    """Read from the policy file at parse time (cheap YAML), so the approval step shows in the graph."""
+    from tasks.promote.gate import load_policy
+
+    try:
+        return load_policy(SETTINGS).human_approval
+    except Exception:  # noqa: BLE001 - a broken policy fails the evaluate task with its message instead
+        return False
+
+
+@dag(
+    dag_id="promote",
+    schedule=[CHALLENGER],
+    catchup=False,
+    max_active_runs=1,
+    default_args={**DEFAULT_ARGS, "retries": 1},
+    params={
+        "version": Param("", type="string", pattern=r"^(|\d+)$", title="Model version",
+                         description="Registered version to gate. Empty = the one that triggered this run, "
+                                     "else the current `challenger` alias."),
+    },
+    tags=["vigil", "promotion"],
+    doc_md=__doc__,
+)
+def promote():
+    @task
+    def evaluate(params: dict, triggering_asset_events=None) -> dict:
+        """Gate the challenger: evaluate both models, decide, store and log the report."""
+        from tasks.promote.gate import evaluate as run_gate
+        from tasks.promote.gate import version_to_gate
+
+        extras = [event.extra for events in (triggering_asset_events or {}).values() for event in events]
+        report = run_gate(SETTINGS, version_to_gate(params.get("version"), extras))
+        return {k: report[k] for k in ("model_name", "challenger", "champion", "decision", "reasons", "report_url")}
+
+    @task.branch
+    def decision(report: dict) -> str:
+        passed = report["decision"] == "promoted"
+        return ("approve" if _human_approval() else "promote_champion") if passed else "reject"
+
+    @task
+    def reject(report: dict) -> dict:
+        """Tag the version `rejected` with the reasons."""
+        from tasks.promote.gate import apply
+
+        return apply(SETTINGS, report)
+
+    @task(outlets=[CHAMPION])
+    def promote_champion(report: dict, outlet_events=None) -> dict:
+        """Move `champion` to the challenger (the old one becomes `previous`); emit the `champion` event."""
+        from tasks.promote.gate import apply
+
+        result = apply(SETTINGS, report)
+        outlet_events[CHAMPION].extra = {"model_name": report["model_name"], "version": result["version"],
+                                         "previous": result["previous"]}
+        return result
+
+    report = evaluate()
+    branch = decision(report)
+    promoted = promote_champion(report)
+    branch >> reject(report)
+    if _human_approval():
+        from airflow.providers.standard.operators.hitl import ApprovalOperator
+
+        approve = ApprovalOperator(
+            task_id="approve",
+            subject="Promote {{ ti.xcom_pull(task_ids='evaluate')['model_name'] }} version "
+                    "{{ ti.xcom_pull(task_ids='evaluate')['challenger']['version'] }} to champion?",
+            body="The gate passed. Report: {{ ti.xcom_pull(task_ids='evaluate')['report_url'] }}",
+        )
+        branch >> approve >> promoted
+    else:
+        branch >> promoted
+
+
+promote()
