@@ -1,0 +1,107 @@
+"""
+### deploy — tune, validate and roll out the new champion; roll back on any failure
+
+Runs when the gate promotes a model (the `champion` Asset), or by hand for a version.
+
+1. `tune` — benchmarks inference settings (dtype, int8, compile, batch size, threads, max_pixels) for
+   the champion on this hardware and stores the pick as `inference.json` on the model version; the
+   serving app applies it when it loads the model.
+2. `smoke_test_sandbox` — the serving app on the new version in a sandbox (embedded: a subprocess on a
+   free port), checked for readiness, the right version, verdicts on known test images and latency.
+3. `roll_out` — embedded: `POST /admin/reload` on the running server; compose: the serving container
+   is recreated on the version through the Docker API.
+4. `post_deploy_check` — the same smoke test against the live server.
+
+If any step fails, `rollback` moves `champion` back to `previous`, reloads serving, and fails the run
+with a message that says what happened. Thresholds: the `deploy` settings section.
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import Param, chain, dag, task
+from vigil_common import CHAMPION, DEFAULT_ARGS
+
+from tasks.settings import Settings
+
+SETTINGS = Settings()
+STEPS = ("tune", "smoke_test_sandbox", "roll_out", "post_deploy_check")
+
+
+def _step(ti, run, *args):
+    """Run one step; on failure leave its error in XCom (key ``error``) for the rollback's message."""
+    try:
+        return run(SETTINGS, *args)
+    except Exception as exc:
+        ti.xcom_push(key="error", value=f"{type(exc).__name__}: {exc}"[:2000])
+        raise
+
+
+@dag(
+    dag_id="deploy",
+    schedule=[CHAMPION],
+    catchup=False,
+    max_active_runs=1,
+    default_args={**DEFAULT_ARGS, "retries": 0},
+    params={
+        "version": Param("", type="string", pattern=r"^(|\d+)$", title="Model version",
+                         description="Version to deploy. Empty = the one that triggered this run, else the "
+                                     "current `champion` alias."),
+        "tune": Param(True, type="boolean", title="Tune inference settings",
+                      description="Benchmark inference settings before deploying (off: keep the stored ones)."),
+    },
+    tags=["vigil", "deployment"],
+    doc_md=__doc__,
+)
+def deploy():
+    @task
+    def resolve_version(params: dict, triggering_asset_events=None) -> str:
+        from tasks.deploy import champion_version
+
+        extras = [event.extra for events in (triggering_asset_events or {}).values() for event in events]
+        return champion_version(SETTINGS, params.get("version"), extras)
+
+    @task
+    def tune(version: str, params: dict, ti=None) -> dict | None:
+        """Benchmark inference settings on this hardware; the pick is stored on the model version."""
+        if not params.get("tune", True):
+            return None
+        from tasks.deploy import tune_champion
+
+        return _step(ti, tune_champion, version)
+
+    @task
+    def smoke_test_sandbox(version: str, ti=None) -> dict:
+        from tasks.deploy import validate_in_sandbox
+
+        return _step(ti, validate_in_sandbox, version)
+
+    @task
+    def roll_out(version: str, ti=None) -> dict:
+        from tasks.deploy import roll_out as run
+
+        return _step(ti, run, version)
+
+    @task
+    def post_deploy_check(version: str, ti=None) -> dict:
+        from tasks.deploy import post_check
+
+        return _step(ti, post_check, version)
+
+    @task(trigger_rule="one_failed")
+    def rollback(version: str, ti=None) -> None:
+        """Only after a failure: champion back to previous, serving reloaded, and the run fails."""
+        from airflow.exceptions import AirflowFailException
+
+        from tasks.deploy import rollback as run
+
+        errors = [f"{step}: {error}" for step in STEPS
+                  if (error := ti.xcom_pull(task_ids=step, key="error"))]
+        raise AirflowFailException(run(SETTINGS, version, "; ".join(errors) or "a deploy step failed"))
+
+    version = resolve_version()
+    steps = [tune(version), smoke_test_sandbox(version), roll_out(version), post_deploy_check(version)]
+    chain(*steps)
+    steps >> rollback(version)
+
+
+deploy()

@@ -1,0 +1,100 @@
+"""The compose roll-out: recreate the serving container on a pinned model version through the Docker API.
+
+The new container copies the old one's image, environment, labels (so compose still owns it), mounts,
+restart policy, healthcheck and network aliases (so ``http://serving:8000`` keeps resolving), with the
+command ``python -m tasks.serve --model models:/<name>/<version>``. It starts next to the old one and
+replaces it only once Docker reports it healthy; an unhealthy one is removed and the old one keeps serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from typing import Any
+
+from tasks.settings import Settings
+
+log = logging.getLogger("vigil.deploy")
+
+SERVE_COMMAND = ["python", "-m", "tasks.serve"]
+
+
+def recreate_spec(inspect: dict[str, Any], model: str) -> dict[str, Any]:
+    """From ``docker inspect`` of the running container: what to create the replacement with."""
+    config, host = inspect["Config"], inspect["HostConfig"]
+    networks = inspect.get("NetworkSettings", {}).get("Networks", {}) or {}
+    return {
+        "image": config["Image"],
+        "command": [*SERVE_COMMAND, "--model", model],
+        "environment": list(config.get("Env") or []),
+        "labels": dict(config.get("Labels") or {}),
+        "healthcheck": config.get("Healthcheck"),
+        "user": config.get("User") or None,
+        "working_dir": config.get("WorkingDir") or None,
+        "host_config": {
+            "binds": list(host.get("Binds") or []),
+            "restart_policy": host.get("RestartPolicy") or None,
+            "shm_size": host.get("ShmSize") or None,
+            "device_requests": host.get("DeviceRequests") or None,
+        },
+        "networks": {name: sorted({a for a in (net.get("Aliases") or []) if a}) for name, net in networks.items()},
+    }
+
+
+def _wait_healthy(api, container_id: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    status = "starting"
+    while time.monotonic() < deadline:
+        state = api.inspect_container(container_id)["State"]
+        if not state.get("Running"):
+            raise RuntimeError(f"exited with code {state.get('ExitCode')}")
+        status = (state.get("Health") or {}).get("Status", "healthy")
+        if status == "healthy":
+            return
+        if status == "unhealthy":
+            raise RuntimeError("Docker reports it unhealthy")
+        time.sleep(2)
+    raise TimeoutError(f"not healthy after {timeout:.0f}s (status {status})")
+
+
+def recreate_serving(settings: Settings, model: str) -> dict[str, Any]:
+    """Replace the serving container with one on ``model``; the old one is removed only after success."""
+    import docker
+
+    from tasks.deploy import DeployError
+
+    name = settings.deploy.serving_container
+    api = docker.APIClient(base_url=settings.deploy.docker_url)
+    try:
+        old = api.inspect_container(name)
+    except docker.errors.NotFound as exc:
+        raise DeployError(f"no container named {name!r} (deploy.serving_container)") from exc
+    spec = recreate_spec(old, model)
+    networks = list(spec["networks"].items())
+    endpoint = {}
+    if networks:
+        first, aliases = networks[0]
+        endpoint = api.create_networking_config({first: api.create_endpoint_config(aliases=aliases or None)})
+    staging = f"{name}-next-{secrets.token_hex(3)}"
+    created = api.create_container(
+        spec["image"], command=spec["command"], name=staging, environment=spec["environment"],
+        labels=spec["labels"], healthcheck=spec["healthcheck"], user=spec["user"], working_dir=spec["working_dir"],
+        host_config=api.create_host_config(**{k: v for k, v in spec["host_config"].items() if v}),
+        networking_config=endpoint or None,
+    )
+    new_id = created["Id"]
+    for network, aliases in networks[1:]:
+        api.connect_container_to_network(new_id, network, aliases=aliases or None)
+    try:
+        api.start(new_id)
+        _wait_healthy(api, new_id, settings.deploy.startup_timeout_s)
+    except Exception as exc:
+        logs = api.logs(new_id, tail=40).decode(errors="replace")
+        api.remove_container(new_id, force=True)
+        raise DeployError(f"the new serving container on {model} did not become healthy: {exc}\n{logs}") from exc
+    api.stop(old["Id"], timeout=30)
+    api.remove_container(old["Id"])
+    api.rename(new_id, name)
+    log.info("serving container %s recreated on %s", name, model)
+    return {"rollout": "docker", "container": name, "id": new_id[:12], "model": model}

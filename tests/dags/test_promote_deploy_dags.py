@@ -1,0 +1,121 @@
+"""promote and deploy: parsed by Airflow and run with dag.test() against a real MLflow server, a real
+store and a real serving process on loopback. A failing smoke test rolls the champion back."""
+
+from __future__ import annotations
+
+import json
+import sys
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def dags_on_path(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "dags"))
+
+
+def parse(airflow_db, name: str):
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(REPO / "dags" / f"{name}.py"))
+    assert not bag.import_errors, bag.import_errors
+    return bag.get_dag(name)
+
+
+@pytest.fixture
+def env(monkeypatch, tmp_path, mlflow_server, demo_root, publish_demo):
+    """Settings for the DAG modules (read at parse time) and this test, on a fresh model name and store."""
+    from tasks.settings import Settings
+    from tasks.stack import free_port
+    from tasks.storage import ObjectStore
+
+    values = {"VIGIL_HOME": str(tmp_path / "home"), "VIGIL_STORE_URL": (tmp_path / "store").as_uri(),
+              "MLFLOW_TRACKING_URI": mlflow_server, "VIGIL_MODEL_NAME": f"detector-{uuid.uuid4().hex[:8]}",
+              "VIGIL_SERVING_URL": f"http://127.0.0.1:{free_port()}", "VIGIL_ADMIN_TOKEN": uuid.uuid4().hex,
+              "VIGIL_DEPLOY__SMOKE_MIN_ACCURACY": "0.6", "VIGIL_PROMOTION__POLICY_FILE": "gate.yaml"}
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+    publish_demo(ObjectStore(values["VIGIL_STORE_URL"]), demo_root / "demo_a")
+    return Settings()
+
+
+@pytest.fixture
+def live_serving(env):
+    """The serving app as the embedded stack runs it (it loads the champion alias at start)."""
+    from tasks.stack import _port_of, start, stop
+
+    port = _port_of(env.serving_url)
+    service = start("serving", [sys.executable, "-m", "tasks.serve", "--host", "127.0.0.1", "--port", str(port)],
+                    port=port, health_path="/healthz", log=Path(env.home) / "serving.log")
+    yield service
+    stop(service)
+
+
+def served_version(settings) -> str | None:
+    from tasks.deploy import wait_ready
+
+    return str(wait_ready(settings.serving_url, 120).get("model", {}).get("version"))
+
+
+def asset_events(dag_id: str, run_id: str) -> list[dict]:
+    from airflow.models.asset import AssetEvent
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        return [e.extra for e in session.query(AssetEvent).filter(AssetEvent.source_dag_id == dag_id,
+                                                                  AssetEvent.source_run_id == run_id)]
+
+
+def test_promote_dag_promotes_a_passing_challenger_and_announces_the_champion(airflow_db, env, trained_dir, register,
+                                                                              tmp_path, monkeypatch):
+    lenient = tmp_path / "include"
+    lenient.mkdir()
+    for item in Path(env.include_dir).iterdir():
+        (lenient / item.name).symlink_to(item)
+    (lenient / "gate.demo-test.yaml").write_text("floors: {roc_auc: 0.7, balanced_accuracy: 0.6, max_ece: 0.5}\n")
+    monkeypatch.setenv("VIGIL_INCLUDE_DIR", str(lenient))
+    monkeypatch.setenv("VIGIL_PROMOTION__POLICY_FILE", "gate.demo-test.yaml")
+    version = register(trained_dir, env, "v0001")
+
+    run = parse(airflow_db, "promote").test(run_conf={"version": version})
+    assert run.state == "success"
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert states["promote_champion"] == "success" and states["reject"] == "skipped"
+    assert asset_events("promote", run.run_id) == [{"model_name": env.model_name, "version": version,
+                                                    "previous": None}]
+    from tasks.registry import Registry
+
+    assert Registry(env).aliases()["champion"] == version
+
+
+def test_deploy_rolls_out_and_a_failing_smoke_test_rolls_back(airflow_db, env, trained_dir, untrained_dir, register,
+                                                              live_serving, monkeypatch):
+    from tasks.registry import CHAMPION, PREVIOUS, Registry
+
+    registry = Registry(env)
+    first = register(trained_dir, env, "v0001")
+    registry.promote(first, "round 1")
+    run = parse(airflow_db, "deploy").test(run_conf={"version": first, "tune": False})
+    assert run.state == "success"
+    assert served_version(env) == first
+
+    # A second champion whose deployment fails its latency bound: the run fails and everything goes back.
+    second = register(trained_dir, env, "v0001")
+    registry.promote(second, "round 2")
+    monkeypatch.setenv("VIGIL_DEPLOY__SMOKE_MAX_P95_MS", "0.001")
+    run = parse(airflow_db, "deploy").test(run_conf={"version": second, "tune": False})
+    assert run.state == "failed"
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert states["smoke_test_sandbox"] == "failed" and states["roll_out"] == "upstream_failed"
+    assert states["rollback"] == "failed"  # it rolled back and failed the run on purpose
+    assert registry.aliases()[CHAMPION] == first and PREVIOUS not in registry.aliases()
+    tags = registry.get(second).tags
+    assert tags["rolled_back"] == "true" and "p95 latency" in tags["rollback_reason"]
+    assert served_version(env) == first
+    body = json.loads(urllib.request.urlopen(f"{env.serving_url}/readyz", timeout=10).read())
+    assert str(body["model"]["version"]) == first
