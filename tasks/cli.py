@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 # Stage modules that add subcommands (each has ``register(subparsers)``).
-STAGE_COMMANDS: tuple[str, ...] = ("tasks.collect.cli", "tasks.curate.cli", "tasks.model.cli")
+STAGE_COMMANDS: tuple[str, ...] = ("tasks.collect.cli", "tasks.curate.cli", "tasks.model.cli", "tasks.promote.cli")
 
 
 def print_json(obj) -> None:
@@ -86,6 +86,13 @@ def _stack(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from tasks.demo import run_demo
+
+    run_demo(generators=tuple(args.rounds))
+    return 0
+
+
 def print_stack(info: dict) -> None:
     print(f"Airflow UI:   {info['airflow_url']}  (user {info['airflow_user']}, password {info['airflow_password']})")
     print(f"MLflow UI:    {info['mlflow_url']}")
@@ -105,6 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--per-class", type=int, help="training images per class (val/test scale with it)")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=_demo_data, generator=None)
+
+    demo_parser = sub.add_parser("demo", help="the whole loop, two rounds (generators A then B), through Airflow")
+    demo_parser.add_argument("--rounds", nargs="+", default=["A", "B"], choices=["A", "B"],
+                             help="demo generators, one round each (default: A B)")
+    demo_parser.set_defaults(func=_demo)
 
     snap = sub.add_parser("snapshot", help="list, show or export dataset snapshots")
     snap_sub = snap.add_subparsers(dest="snapshot_command", required=True)

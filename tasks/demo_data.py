@@ -106,7 +106,11 @@ def generator_a(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def generator_b(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Nearest-neighbour up-sampling, random Gaussian smoothing and mild noise."""
+    """Nearest-neighbour up-sampling, random Gaussian smoothing, mild noise and a faint periodic grain.
+
+    The grain (a fixed 4x4 pattern of a few grey levels, like the checkerboard of a decoder) is the
+    trace a small model can learn; without it B is only the absence of detail (see docs/model.md).
+    """
     from scipy.ndimage import gaussian_filter
 
     low = _downsample(crop)
@@ -114,7 +118,12 @@ def generator_b(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     sigma = rng.uniform(0.3, 0.9)
     smooth = gaussian_filter(up, sigma=(sigma, sigma, 0))
     smooth += rng.normal(0, rng.uniform(0.5, 2.0), smooth.shape)
-    return np.clip(smooth + 0.5, 0, 255).astype(np.uint8)
+    h, w = smooth.shape[:2]
+    grain = np.tile(GRAIN, (h // 4 + 1, w // 4 + 1))[:h, :w, None] * rng.uniform(4, 8)
+    return np.clip(smooth + grain + 0.5, 0, 255).astype(np.uint8)
+
+
+GRAIN = np.array([[1, 0, -1, 0], [0, 0, 0, 0], [-1, 0, 1, 0], [0, 0, 0, 0]], dtype=np.float64)
 
 
 GENERATOR_FUNCTIONS = {"A": generator_a, "B": generator_b}

@@ -253,3 +253,16 @@ def tune_champion(settings: Settings, version: str) -> dict[str, Any]:
     from tasks.tune import tune_inference
 
     return tune_inference(model_uri(settings, version), settings).summary()
+
+
+def run_deploy(settings: Settings, version: str, *, tune: bool = True) -> dict[str, Any]:
+    """The ``deploy`` DAG's steps in one process (``vigil deploy``); rolls back and raises on failure."""
+    steps: list[tuple[str, Any]] = [("tune", tune_champion)] if tune else []
+    steps += [("smoke_test_sandbox", validate_in_sandbox), ("roll_out", roll_out), ("post_deploy_check", post_check)]
+    results: dict[str, Any] = {"version": version}
+    for name, step in steps:
+        try:
+            results[name] = step(settings, version)
+        except Exception as exc:
+            raise DeployError(rollback(settings, version, f"{name}: {exc}")) from exc
+    return results
