@@ -1,7 +1,7 @@
 """``make demo``: the whole loop, twice, on the embedded stack, driven through Airflow.
 
 Round 1 drops generator A's labeled demo set into the inbox and triggers ``collect_inbox``; the rest
-follows by Asset events, exactly as in production: ``curate_batches`` -> ``train_detector`` ->
+follows by Asset events, exactly as in production: ``curate`` -> ``train_detector`` ->
 ``promote`` -> ``deploy``. Then one image is sent to the deployed detection API. Round 2 does the
 same with generator B: the champion of round 1 has never seen B (the gate report shows its poor B
 slice), training continues from it with replay of A, and the gate compares both per source.
@@ -23,7 +23,7 @@ from typing import Any
 
 from tasks.settings import Settings
 
-CHAIN = ("collect_inbox", "curate_batches", "train_detector", "promote", "deploy")
+CHAIN = ("collect_inbox", "curate", "train_detector", "promote", "deploy")
 TERMINAL = {"success", "failed"}
 DEMO_POLICY = "gate.demo.yaml"
 
@@ -79,7 +79,7 @@ def _wait_chain(client, after: datetime, timeout: float) -> dict[str, dict]:
                 reported.add(key)
                 say(f"  {dag_id:<15} {run['state']}")
         busy = any(run["state"] not in TERMINAL for run in last.values())
-        if not busy and "curate_batches" in last and _chain_ended(client, last):
+        if not busy and "curate" in last and _chain_ended(client, last):
             time.sleep(3)  # an Asset event just emitted may still be turning into a queued run
             if not any(r["state"] not in TERMINAL for d in CHAIN for r in client.runs(d, after=after)):
                 return last
