@@ -2,7 +2,8 @@
 ### promote — the promotion gate: challenger vs champion on the same frozen test sets
 
 Runs when training registers a challenger (the `challenger` Asset), or by hand for any version.
-`evaluate` scores the challenger **and** the current champion on the newest snapshot's test split,
+`evaluate` (in the trainer image on the GPU when training runs in containers) scores the
+challenger **and** the current champion on the newest snapshot's test split,
 its `source=` and `generator=` slices (every earlier source and generator: no forgetting), the test
 images the champion never saw, and the golden set if configured; the policy in `include/gate.yaml`
 decides. The gate report (champion and challenger side by side per slice) is stored under
@@ -19,8 +20,10 @@ to approve before the alias moves.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from airflow.sdk import Param, dag, task
-from vigil_common import CHALLENGER, CHAMPION, DEFAULT_ARGS
+from vigil_common import CHALLENGER, CHAMPION, DEFAULT_ARGS, gpu_job
 
 from tasks.settings import Settings
 
@@ -35,6 +38,9 @@ def _human_approval() -> bool:
         return load_policy(SETTINGS).human_approval
     except Exception:  # noqa: BLE001 - a broken policy fails the evaluate task with its message instead
         return False
+
+
+HUMAN_APPROVAL = _human_approval()
 
 
 @dag(
@@ -53,19 +59,42 @@ def _human_approval() -> bool:
 )
 def promote():
     @task
-    def evaluate(params: dict, triggering_asset_events=None) -> dict:
-        """Gate the challenger: evaluate both models, decide, store and log the report."""
-        from tasks.promote.gate import evaluate as run_gate
+    def resolve_version(params: dict, triggering_asset_events=None) -> str:
+        """The form's version, else the triggering `challenger` event's, else the `challenger` alias."""
         from tasks.promote.gate import version_to_gate
 
         extras = [event.extra for events in (triggering_asset_events or {}).values() for event in events]
-        report = run_gate(SETTINGS, version_to_gate(params.get("version"), extras))
-        return {k: report[k] for k in ("model_name", "challenger", "champion", "decision", "reasons", "report_url")}
+        return version_to_gate(params.get("version"), extras, SETTINGS)
+
+    version = resolve_version()
+    if SETTINGS.training.launcher == "docker":
+        # Scoring two detectors needs the GPU: `python -m tasks.promote` in the trainer image.
+        evaluated = gpu_job("evaluate", ["python", "-m", "tasks.promote", "--version",
+                                         "{{ ti.xcom_pull(task_ids='resolve_version') }}"],
+                            SETTINGS, execution_timeout=timedelta(hours=6)).output
+        version >> evaluated
+    else:
+        @task(execution_timeout=timedelta(hours=6))
+        def evaluate(version: str) -> dict:
+            """Evaluate challenger and champion on the same frozen test sets; store and log the report."""
+            from tasks.promote.gate import evaluate as run_gate
+            from tasks.promote.gate import summary
+
+            return summary(run_gate(SETTINGS, version))
+
+        evaluated = evaluate(version)
+
+    @task
+    def read_report(result) -> dict:
+        """The gate's summary (from the container's last output line when it ran in one)."""
+        from tasks.promote.gate import read_summary
+
+        return read_summary(result)
 
     @task.branch
     def decision(report: dict) -> str:
         passed = report["decision"] == "promoted"
-        return ("approve" if _human_approval() else "promote_champion") if passed else "reject"
+        return ("approve" if HUMAN_APPROVAL else "promote_champion") if passed else "reject"
 
     @task
     def reject(report: dict) -> dict:
@@ -84,22 +113,21 @@ def promote():
                                          "previous": result["previous"]}
         return result
 
-    report = evaluate()
+    report = read_report(evaluated)
     branch = decision(report)
     promoted = promote_champion(report)
     branch >> reject(report)
-    if _human_approval():
+    if HUMAN_APPROVAL:
         from airflow.providers.standard.operators.hitl import ApprovalOperator
 
         approve = ApprovalOperator(
             task_id="approve",
-            subject="Promote {{ ti.xcom_pull(task_ids='evaluate')['model_name'] }} version "
-                    "{{ ti.xcom_pull(task_ids='evaluate')['challenger']['version'] }} to champion?",
-            body="The gate passed. Report: {{ ti.xcom_pull(task_ids='evaluate')['report_url'] }}",
+            subject="Promote {{ ti.xcom_pull(task_ids='read_report')['model_name'] }} version "
+                    "{{ ti.xcom_pull(task_ids='read_report')['challenger']['version'] }} to champion?",
+            body="The gate passed. Report: {{ ti.xcom_pull(task_ids='read_report')['report_url'] }}",
         )
         branch >> approve >> promoted
     else:
         branch >> promoted
-
 
 promote()

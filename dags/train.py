@@ -22,7 +22,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from airflow.sdk import Param, chain, dag, task
-from vigil_common import CHALLENGER, CURATED_DATASET, DEFAULT_ARGS
+from vigil_common import CHALLENGER, CURATED_DATASET, DEFAULT_ARGS, gpu_job
 
 from tasks.settings import Settings
 
@@ -77,30 +77,7 @@ def train_detector():
         return should_train(str(run_type), snapshot=params.get("snapshot") or "latest")
 
     if TRAINING.launcher == "docker":
-        from airflow.providers.docker.operators.docker import DockerOperator
-        from docker.types import DeviceRequest, Mount
-
-        from tasks.train.launch import container_environment, docker_size_bytes
-
-        environment, private_environment = container_environment(SETTINGS)
-        result = DockerOperator(
-            task_id="train",
-            image=TRAINING.trainer_image,
-            command=TRAIN_COMMAND,
-            docker_url=TRAINING.docker_url,
-            network_mode=TRAINING.docker_network,
-            device_requests=[DeviceRequest(count=TRAINING.gpus, capabilities=[["gpu"]])],
-            shm_size=docker_size_bytes(TRAINING.shm_size),
-            environment=environment,
-            private_environment=private_environment,
-            mounts=[Mount(target="/vigil", source=TRAINING.work_volume, type="volume"),
-                    Mount(target="/vigil/hf-cache", source=TRAINING.hf_cache_volume, type="volume")],
-            mount_tmp_dir=False,
-            auto_remove="success",
-            pool=TRAINING.gpu_pool,
-            execution_timeout=timedelta(hours=24),
-            do_xcom_push=True,
-        ).output
+        result = gpu_job("train", TRAIN_COMMAND, SETTINGS, execution_timeout=timedelta(hours=24)).output
     else:
         @task(execution_timeout=timedelta(hours=6))
         def train(params: dict) -> dict:

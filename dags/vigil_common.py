@@ -21,3 +21,37 @@ DEFAULT_ARGS = {
     "retry_exponential_backoff": True,
     "max_retry_delay": timedelta(minutes=10),
 }
+
+
+def gpu_job(task_id: str, command: list[str], settings, **kwargs):
+    """A DockerOperator running ``command`` in the trainer image with every GPU (the ``docker`` launcher).
+
+    Enlarged ``/dev/shm``, the compose network, MLflow/S3 settings (credentials as private env, never
+    rendered), the work and Hugging Face cache volumes, the ``gpu`` pool. The container's last stdout
+    line (its JSON result) is the task's XCom.
+    """
+    from airflow.providers.docker.operators.docker import DockerOperator
+    from docker.types import DeviceRequest, Mount
+
+    from tasks.train.launch import container_environment, docker_size_bytes
+
+    training = settings.training
+    environment, private_environment = container_environment(settings)
+    return DockerOperator(
+        task_id=task_id,
+        image=training.trainer_image,
+        command=command,
+        docker_url=training.docker_url,
+        network_mode=training.docker_network,
+        device_requests=[DeviceRequest(count=training.gpus, capabilities=[["gpu"]])],
+        shm_size=docker_size_bytes(training.shm_size),
+        environment=environment,
+        private_environment=private_environment,
+        mounts=[Mount(target="/vigil", source=training.work_volume, type="volume"),
+                Mount(target="/vigil/hf-cache", source=training.hf_cache_volume, type="volume")],
+        mount_tmp_dir=False,
+        auto_remove="success",
+        pool=training.gpu_pool,
+        do_xcom_push=True,
+        **kwargs,
+    )

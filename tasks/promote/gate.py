@@ -291,9 +291,31 @@ def _log_to_mlflow(settings: Settings, report: dict[str, Any]) -> None:
 
 
 
-def version_to_gate(requested: str | None, event_extras: list[dict[str, Any]]) -> str | None:
-    """The form's version, else the newest triggering `challenger` event's, else None (the alias)."""
+def version_to_gate(requested: str | None, event_extras: list[dict[str, Any]], settings: Settings) -> str:
+    """The form's version, else the newest triggering `challenger` event's, else the `challenger` alias."""
+    from tasks.registry import CHALLENGER, Registry
+
     if requested:
         return str(requested)
     versions = [extra.get("version") for extra in event_extras if extra and extra.get("version")]
-    return str(versions[-1]) if versions else None
+    if versions:
+        return str(versions[-1])
+    current = Registry(settings).version(CHALLENGER)
+    if current is None:
+        raise LookupError(f"no version of {settings.model_name} has the alias {CHALLENGER!r}: nothing to gate")
+    return str(current.version)
+
+
+def summary(report: dict[str, Any]) -> dict[str, Any]:
+    """What the DAG passes between tasks (the full report stays in the store and MLflow)."""
+    return {k: report[k] for k in ("model_name", "challenger", "champion", "decision", "reasons", "report_url")}
+
+
+def read_summary(result: dict[str, Any] | str) -> dict[str, Any]:
+    """The summary as a dict, also from ``python -m tasks.promote``'s output (its last line is the JSON)."""
+    if isinstance(result, dict):
+        return result
+    lines = [line for line in str(result).splitlines() if line.strip()]
+    if not lines:
+        raise RuntimeError("the gate printed no result")
+    return json.loads(lines[-1])

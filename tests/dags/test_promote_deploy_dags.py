@@ -119,3 +119,32 @@ def test_deploy_rolls_out_and_a_failing_smoke_test_rolls_back(airflow_db, env, t
     assert served_version(env) == first
     body = json.loads(urllib.request.urlopen(f"{env.serving_url}/readyz", timeout=10).read())
     assert str(body["model"]["version"]) == first
+
+
+def test_with_containers_the_gate_evaluates_in_the_trainer_image_on_the_gpu(airflow_db, monkeypatch):
+    from airflow.providers.docker.operators.docker import DockerOperator
+
+    monkeypatch.setenv("VIGIL_TRAINING__LAUNCHER", "docker")
+    dag = parse(airflow_db, "promote")
+    task = dag.get_task("evaluate")
+    assert isinstance(task, DockerOperator) and task.pool == "gpu" and task.image == "vigil-trainer:latest"
+    assert task.command[:4] == ["python", "-m", "tasks.promote", "--version"]
+    assert task.device_requests[0]["Capabilities"] == [["gpu"]]
+    assert {t.task_id for t in task.downstream_list} == {"read_report"}
+
+
+def test_the_gate_entry_point_prints_its_summary_as_the_last_line(env, trained_dir, register):
+    """What the container runs, run here: evaluation only, aliases untouched, JSON summary last."""
+    import os
+    import subprocess
+
+    from tasks.promote.gate import read_summary
+    from tasks.registry import Registry
+
+    version = register(trained_dir, env, "v0001")
+    proc = subprocess.run([sys.executable, "-m", "tasks.promote", "--version", version], capture_output=True,
+                          text=True, env=os.environ.copy(), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = read_summary(proc.stdout)
+    assert summary["challenger"]["version"] == version and summary["decision"] in {"promoted", "rejected"}
+    assert "champion" not in Registry(env).aliases()

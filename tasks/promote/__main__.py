@@ -1,0 +1,28 @@
+"""``python -m tasks.promote [--version N]``: the gate's evaluation as a container entry point.
+
+Evaluates the challenger and the champion, stores and logs the gate report, moves no alias, and
+prints the report's summary as its last stdout line (JSON): the ``promote`` DAG runs this in the
+trainer image (GPU) when training runs in containers, and decides and moves the aliases itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+
+from tasks.promote.gate import evaluate, summary
+from tasks.settings import Settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tasks.promote", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", default="", help="model version (default: the challenger alias)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    print(json.dumps(summary(evaluate(Settings(), args.version or None))), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
