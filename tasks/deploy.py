@@ -159,7 +159,17 @@ def smoke_test(settings: Settings, base_url: str, version: str, images: list[Kno
 
 @contextmanager
 def sandbox(settings: Settings, version: str) -> Iterator[str]:
-    """The serving app on ``version`` in a subprocess on a free loopback port; yields its URL."""
+    """The serving app on ``version`` apart from the live one; yields its URL.
+
+    Embedded: a subprocess on a free loopback port. Compose (``deploy.rollout: docker``): a throwaway
+    container of the serving image on the compose network.
+    """
+    if settings.deploy.rollout == "docker":
+        from tasks.docker_rollout import sandbox_container
+
+        with sandbox_container(settings, model_uri(settings, version)) as url:
+            yield url
+        return
     from tasks.stack import free_port, start, stop
 
     port = free_port()

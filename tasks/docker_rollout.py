@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from tasks.settings import Settings
@@ -58,34 +60,73 @@ def _wait_healthy(api, container_id: str, timeout: float) -> None:
     raise TimeoutError(f"not healthy after {timeout:.0f}s (status {status})")
 
 
-def recreate_serving(settings: Settings, model: str) -> dict[str, Any]:
-    """Replace the serving container with one on ``model``; the old one is removed only after success."""
+def sandbox_spec(inspect: dict[str, Any], model: str) -> dict[str, Any]:
+    """A throwaway copy of the serving container on ``model``: same image and settings, no compose labels
+    (compose must not adopt it), no network alias (it must not receive live traffic), no restart."""
+    spec = recreate_spec(inspect, model)
+    spec["labels"] = {"vigil.role": "sandbox"}
+    spec["networks"] = {name: [] for name in spec["networks"]}
+    spec["host_config"]["restart_policy"] = None
+    spec["host_config"]["binds"] = []
+    return spec
+
+
+def _api(settings: Settings):
+    import docker
+
+    return docker.APIClient(base_url=settings.deploy.docker_url)
+
+
+def _inspect_serving(api, settings: Settings) -> dict[str, Any]:
     import docker
 
     from tasks.deploy import DeployError
 
     name = settings.deploy.serving_container
-    api = docker.APIClient(base_url=settings.deploy.docker_url)
     try:
-        old = api.inspect_container(name)
+        return api.inspect_container(name)
     except docker.errors.NotFound as exc:
         raise DeployError(f"no container named {name!r} (deploy.serving_container)") from exc
-    spec = recreate_spec(old, model)
+
+
+def _create(api, name: str, spec: dict[str, Any]) -> str:
     networks = list(spec["networks"].items())
-    endpoint = {}
+    endpoint = None
     if networks:
         first, aliases = networks[0]
         endpoint = api.create_networking_config({first: api.create_endpoint_config(aliases=aliases or None)})
-    staging = f"{name}-next-{secrets.token_hex(3)}"
     created = api.create_container(
-        spec["image"], command=spec["command"], name=staging, environment=spec["environment"],
+        spec["image"], command=spec["command"], name=name, environment=spec["environment"],
         labels=spec["labels"], healthcheck=spec["healthcheck"], user=spec["user"], working_dir=spec["working_dir"],
         host_config=api.create_host_config(**{k: v for k, v in spec["host_config"].items() if v}),
-        networking_config=endpoint or None,
+        networking_config=endpoint,
     )
-    new_id = created["Id"]
     for network, aliases in networks[1:]:
-        api.connect_container_to_network(new_id, network, aliases=aliases or None)
+        api.connect_container_to_network(created["Id"], network, aliases=aliases or None)
+    return created["Id"]
+
+
+@contextmanager
+def sandbox_container(settings: Settings, model: str) -> Iterator[str]:
+    """The serving image on ``model`` in a throwaway container on the compose network; yields its URL."""
+    api = _api(settings)
+    name = f"{settings.deploy.serving_container}-sandbox-{secrets.token_hex(3)}"
+    container_id = _create(api, name, sandbox_spec(_inspect_serving(api, settings), model))
+    try:
+        api.start(container_id)
+        yield f"http://{name}:8000"
+    finally:
+        api.remove_container(container_id, force=True)
+
+
+def recreate_serving(settings: Settings, model: str) -> dict[str, Any]:
+    """Replace the serving container with one on ``model``; the old one is removed only after success."""
+    from tasks.deploy import DeployError
+
+    api = _api(settings)
+    name = settings.deploy.serving_container
+    old = _inspect_serving(api, settings)
+    new_id = _create(api, f"{name}-next-{secrets.token_hex(3)}", recreate_spec(old, model))
     try:
         api.start(new_id)
         _wait_healthy(api, new_id, settings.deploy.startup_timeout_s)
