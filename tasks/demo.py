@@ -120,7 +120,8 @@ def detect(settings: Settings, image: Path) -> dict[str, Any]:
     return resp.json()
 
 
-def play_round(settings: Settings, client, generator: str, timeout: float) -> Round:
+def play_round(settings: Settings, client, generator: str, timeout: float,
+               per_split: tuple[tuple[str, int], ...] | None = None) -> Round:
     from tasks.demo_data import DemoSpec, generate
     from tasks.promote.gate import report_prefix
     from tasks.registry import CHAMPION, Registry
@@ -129,7 +130,8 @@ def play_round(settings: Settings, client, generator: str, timeout: float) -> Ro
 
     result = Round(generator)
     started = time.monotonic()
-    folder = generate(Path(settings.inbox), DemoSpec(generator=generator))
+    spec = DemoSpec(generator=generator, **({"per_split": per_split} if per_split else {}))
+    folder = generate(Path(settings.inbox), spec)
     say(f"round {generator}: demo set written to {folder}; triggering collect_inbox")
     after = datetime.now(UTC)
     client.trigger("collect_inbox", note=f"make demo, round {generator}")
@@ -181,13 +183,14 @@ def summary_table(rounds: list[Round]) -> str:
     return "\n".join(lines)
 
 
-def run_demo(settings: Settings | None = None, generators: tuple[str, ...] = ("A", "B"),
+def run_demo(generators: tuple[str, ...] = ("A", "B"), *, per_split: tuple[tuple[str, int], ...] | None = None,
              round_timeout: float = 900.0) -> list[Round]:
+    """Both rounds on a fresh embedded stack (left running for the user; ``make down`` stops it)."""
     from tasks import stack
     from tasks.airflow_client import AirflowClient
 
     os.environ.setdefault("VIGIL_PROMOTION__POLICY_FILE", DEMO_POLICY)
-    settings = settings or Settings()
+    settings = Settings()
     begun = time.monotonic()
     fresh_home(settings)
     settings = Settings()
@@ -199,7 +202,7 @@ def run_demo(settings: Settings | None = None, generators: tuple[str, ...] = ("A
     client.wait_for_dags(list(CHAIN))
     for dag_id in CHAIN:
         client.unpause(dag_id)
-    rounds = [play_round(settings, client, generator, round_timeout) for generator in generators]
+    rounds = [play_round(settings, client, generator, round_timeout, per_split) for generator in generators]
     print()
     print(summary_table(rounds))
     print()

@@ -56,15 +56,10 @@ def champion_version(settings: Settings, requested: str | None = None, event_ext
     """The form's version, else the triggering ``champion`` event's, else the alias."""
     from tasks.registry import CHAMPION, Registry
 
-    if requested:
-        return str(requested)
-    versions = [e.get("version") for e in event_extras or [] if e and e.get("version")]
-    if versions:
-        return str(versions[-1])
-    current = Registry(settings).version(CHAMPION)
-    if current is None:
-        raise DeployError(f"no version of {settings.model_name} is the champion: nothing to deploy")
-    return str(current.version)
+    try:
+        return Registry(settings).pick(requested, event_extras, CHAMPION)
+    except LookupError as exc:
+        raise DeployError(f"nothing to deploy: {exc}") from exc
 
 
 def known_images(settings: Settings, version: str, store: ObjectStore | None = None) -> list[KnownImage]:

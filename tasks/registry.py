@@ -58,6 +58,18 @@ class Registry:
     def get(self, version: str | int) -> ModelVersion:
         return self.client.get_model_version(self.name, str(version))
 
+    def pick(self, requested: str | None, event_extras: list[dict] | None, alias: str) -> str:
+        """The version a run works on: the form's, else the newest triggering event's, else ``alias``'s."""
+        if requested:
+            return str(requested)
+        versions = [extra.get("version") for extra in event_extras or [] if extra and extra.get("version")]
+        if versions:
+            return str(versions[-1])
+        current = self.version(alias)
+        if current is None:
+            raise LookupError(f"no version of {self.name} has the alias {alias!r}")
+        return str(current.version)
+
     def aliases(self) -> dict[str, str]:
         """alias -> version for every alias of the model."""
         from mlflow.exceptions import MlflowException

@@ -295,15 +295,7 @@ def version_to_gate(requested: str | None, event_extras: list[dict[str, Any]], s
     """The form's version, else the newest triggering `challenger` event's, else the `challenger` alias."""
     from tasks.registry import CHALLENGER, Registry
 
-    if requested:
-        return str(requested)
-    versions = [extra.get("version") for extra in event_extras if extra and extra.get("version")]
-    if versions:
-        return str(versions[-1])
-    current = Registry(settings).version(CHALLENGER)
-    if current is None:
-        raise LookupError(f"no version of {settings.model_name} has the alias {CHALLENGER!r}: nothing to gate")
-    return str(current.version)
+    return Registry(settings).pick(requested, event_extras, CHALLENGER)
 
 
 def summary(report: dict[str, Any]) -> dict[str, Any]:
