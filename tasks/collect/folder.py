@@ -88,6 +88,11 @@ class FolderCollector(Collector):
             if rel in seen and seen[rel][0] == stamp:
                 self.skip("already collected")
                 continue
+            size = stamp.split(":", 1)[0]
+            if size.isdigit() and int(size) > self.settings.download.max_bytes:
+                seen[rel] = [stamp, ""]  # not read; a changed file is looked at again
+                self.skip(f"larger than download.max_bytes ({self.settings.download.max_bytes} bytes)")
+                continue
             try:
                 data = store.read_bytes(rel)
             except FileNotFoundError:  # moved away between listing and reading: next run decides

@@ -188,3 +188,14 @@ def test_a_missing_inbox_is_created_and_empty(with_sources, store, tmp_path):
     settings = with_sources(SOURCES.format(prior="unknown", path="."))
     assert collect("drop", settings, store)["batch_id"] is None
     assert (tmp_path / "inbox").is_dir()
+
+
+def test_a_file_over_the_size_limit_is_skipped_with_the_reason_and_the_rest_proceeds(with_sources, store, inbox,
+                                                                                     settings):
+    put(inbox, "0_real/small.png", image_bytes((9, 9, 9)))
+    put(inbox, "0_real/huge.png", image_bytes((8, 8, 8)) + b"\0" * 5000)
+    limits = settings.download.model_copy(update={"max_bytes": 4000})
+    run = collect("drop", with_sources(SOURCES.format(prior="real", path="."), download=limits), store)
+    assert run["images"] == 1
+    assert run["skipped"] == {"larger than download.max_bytes (4000 bytes)": 1}
+    assert [row["post_id"] for row in rows_by_post(store).values()] == ["0_real/small.png"]
