@@ -29,6 +29,10 @@ class CollectError(RuntimeError):
     """A source could not be read (credentials, access tier, API down); the message says what to do."""
 
 
+class CollectConfigError(CollectError):
+    """Retrying cannot help (missing or rejected credentials, paid tier, bad options or metadata): fix first."""
+
+
 class Options(BaseModel):
     """Base of each kind's ``options`` model: unknown keys are errors."""
 
@@ -89,7 +93,7 @@ class Collector(ABC):
         self.skipped: Counter[str] = Counter()
         self.token = token or (os.environ.get(self.credential.env) if self.credential else None) or None
         if self.credential and self.credential.required and not self.token:
-            raise CollectError(f"source {source.name!r} ({self.kind}) needs a token: set {self.credential.describe()}")
+            raise CollectConfigError(f"source {source.name!r} ({self.kind}) needs a token: set {self.credential.describe()}")
 
     def candidates(self) -> Iterator[Candidate]:
         """At most ``limit`` candidates; the cursor then covers exactly what was handed out."""

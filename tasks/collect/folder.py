@@ -29,7 +29,7 @@ from typing import Any
 
 from pydantic import Field
 
-from tasks.collect.base import Candidate, Collector, CollectError, Options
+from tasks.collect.base import Candidate, Collector, CollectConfigError, Options
 from tasks.storage import ObjectStore, sha256_hex
 
 LABEL_DIRS = {"0_real": "real", "1_fake": "fake"}
@@ -73,7 +73,7 @@ class FolderCollector(Collector):
         if location == resolve_location(".", self.settings.inbox) and "://" not in location:
             Path(location).mkdir(parents=True, exist_ok=True)  # the inbox itself: empty until users drop files
         if "://" not in location and not Path(location).is_dir():
-            raise CollectError(f"source {self.source.name!r}: folder {location} does not exist "
+            raise CollectConfigError(f"source {self.source.name!r}: folder {location} does not exist "
                                f"(options.path={self.options.path!r}, inbox={self.settings.inbox})")
         store = ObjectStore(location, endpoint_url=self.settings.s3_endpoint_url)
         files = self._list(store)
@@ -142,11 +142,11 @@ class FolderCollector(Collector):
                 try:
                     record = json.loads(line)
                 except json.JSONDecodeError as exc:
-                    raise CollectError(f"{where}: not valid JSON ({exc.msg})") from None
+                    raise CollectConfigError(f"{where}: not valid JSON ({exc.msg})") from None
                 if not isinstance(record, dict) or not isinstance(record.get("file_name"), str):
-                    raise CollectError(f"{where}: each line must be a JSON object with a 'file_name' string")
+                    raise CollectConfigError(f"{where}: each line must be a JSON object with a 'file_name' string")
                 if record.get("label") not in (None, "real", "fake", "unknown"):
-                    raise CollectError(f"{where}: label must be real, fake or unknown, got {record['label']!r}")
+                    raise CollectConfigError(f"{where}: label must be real, fake or unknown, got {record['label']!r}")
                 path = posixpath.normpath(posixpath.join(base, record["file_name"]))
                 rows[path] = {k: _text(record.get(k)) for k in METADATA_COLUMNS if record.get(k) is not None}
         return rows

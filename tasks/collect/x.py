@@ -24,7 +24,7 @@ from typing import Any
 from pydantic import Field, field_validator
 from requests.adapters import HTTPAdapter
 
-from tasks.collect.base import Candidate, Collector, CollectError, Credential, Options
+from tasks.collect.base import Candidate, Collector, CollectError, CollectConfigError, Credential, Options
 from tasks.net import server_wait_seconds
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ class XCollector(Collector):
 
         query = self.source.query
         if not (query.terms or query.hashtags or query.accounts):
-            raise CollectError(f"source {self.source.name!r}: an x source needs query terms, hashtags or accounts")
+            raise CollectConfigError(f"source {self.source.name!r}: an x source needs query terms, hashtags or accounts")
         logging.getLogger("tweepy").setLevel(logging.INFO)  # its DEBUG log prints the Authorization header
         client = tweepy.Client(bearer_token=self.token, return_type=dict, wait_on_rate_limit=False)
         client.session.mount(X_API, _ApiBase(self.options.api_base_url, self.settings.download.timeout_s))
@@ -164,12 +164,12 @@ class XCollector(Collector):
                     raise CollectError(f"X API unreachable after {attempt + 1} attempts: {exc}") from None
                 self._backoff(attempt, str(exc))
             except tweepy.Forbidden as exc:
-                raise CollectError(self._forbidden_message(exc)) from None
+                raise CollectConfigError(self._forbidden_message(exc)) from None
             except tweepy.Unauthorized:
-                raise CollectError(f"X rejected the bearer token (401 Unauthorized) for source {self.source.name!r}: "
+                raise CollectConfigError(f"X rejected the bearer token (401 Unauthorized) for source {self.source.name!r}: "
                                    f"check {self.credential.describe()}") from None
             except tweepy.HTTPException as exc:
-                raise CollectError(f"X refused the search {params['query']!r}: {_one_line(exc)}") from None
+                raise CollectConfigError(f"X refused the search {params['query']!r}: {_one_line(exc)}") from None
         raise AssertionError("unreachable")
 
     def _backoff(self, attempt: int, what: str) -> None:

@@ -135,3 +135,15 @@ def test_dag_test_collects_demo_data_and_emits_a_raw_batch_event(airflow_db, sto
     with create_session() as session:
         assert session.query(AssetEvent).filter(AssetEvent.source_run_id == again.run_id).count() == 0
     assert len(list_batches(store)) == 1
+
+
+def test_missing_credentials_fail_at_once_instead_of_retrying(airflow_db, store_env, include, monkeypatch):
+    monkeypatch.delenv("X_BEARER_TOKEN", raising=False)
+    edit_sources(include, lambda sources: sources[1].update(enabled=True))
+    dag = dagbag().get_dag("collect_x_ai_art")
+
+    run = dag.test(logical_date=None)
+
+    assert run.state == "failed"
+    (ti,) = run.get_task_instances()
+    assert ti.state == "failed" and ti.try_number == 1  # not up_for_retry: retrying cannot help
