@@ -392,7 +392,7 @@ def create_app(settings: Settings | None = None, model_source: str | Path | Dete
         return Response(body, media_type=content_type)
 
     # -- detection ------------------------------------------------------------------------------
-    @app.post("/v1/detect", response_model=Prediction, response_model_exclude_none=True, tags=["detection"], openapi_extra=_upload_body(False),
+    @app.post("/v1/detect", response_model=Prediction, response_model_exclude_unset=True, tags=["detection"], openapi_extra=_upload_body(False),
               summary="One image: multipart `file`, or JSON {\"url\": ...}")
     async def detect(request: Request, explain: bool = False) -> dict[str, Any]:
         started = time.perf_counter()
@@ -414,7 +414,7 @@ def create_app(settings: Settings | None = None, model_source: str | Path | Dete
         answers = await service.predict(detector, [(name, data)], kind, explain, started)
         return answers[0]
 
-    @app.post("/v1/detect/batch", response_model=BatchPredictions, response_model_exclude_none=True, tags=["detection"],
+    @app.post("/v1/detect/batch", response_model=BatchPredictions, response_model_exclude_unset=True, tags=["detection"],
               openapi_extra=_upload_body(True), summary="Several images: multipart `file` fields")
     async def detect_batch(request: Request, explain: bool = False) -> dict[str, Any]:
         started = time.perf_counter()
