@@ -264,8 +264,8 @@ class BodyLimit:
     its size. Within the limit, the body is buffered and replayed to the app.
     """
 
-    def __init__(self, app, limits: dict[str, int], default: int) -> None:
-        self.app, self.limits, self.default = app, limits, default
+    def __init__(self, app, limits: dict[str, int], default: int, per_image: int) -> None:
+        self.app, self.limits, self.default, self.per_image = app, limits, default, per_image
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
@@ -297,7 +297,8 @@ class BodyLimit:
 
     async def _refuse(self, scope, send, limit: int, what: str) -> None:
         response = ApiError(413, "upload_too_large", f"request body too large for {scope['path']}: {what}, the "
-                                                     f"limit is {limit:,} bytes (serving.max_upload_bytes per image)")
+                                                     f"limit is {limit:,} bytes (serving.max_upload_bytes={self.per_image:,} "
+                                                     "per image)")
         await response.response()(scope, _no_body, send)
 
 
@@ -468,7 +469,7 @@ def create_app(settings: Settings | None = None, model_source: str | Path | Dete
         return {"status": "reloaded", "model": detector.describe(),
                 "previous": previous.describe() if previous else None}
 
-    app.add_middleware(BodyLimit, default=ENVELOPE_BYTES, limits={
+    app.add_middleware(BodyLimit, default=ENVELOPE_BYTES, per_image=serving.max_upload_bytes, limits={
         "/v1/detect": serving.max_upload_bytes + ENVELOPE_BYTES,
         "/v1/detect/batch": serving.max_upload_bytes * serving.max_batch_images + ENVELOPE_BYTES})
     app.add_middleware(RequestMetrics, metrics=service.metrics)
