@@ -129,6 +129,7 @@ class Service:
         self.model_source = model_source if model_source is not None else self.default_source
         self.detector: Detector | None = None
         self.load_error: str | None = None
+        self.loading: str | None = None  # the source being loaded right now
         self.metrics = Metrics()
         self.batcher = MicroBatcher(serving.micro_batch_size, serving.micro_batch_wait_ms,
                                     enabled=serving.micro_batching, on_batch=self.metrics.batch_size.observe)
@@ -150,7 +151,8 @@ class Service:
     def require_detector(self) -> Detector:
         detector = self.detector
         if detector is None:
-            why = f" (last load failed: {self.load_error})" if self.load_error else ""
+            why = (f" (loading {self.loading})" if self.loading else
+                   f" (last load failed: {self.load_error})" if self.load_error else "")
             raise ApiError(503, "no_model", f"no model loaded yet{why}; it is loaded from {self.model_source} "
                                             "at start or by POST /admin/reload")
         return detector
@@ -159,7 +161,8 @@ class Service:
         """Load ``source`` off the event loop and swap it in; the old model serves until then."""
         from tasks.model.detector import Detector
 
-        async with self.reload_lock:
+        async with self.reload_lock:  # one load at a time; a second reload waits for the first
+            self.loading = str(source)
             try:
                 detector = source if isinstance(source, Detector) else await asyncio.to_thread(
                     Detector.load, source, settings=self.settings)
@@ -167,6 +170,8 @@ class Service:
                 self.metrics.reloads.labels(outcome="failure").inc()
                 self.load_error = f"{type(exc).__name__}: {exc}"
                 raise
+            finally:
+                self.loading = None
             self.detector, self.load_error = detector, None
             self.metrics.set_model(detector.name, detector.version)
             self.metrics.reloads.labels(outcome="success").inc()
@@ -455,8 +460,6 @@ def create_app(settings: Settings | None = None, model_source: str | Path | Dete
         service.check_admin(request.headers.get("authorization"))
         raw = await request.body()
         source = (_parse(ReloadInput, raw).model if raw.strip() else None) or service.default_source
-        if service.reload_lock.locked():
-            raise ApiError(409, "reload_in_progress", "another reload is running; try again when it is done")
         previous = service.detector
         try:
             detector = await service.load(source)
