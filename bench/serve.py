@@ -96,7 +96,9 @@ async def load(url: str, images: list[bytes], clients: int, seconds: float, warm
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
         await asyncio.gather(*(client(i, session) for i in range(clients)))
     latencies.sort()
-    pick = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000 if latencies else float("nan")  # noqa: E731
+    def pick(q: float) -> float:
+        return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000 if latencies else float("nan")
+
     return {"requests": len(latencies), "throughput": len(latencies) / seconds, "p50": pick(0.50), "p99": pick(0.99),
             "errors": errors}
 

@@ -192,9 +192,10 @@ class Service:
         images = []
         for index, (name, data) in enumerate(items):
             where = f"{name}: " if len(items) == 1 else f"file {index + 1} ({name}): "
-            if len(data) > self.settings.serving.max_upload_bytes:
-                raise ApiError(413, "upload_too_large", f"{where}{len(data):,} bytes is more than "
-                                                        f"serving.max_upload_bytes={self.settings.serving.max_upload_bytes:,}")
+            limit = self.settings.serving.max_upload_bytes
+            if len(data) > limit:
+                raise ApiError(413, "upload_too_large",
+                               f"{where}{len(data):,} bytes is more than serving.max_upload_bytes={limit:,}")
             try:
                 images.append(decode_image(data, self.image_policy).image)
             except ImageRejected as exc:
@@ -214,7 +215,7 @@ class Service:
         now = datetime.now(UTC).isoformat(timespec="milliseconds")
         answers = []
         ids = [uuid.uuid4().hex for _ in items]
-        await asyncio.to_thread(lambda: [self.uploads.put(pid, data) for pid, (_, data) in zip(ids, items, strict=True)])
+        await asyncio.to_thread(self.cache_uploads, ids, [data for _, data in items])
         for index, ((_, data), p_fake) in enumerate(zip(items, scores, strict=True)):
             label = "synthetic" if p_fake >= detector.threshold else "authentic"
             answer = {"prediction_id": ids[index], "label": label, "p_fake": round(p_fake, 6),
@@ -232,6 +233,10 @@ class Service:
             self.metrics.p_fake.observe(p_fake)
             self.metrics.predictions.labels(label=label).inc()
         return answers
+
+    def cache_uploads(self, ids: list[str], datas: list[bytes]) -> None:
+        for prediction_id, data in zip(ids, datas, strict=True):
+            self.uploads.put(prediction_id, data)
 
     def remember(self, prediction_id: str, summary: dict[str, Any]) -> None:
         self.recent[prediction_id] = summary
@@ -301,9 +306,9 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
     async def _refuse(self, scope, send, limit: int, what: str) -> None:
-        response = ApiError(413, "upload_too_large", f"request body too large for {scope['path']}: {what}, the "
-                                                     f"limit is {limit:,} bytes (serving.max_upload_bytes={self.per_image:,} "
-                                                     "per image)")
+        message = (f"request body too large for {scope['path']}: {what}, the limit is {limit:,} bytes "
+                   f"(serving.max_upload_bytes={self.per_image:,} per image)")
+        response = ApiError(413, "upload_too_large", message)
         await response.response()(scope, _no_body, send)
 
 
@@ -398,8 +403,8 @@ def create_app(settings: Settings | None = None, model_source: str | Path | Dete
         return Response(body, media_type=content_type)
 
     # -- detection ------------------------------------------------------------------------------
-    @app.post("/v1/detect", response_model=Prediction, response_model_exclude_unset=True, tags=["detection"], openapi_extra=_upload_body(False),
-              summary="One image: multipart `file`, or JSON {\"url\": ...}")
+    @app.post("/v1/detect", response_model=Prediction, response_model_exclude_unset=True, tags=["detection"],
+              openapi_extra=_upload_body(False), summary="One image: multipart `file`, or JSON {\"url\": ...}")
     async def detect(request: Request, explain: bool = False) -> dict[str, Any]:
         started = time.perf_counter()
         detector = service.require_detector()
@@ -420,8 +425,8 @@ def create_app(settings: Settings | None = None, model_source: str | Path | Dete
         answers = await service.predict(detector, [(name, data)], kind, explain, started)
         return answers[0]
 
-    @app.post("/v1/detect/batch", response_model=BatchPredictions, response_model_exclude_unset=True, tags=["detection"],
-              openapi_extra=_upload_body(True), summary="Several images: multipart `file` fields")
+    @app.post("/v1/detect/batch", response_model=BatchPredictions, response_model_exclude_unset=True,
+              tags=["detection"], openapi_extra=_upload_body(True), summary="Several images: multipart `file` fields")
     async def detect_batch(request: Request, explain: bool = False) -> dict[str, Any]:
         started = time.perf_counter()
         detector = service.require_detector()

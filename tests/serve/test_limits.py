@@ -93,8 +93,8 @@ def test_bad_uploads_are_refused_with_a_reason(server):
                  "'file'")
     assert_error(requests.post(server.url + "/v1/detect", data=good, headers={"Content-Type": "image/png"}), 415,
                  "unsupported_media_type", "multipart/form-data")
-    assert_error(requests.post(server.url + "/v1/detect", data=b"{not json", headers={"Content-Type": "application/json"}),
-                 422, "invalid_json", "line 1")
+    not_json = requests.post(server.url + "/v1/detect", data=b"{not json", headers={"Content-Type": "application/json"})
+    assert_error(not_json, 422, "invalid_json", "line 1")
     missing = requests.post(server.url + "/v1/detect", json={"link": "http://example.com/a.png"})
     assert_error(missing, 422, "invalid_request", "url")
     assert missing.json()["field"] == "url"

@@ -10,7 +10,7 @@ from collections import Counter
 
 import requests
 
-from conftest import ADMIN_TOKEN, register
+from serve_helpers import ADMIN_TOKEN, register
 from tasks import stack
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
