@@ -44,7 +44,7 @@ class PredictionLog:
         self.flush_s = flush_s
         self.keep_images = keep_images
         self._rows: list[dict[str, Any]] = []
-        self._images: list[tuple[bytes | None, str | None]] = []
+        self._images: list[bytes | None] = []  # kept only with keep_images
         self._oldest: float | None = None
         self._lock = threading.Lock()
         self._flushing = threading.Lock()
@@ -52,7 +52,7 @@ class PredictionLog:
     def add(self, row: dict[str, Any], data: bytes | None = None) -> None:
         with self._lock:
             self._rows.append(row)
-            self._images.append((data if self.keep_images else None, row.get("image_sha256")))
+            self._images.append(data if self.keep_images else None)
             self._oldest = self._oldest or time.monotonic()
 
     def due(self) -> bool:
@@ -74,7 +74,7 @@ class PredictionLog:
             if not rows:
                 return []
             try:
-                for row, (data, sha) in zip(rows, images, strict=True):
+                for row, data in zip(rows, images, strict=True):
                     if data is not None and row.get("image_key") is None:
                         ext = EXTENSIONS.get(sniff_format(data) or "", "bin")
                         row["image_key"] = self.store.put_content(data, f"{PREDICTIONS_PREFIX}/images", ext)

@@ -9,8 +9,8 @@ import uuid
 from collections import Counter
 
 import requests
-
 from serve_helpers import ADMIN_TOKEN, register
+
 from tasks import stack
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
