@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 
 # Stage modules that add subcommands (each has ``register(subparsers)``).
-STAGE_COMMANDS: tuple[str, ...] = ("tasks.collect.cli", "tasks.curate.cli", "tasks.model.cli", "tasks.promote.cli")
+STAGE_COMMANDS: tuple[str, ...] = ("tasks.collect.cli", "tasks.curate.cli", "tasks.model.cli", "tasks.promote.cli",
+                                   "tasks.serve.cli")
 
 
 def print_json(obj) -> None:

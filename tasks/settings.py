@@ -117,6 +117,16 @@ class ServingSettings(Section):
     micro_batch_size: int = Field(16, gt=0, description="Most concurrent requests scored in one forward pass.")
     micro_batch_wait_ms: float = Field(5.0, ge=0, description="How long a request waits for others to join its batch.")
     log_image_bytes: bool = Field(False, description="Also store uploaded images with the prediction log.")
+    micro_batching: bool = Field(True, description="Score concurrent requests together; off: one forward pass each.")
+    allow_private_urls: bool = Field(
+        False, description="Let URL input reach private and loopback addresses (tests, closed networks); "
+                           "link-local (cloud metadata) stays refused.")
+    url_timeout_s: float = Field(10.0, gt=0, description="Connect and read timeout when fetching an image URL.")
+    upload_cache_items: int = Field(
+        1000, ge=0, description="Recent images kept under <home>/serving/uploads so feedback can label them.")
+    upload_cache_bytes: int = Field(500_000_000, ge=0, description="Size cap of that cache; oldest images go first.")
+    log_flush_rows: int = Field(1000, gt=0, description="Write the buffered prediction log once it has this many rows.")
+    log_flush_s: float = Field(60.0, gt=0, description="... or once its oldest row is this many seconds old.")
 
 
 class PromotionSettings(Section):

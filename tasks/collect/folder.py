@@ -3,7 +3,8 @@
 Layouts, relative to the source's folder:
 
 * ``.../0_real/<file>`` and ``.../1_fake/<file>``: the folder gives the label (``label_source``
-  ``folder``);
+  ``folder``; ``feedback`` under the top-level ``feedback/`` folder, where the detection API writes
+  the images users corrected through ``POST /v1/feedback``);
 * ``NAME/{train,val,test}/{0_real,1_fake}/<file>`` (the ImageFolder layout of detection data sets):
   imported as-is, keeping its split and ``NAME`` as ``dataset``;
 * anything else: unlabeled, the source's ``label_prior`` (or provenance metadata) applies.
@@ -34,6 +35,7 @@ from tasks.storage import ObjectStore, sha256_hex
 
 LABEL_DIRS = {"0_real": "real", "1_fake": "fake"}
 SPLITS = ("train", "val", "test")
+FEEDBACK_DIR = "feedback"
 METADATA_FILE = "metadata.jsonl"
 METADATA_COLUMNS = ("generator", "alt_text", "license", "created_at", "post_url", "label")
 
@@ -106,7 +108,8 @@ class FolderCollector(Collector):
             known_shas.add(sha)
             label, split, dataset = layout_of(rel, root_name)
             extra = metadata.get(rel, {})
-            label_source = "folder" if label else ("metadata" if extra.get("label") else None)
+            label_source = (("feedback" if rel.split("/", 1)[0] == FEEDBACK_DIR else "folder") if label
+                            else ("metadata" if extra.get("label") else None))
             yield Candidate(
                 post_id=rel, data=data, sha256=sha, original_name=name, split=split, dataset=dataset,
                 label=label or extra.get("label"), label_source=label_source,

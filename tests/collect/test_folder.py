@@ -199,3 +199,17 @@ def test_a_file_over_the_size_limit_is_skipped_with_the_reason_and_the_rest_proc
     assert run["images"] == 1
     assert run["skipped"] == {"larger than download.max_bytes (4000 bytes)": 1}
     assert [row["post_id"] for row in rows_by_post(store).values()] == ["0_real/small.png"]
+
+
+def test_images_under_the_top_level_feedback_folder_are_labeled_by_feedback(with_sources, store, inbox):
+    put(inbox, "feedback/1_fake/p1.png", image_bytes((200, 10, 10)))
+    put(inbox, "feedback/0_real/p2.png", image_bytes((10, 200, 10)))
+    put(inbox, "other/feedback/0_real/p3.png", image_bytes((10, 10, 200)))  # not the top-level folder
+    settings = with_sources(SOURCES.format(prior="unknown", path="."))
+
+    collect("drop", settings, store)
+
+    rows = rows_by_post(store)
+    assert {rel: (row["label"], row["label_source"]) for rel, row in rows.items()} == {
+        "feedback/1_fake/p1.png": ("fake", "feedback"), "feedback/0_real/p2.png": ("real", "feedback"),
+        "other/feedback/0_real/p3.png": ("real", "folder")}
