@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 # Stage modules that add subcommands (each has ``register(subparsers)``).
-STAGE_COMMANDS: tuple[str, ...] = ("tasks.collect.cli", "tasks.curate.cli", "tasks.model.cli")
+STAGE_COMMANDS: tuple[str, ...] = ("tasks.collect.cli", "tasks.curate.cli", "tasks.model.cli", "tasks.tune.cli")
 
 
 def print_json(obj) -> None:
