@@ -51,7 +51,7 @@ class TuningConfig(_Strict):
     max_p95_latency_ms: float = Field(500.0, gt=0)
     max_memory_mb: float | None = Field(None, gt=0)
     min_gain: float = Field(0.05, ge=0)
-    time_budget_s: float = Field(45.0, gt=0)
+    time_budget_s: float = Field(30.0, gt=0)
     max_images: int = Field(200, ge=4)
     latency_requests: int = Field(20, ge=5)
     throughput_rounds: int = Field(2, ge=1)

@@ -1,18 +1,18 @@
 """Measuring one inference setting: load time, first-call time, throughput, single-image latency, peak memory, AUC.
 
 All candidates run in the tuning process, one after the other, each with a freshly loaded model.
-Peak memory is the resident set size (RSS) sampled every few milliseconds by a thread while the
-candidate loads and runs, minus the RSS just before it (after garbage collection and returning freed
-heap to the OS), i.e. what the candidate's model and activations added. A subprocess per candidate
-would isolate memory completely, but re-importing torch and transformers costs seconds per candidate,
-more than the measurements themselves on the tiny model.
+Peak memory is the kernel's exact peak resident set size (``VmHWM``, reset before each candidate)
+while the candidate loads and runs, minus the RSS just before it (after garbage collection and
+returning freed heap to the OS): what the candidate's model and activations added. No sampling
+thread (which would also compete for the cores being measured) and no missed short peaks. A
+subprocess per candidate would isolate memory completely, but re-importing torch and transformers
+costs seconds per candidate, more than the measurements themselves on the tiny model.
 """
 
 from __future__ import annotations
 
 import ctypes
 import gc
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,9 +26,6 @@ if TYPE_CHECKING:
 
     from tasks.model.detector import InferenceSettings
 
-MB = 1024 * 1024
-
-
 @dataclass(frozen=True)
 class Measurement:
     load_s: float
@@ -36,42 +33,39 @@ class Measurement:
     throughput_ips: float
     p50_ms: float
     p95_ms: float
-    peak_memory_mb: float
+    peak_memory_mb: float | None
     val_roc_auc: float | None
     scores: np.ndarray
 
 
 class PeakRss:
-    """Highest RSS seen by a sampling thread while the block runs, relative to the RSS when it started."""
-
-    def __init__(self, interval_s: float = 0.002) -> None:
-        import psutil
-
-        self._process = psutil.Process()
-        self._interval = interval_s
-        self._stop = threading.Event()
-        self.start_rss = self.peak_rss = 0
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            self.peak_rss = max(self.peak_rss, self._process.memory_info().rss)
-            self._stop.wait(self._interval)
+    """Peak RSS while the block runs, relative to the RSS when it started: Linux's exact high-water mark
+    (``VmHWM``), reset at the start by writing 5 to ``/proc/self/clear_refs``. Elsewhere ``added_mb`` is None."""
 
     def __enter__(self) -> PeakRss:
         release_memory()
-        self.start_rss = self.peak_rss = self._process.memory_info().rss
-        self._thread = threading.Thread(target=self._sample, name="peak-rss", daemon=True)
-        self._thread.start()
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+            self.start_kb = _status_kb("VmRSS")
+        except OSError:
+            self.start_kb = None
+        self.peak_kb = None
         return self
 
     def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak_rss = max(self.peak_rss, self._process.memory_info().rss)
+        if self.start_kb is not None:
+            self.peak_kb = _status_kb("VmHWM")
 
     @property
-    def added_mb(self) -> float:
-        return (self.peak_rss - self.start_rss) / MB
+    def added_mb(self) -> float | None:
+        return None if self.peak_kb is None else (self.peak_kb - self.start_kb) / 1024
+
+
+def _status_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise OSError(f"/proc/self/status has no {field}")
 
 
 def release_memory() -> None:

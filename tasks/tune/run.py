@@ -267,8 +267,8 @@ def choose(rows: list[CandidateResult], config: TuningConfig) -> str:
                             f"{config.auc_margin:g}" if row.val_roc_auc is not None else "val ROC AUC undefined")
         if row.p95_ms > config.max_p95_latency_ms:
             problems.append(f"p95 latency {row.p95_ms:.1f} ms > bound {config.max_p95_latency_ms:g} ms")
-        if config.max_memory_mb and row.peak_memory_mb > config.max_memory_mb:
-            problems.append(f"peak added memory {row.peak_memory_mb:.0f} MB > bound {config.max_memory_mb:g} MB")
+        if config.max_memory_mb and (row.peak_memory_mb or float("inf")) > config.max_memory_mb:
+            problems.append(f"peak added memory {_fmt(row.peak_memory_mb, '.0f')} MB > bound {config.max_memory_mb:g} MB")
         if problems and row is not baseline:
             row.status, row.reason = "rejected", "; ".join(problems)
         else:
