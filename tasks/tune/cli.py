@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import sys
 
 
 def register(sub) -> None:
@@ -25,7 +27,8 @@ def _tune(args: argparse.Namespace) -> int:
     setup_logging()
     settings = Settings()
     model = args.model or f"models:/{settings.model_name}@{settings.serving.model_alias}"
-    result = tune_inference(model, settings, snapshot=args.snapshot, config=args.config)
+    with contextlib.redirect_stdout(sys.stderr):  # MLflow prints run links; stdout is for the result only
+        result = tune_inference(model, settings, snapshot=args.snapshot, config=args.config)
     if args.json:
         print_json(result.summary())
     else:
