@@ -63,6 +63,7 @@ class CandidateResult:
     peak_memory_mb: float | None = None
     val_roc_auc: float | None = None
     max_score_change: float | None = None  # largest |P(fake) - baseline's P(fake)| on the validation images
+    verdict_changes: int | None = None  # validation images whose verdict at the model's threshold differs from the baseline's
 
     @property
     def measured(self) -> bool:
@@ -248,6 +249,7 @@ def measure_candidates(folder: Path, card: DetectorCard, config: TuningConfig, i
         row.load_s, row.first_call_s, row.throughput_ips = m.load_s, m.first_call_s, m.throughput_ips
         row.p50_ms, row.p95_ms, row.peak_memory_mb, row.val_roc_auc = m.p50_ms, m.p95_ms, m.peak_memory_mb, m.val_roc_auc
         row.max_score_change = float(np.abs(m.scores - baseline_scores).max())
+        row.verdict_changes = int(((m.scores >= card.threshold) != (baseline_scores >= card.threshold)).sum())
         log.info("%-16s %8.1f img/s  p50 %7.1f ms  p95 %7.1f ms  +%6.1f MB  AUC %s", name, m.throughput_ips,
                  m.p50_ms, m.p95_ms, m.peak_memory_mb, "n/a" if m.val_roc_auc is None else f"{m.val_roc_auc:.4f}")
     return rows
@@ -317,13 +319,14 @@ def markdown_table(result: TuningResult) -> str:
              f"snapshot {result.snapshot} ({result.hardware.get('cpu_count')} CPUs, "
              f"{'CUDA' if result.hardware.get('cuda') else 'no GPU'}), {result.seconds:.0f} s.",
              f"Objective: {objective_text(result.config)}.", "",
-             "| candidate | status | throughput img/s | p50 ms | p95 ms | peak +MB | load s | first call s | val AUC | max Δp | reason |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "| candidate | status | throughput img/s | p50 ms | p95 ms | peak +MB | load s | first call s | val AUC "
+             "| max Δp | verdicts changed | reason |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in result.rows:
         lines.append(f"| {r.name} | {r.status} | {_fmt(r.throughput_ips, '.1f')} | {_fmt(r.p50_ms, '.1f')} | "
                      f"{_fmt(r.p95_ms, '.1f')} | {_fmt(r.peak_memory_mb, '.0f')} | {_fmt(r.load_s, '.2f')} | "
                      f"{_fmt(r.first_call_s, '.2f')} | {_fmt(r.val_roc_auc, '.4f')} | {_fmt(r.max_score_change, '.4f')} | "
-                     f"{r.reason} |")
+                     f"{_fmt(r.verdict_changes, 'd')} | {r.reason} |")
     ratio = result.speedup
     lines += ["", f"Chosen: **{result.chosen_name}** {result.chosen.model_dump_json()}"
               + (f"; throughput {ratio:.2f}x the baseline's." if ratio else ".")]

@@ -101,6 +101,8 @@ def test_tuning_records_the_choice_and_loading_the_version_applies_it(registered
     assert rows["threads-1"]["val_roc_auc"] == baseline["val_roc_auc"]
     if not torch.ops.mkldnn._is_mkldnn_fp16_supported():
         assert rows["fp16"]["status"] == "skipped" and "float16 on this CPU" in rows["fp16"]["reason"]
+    assert baseline["max_score_change"] == 0 and baseline["verdict_changes"] == 0
+    assert quarter["max_score_change"] > 0 and isinstance(quarter["verdict_changes"], int)
     for row in (baseline, rows["threads-1"]):
         assert row["throughput_ips"] > 0 and 0 < row["p50_ms"] <= row["p95_ms"] and row["peak_memory_mb"] is not None
     chosen = summary["chosen_candidate"]
