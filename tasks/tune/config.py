@@ -35,7 +35,7 @@ class Candidate(_Strict):
     max_pixels_ratio: float | None = Field(None, gt=0, lt=1)
 
     def settings(self, trained_max_pixels: int) -> InferenceSettings:
-        """The candidate's InferenceSettings; ``max_pixels_ratio`` is relative to the pixels the model was trained at."""
+        """The candidate's InferenceSettings; ``max_pixels_ratio`` is relative to the trained pixel count."""
         from tasks.model.detector import InferenceSettings
 
         changes = self.model_dump(exclude={"name", "max_pixels_ratio"}, exclude_none=True)

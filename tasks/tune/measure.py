@@ -104,7 +104,8 @@ def measure(folder: Path, inference: InferenceSettings, images: Sequence[Image.I
         del detector
     auc = float(roc_auc_score(labels, scores)) if len(set(labels.tolist())) == 2 else None
     return Measurement(load_s=load_s, first_call_s=first_call_s, throughput_ips=len(images) / best,
-                       p50_ms=float(np.percentile(latencies, 50) * 1000), p95_ms=float(np.percentile(latencies, 95) * 1000),
+                       p50_ms=float(np.percentile(latencies, 50) * 1000),
+                       p95_ms=float(np.percentile(latencies, 95) * 1000),
                        peak_memory_mb=memory.added_mb, val_roc_auc=auc, scores=scores)
 
 
@@ -124,4 +125,6 @@ def dtype_support(dtype: str, device: str) -> str | None:
         supported = bool(getattr(torch.ops.mkldnn, check)())
     except (AttributeError, RuntimeError):
         supported = False
-    return None if supported else f"{dtype} on this CPU: no native kernels (oneDNN reports no support), emulation is only slower"
+    if supported:
+        return None
+    return f"{dtype} on this CPU: no native kernels (oneDNN reports no support), emulation is only slower"

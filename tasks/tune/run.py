@@ -63,7 +63,7 @@ class CandidateResult:
     peak_memory_mb: float | None = None
     val_roc_auc: float | None = None
     max_score_change: float | None = None  # largest |P(fake) - baseline's P(fake)| on the validation images
-    verdict_changes: int | None = None  # validation images whose verdict at the model's threshold differs from the baseline's
+    verdict_changes: int | None = None  # val images whose verdict at the model's threshold differs from the baseline's
 
     @property
     def measured(self) -> bool:
@@ -247,7 +247,8 @@ def measure_candidates(folder: Path, card: DetectorCard, config: TuningConfig, i
             continue
         baseline_scores = m.scores if baseline_scores is None else baseline_scores
         row.load_s, row.first_call_s, row.throughput_ips = m.load_s, m.first_call_s, m.throughput_ips
-        row.p50_ms, row.p95_ms, row.peak_memory_mb, row.val_roc_auc = m.p50_ms, m.p95_ms, m.peak_memory_mb, m.val_roc_auc
+        row.p50_ms, row.p95_ms = m.p50_ms, m.p95_ms
+        row.peak_memory_mb, row.val_roc_auc = m.peak_memory_mb, m.val_roc_auc
         row.max_score_change = float(np.abs(m.scores - baseline_scores).max())
         row.verdict_changes = int(((m.scores >= card.threshold) != (baseline_scores >= card.threshold)).sum())
         log.info("%-16s %8.1f img/s  p50 %7.1f ms  p95 %7.1f ms  +%6.1f MB  AUC %s", name, m.throughput_ips,
@@ -270,7 +271,8 @@ def choose(rows: list[CandidateResult], config: TuningConfig) -> str:
         if row.p95_ms > config.max_p95_latency_ms:
             problems.append(f"p95 latency {row.p95_ms:.1f} ms > bound {config.max_p95_latency_ms:g} ms")
         if config.max_memory_mb and (row.peak_memory_mb or float("inf")) > config.max_memory_mb:
-            problems.append(f"peak added memory {_fmt(row.peak_memory_mb, '.0f')} MB > bound {config.max_memory_mb:g} MB")
+            problems.append(f"peak added memory {_fmt(row.peak_memory_mb, '.0f')} MB > bound "
+                            f"{config.max_memory_mb:g} MB")
         if problems and row is not baseline:
             row.status, row.reason = "rejected", "; ".join(problems)
         else:
@@ -286,8 +288,8 @@ def choose(rows: list[CandidateResult], config: TuningConfig) -> str:
         if row is baseline:
             row.reason = f"{winner.name} is {winner.throughput_ips / baseline.throughput_ips:.2f}x faster"
         elif row.throughput_ips < needed:
-            row.reason = (f"throughput {row.throughput_ips:.1f} img/s is not {config.min_gain:.0%} above the baseline's "
-                          f"{baseline.throughput_ips:.1f}")
+            row.reason = (f"throughput {row.throughput_ips:.1f} img/s is not {config.min_gain:.0%} above "
+                          f"the baseline's {baseline.throughput_ips:.1f}")
         else:
             row.reason = f"throughput {row.throughput_ips:.1f} img/s < {winner.name}'s {winner.throughput_ips:.1f}"
     winner.status = "chosen"
@@ -319,14 +321,14 @@ def markdown_table(result: TuningResult) -> str:
              f"snapshot {result.snapshot} ({result.hardware.get('cpu_count')} CPUs, "
              f"{'CUDA' if result.hardware.get('cuda') else 'no GPU'}), {result.seconds:.0f} s.",
              f"Objective: {objective_text(result.config)}.", "",
-             "| candidate | status | throughput img/s | p50 ms | p95 ms | peak +MB | load s | first call s | val AUC "
-             "| max Δp | verdicts changed | reason |",
+             "| candidate | status | throughput img/s | p50 ms | p95 ms | peak +MB | load s | first call s "
+             "| val AUC | max Δp | verdicts changed | reason |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in result.rows:
         lines.append(f"| {r.name} | {r.status} | {_fmt(r.throughput_ips, '.1f')} | {_fmt(r.p50_ms, '.1f')} | "
                      f"{_fmt(r.p95_ms, '.1f')} | {_fmt(r.peak_memory_mb, '.0f')} | {_fmt(r.load_s, '.2f')} | "
-                     f"{_fmt(r.first_call_s, '.2f')} | {_fmt(r.val_roc_auc, '.4f')} | {_fmt(r.max_score_change, '.4f')} | "
-                     f"{_fmt(r.verdict_changes, 'd')} | {r.reason} |")
+                     f"{_fmt(r.first_call_s, '.2f')} | {_fmt(r.val_roc_auc, '.4f')} | "
+                     f"{_fmt(r.max_score_change, '.4f')} | {_fmt(r.verdict_changes, 'd')} | {r.reason} |")
     ratio = result.speedup
     lines += ["", f"Chosen: **{result.chosen_name}** {result.chosen.model_dump_json()}"
               + (f"; throughput {ratio:.2f}x the baseline's." if ratio else ".")]
