@@ -370,7 +370,7 @@ def record(result: TuningResult, settings: Settings) -> str:
                            params=[Param(k, str(v)[:6000]) for k, v in params.items()])
         summary = result.summary() | {"run_id": run_id}
         registry.log_text(run_id, result.chosen.model_dump_json(indent=2), f"{ARTIFACT_DIR}/inference.json")
-        registry.log_text(run_id, json.dumps(summary, indent=2, default=str), f"{ARTIFACT_DIR}/tuning.json")
+        registry.log_text(run_id, json.dumps(summary, indent=2), f"{ARTIFACT_DIR}/tuning.json")
         registry.log_text(run_id, result.markdown(), f"{ARTIFACT_DIR}/tuning.md")
         table = pd.DataFrame([{**asdict(r), "settings": json.dumps(r.settings)} for r in result.rows])
         registry.log_table(run_id, table, f"{ARTIFACT_DIR}/tuning_table.json")

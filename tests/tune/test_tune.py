@@ -119,6 +119,8 @@ def test_tuning_records_the_choice_and_loading_the_version_applies_it(registered
         "inference/inference.json", "inference/tuning.json", "inference/tuning.md", "inference/tuning_table.json"}
     logged = client.download_artifacts(run.info.run_id, "inference/inference.json", str(registered["config"].parent))
     assert InferenceSettings.from_file(logged).model_dump() == summary["chosen"]
+    report = client.download_artifacts(run.info.run_id, "inference/tuning.json", str(registered["config"].parent))
+    assert json.loads(Path(report).read_text())["table"] == summary["table"]  # strictly JSON (also for XCom)
     assert run.data.metrics["baseline.throughput_ips"] == pytest.approx(baseline["throughput_ips"])
     assert "quarter-pixels.val_roc_auc" in run.data.metrics and "fp16.throughput_ips" not in run.data.metrics
     tags = client.get_model_version(name, "1").tags
