@@ -15,7 +15,7 @@ from pathlib import Path
 
 # Stage modules that add subcommands (each has ``register(subparsers)``).
 STAGE_COMMANDS: tuple[str, ...] = ("tasks.collect.cli", "tasks.curate.cli", "tasks.model.cli", "tasks.promote.cli",
-                                   "tasks.serve.cli")
+                                   "tasks.serve.cli", "tasks.tune.cli")
 
 
 def print_json(obj) -> None:

@@ -226,14 +226,15 @@ class Detector:
         """Load from ``models:/name@alias``, ``models:/name/3``, a ``runs:/`` URI or a local folder.
 
         ``inference``: settings, a dict, or a path to an ``inference.json``; default: the folder's
-        ``inference.json`` if it has one, else :class:`InferenceSettings` defaults.
+        ``inference.json`` if it has one, else a registry version's tuned settings (its ``inference``
+        tag, written by inference tuning), else :class:`InferenceSettings` defaults.
         """
         from tasks.model.registry import resolve_model
 
         resolved = resolve_model(str(source), settings=settings)
         folder = detector_folder(resolved.path)
         card = DetectorCard.model_validate_json((folder / CARD_NAME).read_text())
-        inference = _inference_settings(inference, folder)
+        inference = _inference_settings(inference, folder, resolved)
         dtype = _resolve_dtype(inference)
         model = load_weights(folder, card, resolved.cache_dir, dtype=dtype)
         preprocessor = Preprocessor.load(folder)
@@ -302,7 +303,7 @@ def detector_folder(path: Path) -> Path:
     raise FileNotFoundError(f"{path} is not a Vigil detector: no {CARD_NAME} in it or in artifacts/detector")
 
 
-def _inference_settings(value, folder: Path) -> InferenceSettings:
+def _inference_settings(value, folder: Path, resolved) -> InferenceSettings:
     if isinstance(value, InferenceSettings):
         return value
     if isinstance(value, dict):
@@ -310,7 +311,15 @@ def _inference_settings(value, folder: Path) -> InferenceSettings:
     if value is not None:
         return InferenceSettings.from_file(value)
     saved = folder / INFERENCE_NAME
-    return InferenceSettings.from_file(saved) if saved.exists() else InferenceSettings()
+    if saved.exists():
+        return InferenceSettings.from_file(saved)
+    if resolved.inference is None:
+        return InferenceSettings()
+    try:
+        return InferenceSettings.model_validate_json(resolved.inference)
+    except ValueError as exc:
+        raise ValueError(f"the 'inference' tag of {resolved.name} version {resolved.version} is not valid "
+                         f"InferenceSettings ({exc}); fix or delete the tag, or re-run inference tuning") from exc
 
 
 def _resolve_device(inference: InferenceSettings) -> torch.device:

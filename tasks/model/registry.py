@@ -4,7 +4,9 @@ A registered version of ``settings.model_name`` is an MLflow pyfunc model whose 
 folder is the detector (see :mod:`tasks.model.detector`). Training registers each new version with the
 alias ``challenger`` and tags (``snapshot``, ``base_model``, ``profile``, ``method``, ``threshold``...);
 the promotion gate moves ``champion``/``previous``. Downloads are cached per immutable version under
-``<settings.home>/cache/models``.
+``<settings.home>/cache/models``. Inference tuning tags a version with ``inference`` (its chosen
+InferenceSettings as JSON); the tag is read at every resolve, so a version tuned after it was cached
+still gets its settings.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
     from tasks.settings import Settings
 
 CHALLENGER, CHAMPION = "challenger", "champion"
+INFERENCE_TAG = "inference"
 MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))/?$")
 
 
@@ -32,6 +35,7 @@ class ResolvedModel:
     name: str | None
     version: str | None
     cache_dir: Path
+    inference: str | None = None  # the version's tuned InferenceSettings (JSON), if it was tuned
 
 
 def _settings(settings: Settings | None) -> Settings:
@@ -62,9 +66,14 @@ def resolve_model(source: str, settings: Settings | None = None) -> ResolvedMode
     match = MODELS_URI.match(source)
     if match:
         name = match["name"]
-        version = match["version"] or model_version_by_alias(name, match["alias"], settings).version
-        dest = cache / "models" / name / str(version)
-        return ResolvedModel(_download(f"models:/{name}/{version}", dest, settings), name, str(version), cache)
+        if match["alias"]:
+            found = model_version_by_alias(name, match["alias"], settings)
+        else:
+            found = client(settings).get_model_version(name, match["version"])
+        version = str(found.version)
+        dest = cache / "models" / name / version
+        return ResolvedModel(_download(f"models:/{name}/{version}", dest, settings), name, version, cache,
+                             found.tags.get(INFERENCE_TAG))
     dest = cache / "downloads" / hashlib.sha256(source.encode()).hexdigest()[:16]
     return ResolvedModel(_download(source, dest, settings), None, None, cache)
 

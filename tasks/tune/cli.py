@@ -1,0 +1,37 @@
+"""``vigil tune``: the same function the deploy DAG's tune task runs."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+
+
+def register(sub) -> None:
+    tune = sub.add_parser("tune", help="benchmark inference settings of a registered detector version and "
+                                       "record the chosen ones (its 'inference' tag, applied when it is loaded)")
+    tune.add_argument("--model", help="models:/<name>@<alias> or models:/<name>/<version> "
+                                      "(default: the serving alias of the configured model)")
+    tune.add_argument("--snapshot",
+                      help="snapshot whose val split is measured (default: the model's training snapshot)")
+    tune.add_argument("--config", help="tuning config file (default: include/tuning.yaml)")
+    tune.add_argument("--json", action="store_true", help="print the summary as JSON instead of a Markdown table")
+    tune.set_defaults(func=_tune)
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from tasks.cli import print_json
+    from tasks.settings import Settings
+    from tasks.train.launch import setup_logging
+    from tasks.tune import tune_inference
+
+    setup_logging()
+    settings = Settings()
+    model = args.model or f"models:/{settings.model_name}@{settings.serving.model_alias}"
+    with contextlib.redirect_stdout(sys.stderr):  # MLflow prints run links; stdout is for the result only
+        result = tune_inference(model, settings, snapshot=args.snapshot, config=args.config)
+    if args.json:
+        print_json(result.summary())
+    else:
+        print(result.markdown())
+    return 0
