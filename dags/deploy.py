@@ -18,8 +18,10 @@ with a message that says what happened. Thresholds: the `deploy` settings sectio
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from airflow.sdk import Param, chain, dag, task
-from vigil_common import CHAMPION, DEFAULT_ARGS
+from vigil_common import CHAMPION, DEFAULT_ARGS, container_job
 
 from tasks.settings import Settings
 
@@ -60,16 +62,25 @@ def deploy():
         extras = [event.extra for events in (triggering_asset_events or {}).values() for event in events]
         return champion_version(SETTINGS, params.get("version"), extras)
 
-    @task
-    def tune(version: str, params: dict, ti=None) -> dict | None:
-        """Benchmark inference settings on this hardware; the pick is stored on the model version."""
-        if not params.get("tune", True):
-            return None
-        from tasks.deploy import tune_champion
+    @task.short_circuit(ignore_downstream_trigger_rules=False)
+    def tuning_wanted(params: dict) -> bool:
+        return bool(params.get("tune", True))
 
-        return _step(ti, tune_champion, version)
+    if SETTINGS.deploy.rollout == "docker":
+        # Measured where it will run: `python -m tasks.tune` in the serving image.
+        tuned = container_job("tune", ["python", "-m", "tasks.tune", "--model",
+                                       f"models:/{SETTINGS.model_name}/" + "{{ ti.xcom_pull(task_ids='resolve_version') }}"],
+                              SETTINGS, image=SETTINGS.deploy.serving_image, gpus=False,
+                              execution_timeout=timedelta(hours=1))
+    else:
+        @task(execution_timeout=timedelta(hours=1))
+        def tune(version: str, ti=None) -> dict:
+            """Benchmark inference settings on this hardware; the pick is stored on the model version."""
+            from tasks.deploy import tune_champion
 
-    @task
+            return _step(ti, tune_champion, version)
+
+    @task(trigger_rule="none_failed")  # also after a skipped tuning
     def smoke_test_sandbox(version: str, ti=None) -> dict:
         from tasks.deploy import validate_in_sandbox
 
@@ -99,9 +110,13 @@ def deploy():
         raise AirflowFailException(run(SETTINGS, version, "; ".join(errors) or "a deploy step failed"))
 
     version = resolve_version()
-    steps = [tune(version), smoke_test_sandbox(version), roll_out(version), post_deploy_check(version)]
-    chain(*steps)
-    steps >> rollback(version)
+    if SETTINGS.deploy.rollout != "docker":
+        tuned = tune(version)
+    version >> tuning_wanted() >> tuned
+    checks = [smoke_test_sandbox(version), roll_out(version), post_deploy_check(version)]
+    tuned >> checks[0]
+    chain(*checks)
+    [tuned, *checks] >> rollback(version)
 
 
 deploy()

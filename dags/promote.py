@@ -23,7 +23,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from airflow.sdk import Param, dag, task
-from vigil_common import CHALLENGER, CHAMPION, DEFAULT_ARGS, gpu_job
+from vigil_common import CHALLENGER, CHAMPION, DEFAULT_ARGS, container_job
 
 from tasks.settings import Settings
 
@@ -69,7 +69,7 @@ def promote():
     version = resolve_version()
     if SETTINGS.training.launcher == "docker":
         # Scoring two detectors needs the GPU: `python -m tasks.promote` in the trainer image.
-        evaluated = gpu_job("evaluate", ["python", "-m", "tasks.promote", "--version",
+        evaluated = container_job("evaluate", ["python", "-m", "tasks.promote", "--version",
                                          "{{ ti.xcom_pull(task_ids='resolve_version') }}"],
                             SETTINGS, execution_timeout=timedelta(hours=6)).output
         version >> evaluated

@@ -22,7 +22,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from airflow.sdk import Param, chain, dag, task
-from vigil_common import CHALLENGER, CURATED_DATASET, DEFAULT_ARGS, gpu_job
+from vigil_common import CHALLENGER, CURATED_DATASET, DEFAULT_ARGS, container_job
 
 from tasks.settings import Settings
 
@@ -77,7 +77,7 @@ def train_detector():
         return should_train(str(run_type), snapshot=params.get("snapshot") or "latest")
 
     if TRAINING.launcher == "docker":
-        result = gpu_job("train", TRAIN_COMMAND, SETTINGS, execution_timeout=timedelta(hours=24)).output
+        result = container_job("train", TRAIN_COMMAND, SETTINGS, execution_timeout=timedelta(hours=24)).output
     else:
         @task(execution_timeout=timedelta(hours=6))
         def train(params: dict) -> dict:

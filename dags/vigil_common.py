@@ -23,12 +23,14 @@ DEFAULT_ARGS = {
 }
 
 
-def gpu_job(task_id: str, command: list[str], settings, **kwargs):
-    """A DockerOperator running ``command`` in the trainer image with every GPU (the ``docker`` launcher).
+def container_job(task_id: str, command: list[str], settings, *, image: str | None = None, gpus: bool = True,
+                  **kwargs):
+    """A DockerOperator running ``command`` on the compose network (the ``docker`` launcher).
 
-    Enlarged ``/dev/shm``, the compose network, MLflow/S3 settings (credentials as private env, never
-    rendered), the work and Hugging Face cache volumes, the ``gpu`` pool. The container's last stdout
-    line (its JSON result) is the task's XCom.
+    With ``gpus`` (training, the gate): the trainer image with every GPU, an enlarged ``/dev/shm``, the
+    work and Hugging Face cache volumes, the ``gpu`` pool. Without (inference tuning): ``image`` as is.
+    MLflow/S3 settings come as environment, credentials as private environment (never rendered). The
+    container's last stdout line (its JSON result) is the task's XCom.
     """
     from airflow.providers.docker.operators.docker import DockerOperator
     from docker.types import DeviceRequest, Mount
@@ -37,21 +39,26 @@ def gpu_job(task_id: str, command: list[str], settings, **kwargs):
 
     training = settings.training
     environment, private_environment = container_environment(settings)
+    if not gpus:  # no work volume: the image's own home and caches
+        environment = {k: v for k, v in environment.items() if k not in ("VIGIL_HOME", "HF_HOME")}
+    gpu_options = {
+        "device_requests": [DeviceRequest(count=training.gpus, capabilities=[["gpu"]])],
+        "shm_size": docker_size_bytes(training.shm_size),
+        "mounts": [Mount(target="/vigil", source=training.work_volume, type="volume"),
+                   Mount(target="/vigil/hf-cache", source=training.hf_cache_volume, type="volume")],
+        "pool": training.gpu_pool,
+    } if gpus else {}
     return DockerOperator(
         task_id=task_id,
-        image=training.trainer_image,
+        image=image or training.trainer_image,
         command=command,
         docker_url=training.docker_url,
         network_mode=training.docker_network,
-        device_requests=[DeviceRequest(count=training.gpus, capabilities=[["gpu"]])],
-        shm_size=docker_size_bytes(training.shm_size),
         environment=environment,
         private_environment=private_environment,
-        mounts=[Mount(target="/vigil", source=training.work_volume, type="volume"),
-                Mount(target="/vigil/hf-cache", source=training.hf_cache_volume, type="volume")],
         mount_tmp_dir=False,
         auto_remove="success",
-        pool=training.gpu_pool,
         do_xcom_push=True,
+        **gpu_options,
         **kwargs,
     )

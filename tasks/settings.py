@@ -146,6 +146,8 @@ class DeploySettings(Section):
     smoke_max_p95_ms: float = Field(5000.0, gt=0, description="Largest p95 latency of one detection (ms).")
     startup_timeout_s: float = Field(300.0, gt=0, description="How long a sandbox or reload may take to load a model.")
     serving_container: str = Field("vigil-serving", description="Container name of the serving service (docker).")
+    serving_image: str = Field("vigil-serving:latest", description="Image inference tuning runs in (docker), "
+                                                                    "so it measures the serving hardware and stack.")
     docker_url: str = Field("unix://var/run/docker.sock", description="Docker API (docker roll-out).")
 
 

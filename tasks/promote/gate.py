@@ -117,7 +117,7 @@ def evaluate(settings: Settings, version: str | None = None, policy: GatePolicy 
     Aliases are not moved here (see :func:`apply`), so a human can approve in between.
     """
     from tasks.evaluate import compare
-    from tasks.model.detector import Detector
+    from tasks.model.detector import Detector, InferenceSettings
     from tasks.registry import CHALLENGER, CHAMPION, Registry
     from tasks.storage import ObjectStore
 
@@ -133,9 +133,11 @@ def evaluate(settings: Settings, version: str | None = None, policy: GatePolicy 
     store = ObjectStore.from_settings(settings)
     champion_snapshot = (champion_mv.tags or {}).get("snapshot") if champion_mv else None
     newest, frames, new_set = _test_frames(store, settings, policy, champion_snapshot)
-    detectors = {"challenger": Detector.load(f"models:/{registry.name}/{challenger_mv.version}", settings=settings)}
-    if champion_mv is not None:
-        detectors["champion"] = Detector.load(f"models:/{registry.name}/{champion_mv.version}", settings=settings)
+    # Both under the same default inference settings: the champion's tuned ones (say bf16) would
+    # compare the tuning, not the models.
+    versions = {"challenger": challenger_mv} | ({"champion": champion_mv} if champion_mv is not None else {})
+    detectors = {role: Detector.load(f"models:/{registry.name}/{mv.version}", InferenceSettings(), settings=settings)
+                 for role, mv in versions.items()}
     newest_set = f"{newest}/test"
     by_detector: dict[str, dict[str, dict]] = {name: {} for name in detectors}
     others = {k: f for k, f in frames.items() if k != newest_set}

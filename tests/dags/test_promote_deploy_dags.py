@@ -148,3 +148,19 @@ def test_the_gate_entry_point_prints_its_summary_as_the_last_line(env, trained_d
     summary = read_summary(proc.stdout)
     assert summary["challenger"]["version"] == version and summary["decision"] in {"promoted", "rejected"}
     assert "champion" not in Registry(env).aliases()
+
+
+def test_with_containers_deploy_tunes_in_the_serving_image_and_validates_in_a_sandbox_container(airflow_db,
+                                                                                                 monkeypatch):
+    from airflow.providers.docker.operators.docker import DockerOperator
+
+    monkeypatch.setenv("VIGIL_DEPLOY__ROLLOUT", "docker")
+    dag = parse(airflow_db, "deploy")
+    tune = dag.get_task("tune")
+    assert isinstance(tune, DockerOperator) and tune.image == "vigil-serving:latest"
+    assert tune.command[:4] == ["python", "-m", "tasks.tune", "--model"]
+    assert not tune.device_requests and tune.pool != "gpu"
+    assert "VIGIL_HOME" not in tune.environment  # the serving image's own home
+    assert dag.get_task("smoke_test_sandbox").trigger_rule == "none_failed"
+    assert dag.get_task("rollback").upstream_task_ids >= {"tune", "smoke_test_sandbox", "roll_out",
+                                                          "post_deploy_check"}
