@@ -14,8 +14,8 @@ The pages need the Airflow UI's login (the ``_token`` cookie or a bearer token);
 is sent to the login page and an API client gets 401.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: FastAPI must see the route parameters' real types, and
+# `Request` is imported inside create_app.
 from airflow.plugins_manager import AirflowPlugin
 
 URL_PREFIX = "/vigil"

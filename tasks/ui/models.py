@@ -23,6 +23,7 @@ ALIASES = ("champion", "challenger", "previous")
 # Tags shown in their own columns or sections; the others are listed under "other tags".
 SHOWN_TAGS = ("snapshot", "profile", "method", "base_model", "threshold", "inference", "rejected",
               "rejection_reasons", "reason")
+METRIC_ORDER = ("roc_auc", "balanced_accuracy", "ece")
 LOWER_IS_BETTER = frozenset({"ece", "brier", "log_loss", "loss", "fpr", "fnr", "latency_ms"})
 MAX_VERSIONS = 50
 MAX_GATE_REPORTS = 10
@@ -76,15 +77,13 @@ def gate_reports(store: ObjectStore, model_name: str) -> dict[str, dict[str, Any
 
 
 def slice_rows(report: dict[str, Any]) -> tuple[list[str], list[dict[str, Any]]]:
-    """The metrics (in first-seen order) and, per slice, champion | challenger | delta per metric."""
-    metrics: list[str] = []
-    for item in report.get("slices") or []:
-        for part in ("challenger", "champion"):
-            for name in (item.get(part) or {}):
-                if name not in metrics:
-                    metrics.append(name)
+    """The metrics (the gate's headline metrics first, since JSON writers may sort keys, then the others)
+    and, per slice, champion | challenger | delta per metric."""
+    slices = report.get("slices") or []
+    seen = [name for item in slices for part in ("challenger", "champion") for name in (item.get(part) or {})]
+    metrics = [m for m in METRIC_ORDER if m in seen] + list(dict.fromkeys(m for m in seen if m not in METRIC_ORDER))
     rows = []
-    for item in report.get("slices") or []:
+    for item in slices:
         challenger, champion = item.get("challenger") or {}, item.get("champion") or {}
         cells = []
         for name in metrics:

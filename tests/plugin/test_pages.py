@@ -7,7 +7,7 @@ import re
 import uuid
 
 import pytest
-from conftest import gate_report, write_gate_report
+from ui_helpers import curate_batch, gate_report, write_gate_report
 
 from tasks.ui import page_for_dag_run
 from tasks.ui.files import ReportPathError
@@ -20,8 +20,8 @@ def text(html: str) -> str:
     return " ".join(re.sub(r"<[^>]+>", " ", html).split())
 
 
-def test_data_quality_page_lists_the_curated_batch_with_counts_reasons_and_data_docs(store, settings, curated_batch):
-    batch_id = curated_batch(store, settings)
+def test_data_quality_page_lists_the_curated_batch_with_counts_reasons_and_data_docs(store, settings):
+    batch_id = curate_batch(store, settings)
     html = data_quality_page(store, "/vigil")
     seen = text(html)
     assert batch_id in seen and "passed" in seen

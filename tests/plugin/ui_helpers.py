@@ -5,26 +5,19 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import pytest
-
 sys.path.insert(0, str(Path(__file__).parents[1] / "curate"))  # curation_helpers: batches written like collectors
 
 
-@pytest.fixture
-def curated_batch():
-    """``curated_batch(store, settings)`` curates one raw batch (12 good images, 2 bad ones); its batch id."""
+def curate_batch(store, settings) -> str:
+    """Curate one raw batch (12 good images, an empty file and an HTML page named .png); its batch id."""
+    from curation_helpers import add_batch, good_images
+    from tasks.curate import curate
 
-    def make(store, settings) -> str:
-        from curation_helpers import add_batch, good_images
-        from tasks.curate import curate
-
-        files = [*good_images(12), {"data": b"", "name": "zero.jpg"},
-                 {"data": b"<!doctype html><html><body>not a picture</body></html>", "name": "page.png"}]
-        batch = add_batch(store, files, source="inbox")
-        curate(settings, store)
-        return batch.batch_id
-
-    return make
+    files = [*good_images(12), {"data": b"", "name": "zero.jpg"},
+             {"data": b"<!doctype html><html><body>not a picture</body></html>", "name": "page.png"}]
+    batch = add_batch(store, files, source="inbox")
+    curate(settings, store)
+    return batch.batch_id
 
 
 def gate_report(model_name: str, challenger: dict, champion: dict | None, decision: str = "promoted") -> dict:
