@@ -36,7 +36,7 @@ def register(trained_dir: Path, settings, reason: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def airflow_ui(tmp_path_factory, mlflow_server, trained_dir):
+def airflow_ui(request, tmp_path_factory, mlflow_server):
     """Airflow standalone with the plugin, a store with a curated batch and gate reports, a registry with
     a champion and a challenger. Yields what the tests need to know."""
     from tasks import stack
@@ -50,7 +50,7 @@ def airflow_ui(tmp_path_factory, mlflow_server, trained_dir):
     env = {"VIGIL_HOME": str(tmp / "home"), "VIGIL_STORE_URL": (tmp / "store").as_uri(),
            "MLFLOW_TRACKING_URI": mlflow_server, "VIGIL_MODEL_NAME": f"ui-{uuid.uuid4().hex[:8]}"}
     home = tmp / "airflow"
-    # Start Airflow first: it becomes healthy while the reports are being made.
+    # Start Airflow first: it becomes healthy while the detector trains and the reports are made.
     service = stack.start_airflow(home, port=stack.free_port(), env={
         **env, "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"), "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
         "AIRFLOW_VAR_VIGIL_MLFLOW_UI_URL": MLFLOW_UI})
@@ -59,6 +59,7 @@ def airflow_ui(tmp_path_factory, mlflow_server, trained_dir):
                             model_name=env["VIGIL_MODEL_NAME"])
         store = ObjectStore.from_settings(settings)
         batch_id = curate_batch(store, settings)
+        trained_dir = request.getfixturevalue("trained_dir")
         first = register(trained_dir, settings, "first model")
         Registry(settings).promote(first, "first model: no champion to beat")
         write_gate_report(store, gate_report(settings.model_name, {"version": first, "run_id": "r1", "snapshot": "v0001"},
