@@ -1,0 +1,141 @@
+"""Vigil's pages in the Airflow UI: Data quality and Models (see docs/ui.md).
+
+Wiring only: the pages are rendered by :mod:`tasks.ui`. Every Airflow component imports plugins, so
+this module imports nothing heavy: the FastAPI app (and Airflow's security module, MLflow, Jinja2)
+is built at the first request to ``/vigil``.
+
+- ``/vigil/data-quality``: every curated batch; ``/vigil/data-quality/<batch_id>`` one batch;
+  ``/vigil/data-quality/<batch_id>/docs/<path>`` its Great Expectations Data Docs from the object store.
+- ``/vigil/models``: registered versions, aliases, tags, inference settings, gate reports per slice;
+  ``/vigil/models/<version>/gate/report.html|md|json``: the stored gate report.
+- ``/vigil/runs/<dag_id>/<run_id>``: the page that belongs to a DAG run (the "Vigil" tab of every run).
+
+The pages need the Airflow UI's login (the ``_token`` cookie or a bearer token); without it a browser
+is sent to the login page and an API client gets 401.
+"""
+
+# No `from __future__ import annotations`: FastAPI must see the route parameters' real types, and
+# `Request` is imported inside create_app.
+from airflow.plugins_manager import AirflowPlugin
+
+URL_PREFIX = "/vigil"
+MLFLOW_UI_VARIABLE = "vigil_mlflow_ui_url"  # tasks/airflow_objects.py: browser-facing MLflow URL
+
+
+def create_app():
+    """The FastAPI app behind ``/vigil``, every route behind Airflow's login."""
+    from fastapi import Depends, FastAPI, HTTPException, Request
+    from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.core_api.security import get_user
+    from tasks import ui
+    from tasks.settings import Settings
+    from tasks.storage import ObjectStore
+    from tasks.ui import models, quality
+    from tasks.ui.files import ReportFile, ReportPathError
+    from tasks.ui.render import PAGE_CSP, STORED_CSP
+
+    app = FastAPI(title="Vigil pages", dependencies=[Depends(get_user)], docs_url=None, redoc_url=None,
+                  openapi_url=None)
+
+    def base(request: Request) -> str:
+        return request.scope.get("root_path", "").rstrip("/")
+
+    def page(html: str, status_code: int = 200) -> HTMLResponse:
+        return HTMLResponse(html, status_code, headers={"Content-Security-Policy": PAGE_CSP,
+                                                        "X-Content-Type-Options": "nosniff",
+                                                        "Cache-Control": "no-store"})
+
+    def stored(file: ReportFile) -> Response:
+        return Response(file.data, media_type=file.media_type,
+                        headers={"Content-Security-Policy": STORED_CSP, "X-Content-Type-Options": "nosniff",
+                                 "Cache-Control": "no-store"})
+
+    def store() -> ObjectStore:
+        return ObjectStore.from_settings(Settings())
+
+    @app.exception_handler(HTTPException)
+    async def login_or_status(request: Request, exc: HTTPException):
+        """Not logged in (or an expired token): browsers go to the login page, API clients get the status."""
+        wants_html = "text/html" in request.headers.get("accept", "")
+        if exc.status_code in (401, 403) and request.method == "GET" and wants_html:
+            return RedirectResponse(get_auth_manager().get_url_login(next_url=str(request.url)), status_code=303)
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(ReportPathError)
+    async def bad_path(request: Request, exc: ReportPathError):
+        return page(ui.error_page(base(request), "Bad request", str(exc)), 400)
+
+    @app.exception_handler(FileNotFoundError)
+    async def not_found(request: Request, exc: FileNotFoundError):
+        return page(ui.error_page(base(request), "Not found", str(exc)), 404)
+
+    @app.get("/")
+    def index(request: Request):
+        return RedirectResponse(f"{base(request)}/data-quality", status_code=303)
+
+    @app.get("/data-quality")
+    def data_quality(request: Request, source: str | None = None):
+        return page(quality.data_quality_page(store(), base(request), source or None))
+
+    @app.get("/data-quality/{batch_id}")
+    def batch(request: Request, batch_id: str):
+        return page(quality.batch_page(store(), base(request), batch_id))
+
+    @app.get("/data-quality/{batch_id}/docs/{path:path}")
+    def data_docs(batch_id: str, path: str):
+        return stored(quality.data_docs_file(store(), batch_id, path))
+
+    @app.get("/models")
+    def models_view(request: Request):
+        settings = Settings()
+        return page(models.models_page(settings, ObjectStore.from_settings(settings), base(request),
+                                       mlflow_ui_url(settings)))
+
+    @app.get("/models/{version}/gate/{name}")
+    def gate_file(version: str, name: str):
+        return stored(models.gate_file(store(), Settings().model_name, version, name))
+
+    @app.get("/runs/{dag_id}/{run_id}")
+    def dag_run(request: Request, dag_id: str, run_id: str):
+        return RedirectResponse(f"{base(request)}/{ui.page_for_dag_run(dag_id)}", status_code=303)
+
+    return app
+
+
+def mlflow_ui_url(settings) -> str:
+    """The browser-facing MLflow URL: the Airflow variable, else the tracking URI the code uses."""
+    from airflow.models.variable import Variable
+
+    try:
+        return Variable.get(MLFLOW_UI_VARIABLE, default_var=None) or settings.mlflow_tracking_uri
+    except Exception:  # noqa: BLE001 - a missing or unreadable variable must not break the page
+        return settings.mlflow_tracking_uri
+
+
+class LazyApp:
+    """An ASGI app that builds :func:`create_app` at its first request (keeps plugin import cheap)."""
+
+    def __init__(self) -> None:
+        self._app = None
+
+    async def __call__(self, scope, receive, send) -> None:
+        if self._app is None:
+            self._app = create_app()
+        await self._app(scope, receive, send)
+
+
+class VigilUIPlugin(AirflowPlugin):
+    name = "vigil_ui"
+    fastapi_apps = [{"app": LazyApp(), "url_prefix": URL_PREFIX, "name": "Vigil pages"}]
+    external_views = [
+        {"name": "Data quality", "href": f"{URL_PREFIX}/data-quality", "destination": "nav",
+         "category": "browse", "url_route": "vigil-data-quality"},
+        {"name": "Models", "href": f"{URL_PREFIX}/models", "destination": "nav", "category": "browse",
+         "url_route": "vigil-models"},
+        # A tab on every DAG run: curate and collect_<source> runs open Data quality, train_detector,
+        # promote and deploy runs open Models.
+        {"name": "Vigil", "href": f"{URL_PREFIX}/runs/{{DAG_ID}}/{{RUN_ID}}", "destination": "dag_run",
+         "url_route": "vigil-run"},
+    ]
