@@ -209,7 +209,7 @@ def run_demo(generators: tuple[str, ...] = ("A", "B"), *, per_split: tuple[tuple
     print(f"Airflow UI:           {info['airflow_url']}  (admin / {info['airflow_password']})")
     print(f"MLflow UI:            {info['mlflow_url']}")
     print(f"Detection page:       {info['serving_url']}/")
-    print(f"Data quality reports: {info['airflow_url']}/vigil/quality  (also under {settings.store_url}/reports/)")
+    print(f"Data quality reports: {info['airflow_url']}/vigil/data-quality  (also under {settings.store_url}/reports/)")
     print(f"Models and gates:     {info['airflow_url']}/vigil/models")
     print(f"Total: {time.monotonic() - begun:.0f} s. Stop everything with `make down`.")
     failed = [r.generator for r in rounds if r.deployed is None]
