@@ -131,7 +131,11 @@ def play_round(settings: Settings, client, generator: str, timeout: float,
     result = Round(generator)
     started = time.monotonic()
     spec = DemoSpec(generator=generator, **({"per_split": per_split} if per_split else {}))
-    folder = generate(Path(settings.inbox), spec)
+    # Written aside, then moved into the inbox in one rename: a scheduled collection never sees half a set.
+    staged = generate(Path(settings.home) / "staging", spec)
+    folder = Path(settings.inbox) / staged.name
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staged.rename(folder)
     say(f"round {generator}: demo set written to {folder}; triggering collect_inbox")
     after = datetime.now(UTC)
     client.trigger("collect_inbox", note=f"make demo, round {generator}")
