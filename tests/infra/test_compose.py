@@ -56,6 +56,7 @@ CODE_ENV: dict[str, tuple[str, ...]] = {
     "VIGIL_TRAINING__DOCKER_NETWORK": AIRFLOW,
     "VIGIL_ADMIN_TOKEN": ("airflow-worker", "serving"),
     "X_BEARER_TOKEN": ("airflow-worker",),
+    "MASTODON_ACCESS_TOKEN": ("airflow-worker",),
     "AWS_ACCESS_KEY_ID": VIGIL_CODE + ("mlflow",),
     "AWS_SECRET_ACCESS_KEY": VIGIL_CODE + ("mlflow",),
     "MLFLOW_S3_ENDPOINT_URL": ("mlflow",),
@@ -84,11 +85,15 @@ NOT_FOR_COMPOSE = {
 SECRET_SCOPE = {
     "VIGIL_ADMIN_TOKEN": {"airflow-worker", "serving"},
     "X_BEARER_TOKEN": {"airflow-worker"},
+    "MASTODON_ACCESS_TOKEN": {"airflow-worker"},
     "MINIO_ROOT_PASSWORD": {"minio", "minio-init"},
 }
 # Read by compose, not by the containers: image tags, ports, bucket names... (all in .env.example)
-ENV_READ_IN_CODE = re.compile(r"""(?:environ(?:\.get)?|getenv)\s*[(\[]\s*["']([A-Z][A-Z0-9_]*)["']"""
-                              r"""|["']([A-Z][A-Z0-9_]*)["']\s+(?:not\s+)?in\s+os\.environ\b""")
+ENV_READ_IN_CODE = re.compile(
+    r"""(?:environ(?:\.get)?|getenv)\s*[(\[]\s*["'](?P<read>[A-Z][A-Z0-9_]*)["']"""  # os.environ["X"], getenv("X")
+    r"""|["'](?P<test>[A-Z][A-Z0-9_]*)["']\s+(?:not\s+)?in\s+os\.environ\b"""  # "X" in os.environ
+    r"""|\bCredential\([^)]*\benv=["'](?P<credential>[A-Z][A-Z0-9_]*)["']"""  # a collector's secret (collect/base.py)
+)
 
 
 def compose_spec_schema() -> dict:
@@ -211,7 +216,8 @@ def test_every_environment_name_read_in_tasks_is_accounted_for():
     """A new os.environ read in tasks/ must be given to the services running it (CODE_ENV) or be explained."""
     unknown = {}
     for path in sorted((REPO / "tasks").rglob("*.py")):
-        for name in (a or b for a, b in ENV_READ_IN_CODE.findall(path.read_text())):
+        for match in ENV_READ_IN_CODE.finditer(path.read_text()):
+            name = match["read"] or match["test"] or match["credential"]
             if name not in CODE_ENV and name not in NOT_FOR_COMPOSE:
                 unknown.setdefault(name, []).append(str(path.relative_to(REPO)))
     assert unknown == {}, ("environment read in tasks/ but neither set in docker-compose.yaml (CODE_ENV) nor "
