@@ -143,3 +143,25 @@ def test_trainer_image_imports_its_entry_point(image_venvs):
     modules = entry_point_or_fallback("train", ["tasks.settings", "tasks.storage", "tasks.snapshots", "torch",
                                                 "transformers", "peft", "mlflow"])
     assert "imported" in run_in(image_venvs.python("trainer"), imports_code(modules), env={"HF_HUB_OFFLINE": "1"})
+
+
+PLUGINS_CHECK = """
+import json
+from airflow import plugins_manager
+plugins_manager.ensure_plugins_loaded()
+names = sorted(p["name"] for p in plugins_manager.get_plugin_info())
+print("RESULT " + json.dumps({"plugins": names, "errors": plugins_manager.get_import_errors()}))
+"""
+
+
+def test_airflow_image_loads_the_ui_plugin(image_venvs, tmp_path):
+    """The api-server loads plugins/ from AIRFLOW__CORE__PLUGINS_FOLDER (the image copies it there)."""
+    if not any((REPO / "plugins").glob("*.py")):
+        pytest.skip("plugins/ holds no plugin module yet")
+    env = {"AIRFLOW_HOME": str(tmp_path), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+           "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins")}
+    out = run_in(image_venvs.python("airflow"), PLUGINS_CHECK, env=env)
+    result = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
+    print(f"plugins loaded in the airflow image's venv: {result['plugins']}")
+    assert result["errors"] == {}, "docker/airflow/requirements.txt lacks what plugins/ imports, or a plugin fails"
+    assert result["plugins"], "plugins/ has modules but Airflow found no AirflowPlugin in them"
