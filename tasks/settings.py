@@ -97,6 +97,9 @@ class TrainingSettings(Section):
     min_new_images: int = Field(50, ge=0, description="Train on a new snapshot only when it adds this many images.")
     model_config_file: str = Field("model_config.yaml", description="File under include/ with the training setup.")
     experiment: str = Field("vigil-training", description="MLflow experiment of the training runs.")
+    git_commit: str | None = Field(None, description="Code version recorded on training runs "
+                                   "(mlflow.source.git.commit). The trainer image sets it from its build argument "
+                                   "VIGIL_GIT_COMMIT (images hold no .git); unset or empty: the checkout's git HEAD.")
     cpu_threads: int | None = Field(1, ge=1, description="torch threads when training on CPU; 1 avoids the heavy "
                                     "slow-down of oversubscribed cores on a shared machine; None = torch's default.")
     gpu_pool: str = Field("gpu", description="Airflow pool of the docker launcher (create it with one slot per GPU host).")

@@ -209,7 +209,7 @@ def train(config: ModelConfig, *, settings: Settings | None = None, reason: str 
 
         run = tracking.start_run(work, settings, f"train-{version}-{jid[:6]}", {
             "vigil.job_id": jid, "vigil.snapshot": version, "vigil.profile": config.profile,
-            **({"mlflow.source.git.commit": c} if (c := tracking.git_commit()) else {})})
+            **({"mlflow.source.git.commit": c} if (c := tracking.git_commit(settings)) else {})})
         tracking.log_params({**config.flat(), "snapshot": version, "job_id": jid, "reason": reason,
                              "start": start.ref, "config_file": config_source, **data.counts})
         tracking.log_snapshot_input(store, manifest_key(version), data.train.table.assign(split="train"), version)

@@ -35,10 +35,10 @@ log = logging.getLogger("vigil.train")
 RUN_FILE = "mlflow_run.json"
 
 
-def git_commit() -> str | None:
-    """The code version: ``VIGIL_GIT_COMMIT`` (set when images are built), else the checkout's HEAD."""
-    if commit := os.environ.get("VIGIL_GIT_COMMIT"):
-        return commit
+def git_commit(settings: Settings) -> str | None:
+    """The code version: ``training.git_commit`` (set when the trainer image is built), else the checkout's HEAD."""
+    if settings.training.git_commit:
+        return settings.training.git_commit
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
                              text=True, timeout=5)

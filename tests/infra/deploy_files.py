@@ -129,11 +129,15 @@ def service_environment(service: Mapping[str, Any]) -> dict[str, str]:
 # -- services ------------------------------------------------------------------------------------
 
 def effective_env(compose: dict, name: str) -> dict[str, str]:
-    """What a service's process sees: its image's ENV (for images built here) under compose's environment."""
+    """What a service's process sees: its image's ENV (for images built here, with compose's build args) under
+    compose's environment."""
     service = compose["services"][name]
     env = {}
     if "build" in service:
-        env.update(parse_dockerfile(dockerfile_of(service)).pop().env())
+        build_args = service["build"].get("args") or {}
+        if isinstance(build_args, list):
+            build_args = dict(item.split("=", 1) if "=" in item else (item, "") for item in build_args)
+        env.update(parse_dockerfile(dockerfile_of(service)).pop().env({k: str(v) for k, v in build_args.items()}))
     env.update(service_environment(service))
     return env
 
@@ -180,13 +184,21 @@ class Stage:
     def all(self, keyword: str) -> list[Instruction]:
         return [i for i in self.instructions if i.keyword == keyword]
 
-    def env(self) -> dict[str, str]:
-        """The stage's ``ENV`` values (``KEY=VALUE`` pairs; later ones win)."""
+    def env(self, build_args: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The stage's ``ENV`` values (``KEY=VALUE`` pairs; later ones win), with ``${NAME}`` replaced as
+        Docker does: by the stage's ``ARG`` (its build argument, else its default) or an earlier ``ENV``."""
+        build_args = build_args or {}
+        scope: dict[str, str] = {}
         env: dict[str, str] = {}
-        for instruction in self.all("ENV"):
-            for token in shlex.split(instruction.text):
-                key, _, value = token.partition("=")
-                env[key] = value
+        for instruction in self.instructions:
+            if instruction.keyword == "ARG":
+                for token in shlex.split(instruction.text):
+                    name, _, default = token.partition("=")
+                    scope[name] = build_args.get(name, default)
+            elif instruction.keyword == "ENV":
+                for token in shlex.split(instruction.text):
+                    key, _, value = token.partition("=")
+                    env[key] = scope[key] = interpolate(value, scope)
         return env
 
 

@@ -1,4 +1,10 @@
-"""Connections, variables and pools as code: the same names in both modes, read by real Airflow."""
+"""Connections, variables and pools as code: the same names in both modes, read by real Airflow.
+
+Compose spells the connections and variables out in docker-compose.yaml; the embedded stack
+(tasks/stack.py) merges ``airflow_objects.airflow_env(settings)`` into its Airflow processes'
+environment. Both import the one pools file, ``include/airflow/pools.json``: compose's airflow-init
+and the embedded stack after its ``airflow db migrate``.
+"""
 
 from __future__ import annotations
 
@@ -66,6 +72,11 @@ def test_airflow_parses_the_compose_connections_and_variables(compose, monkeypat
     x = BaseHook.get_connection("vigil_x")
     assert x.host == "api.x.com" and not x.password  # no secret in the connection: X_BEARER_TOKEN holds it
     assert Variable.get("vigil_mlflow_ui_url").startswith("http://")
+
+
+def test_compose_imports_the_pools_file_the_embedded_stack_imports(compose):
+    script = compose["services"]["airflow-init"]["command"][-1]
+    assert 'airflow pools import "${VIGIL_INCLUDE_DIR}/' + airflow_objects.POOLS_FILE + '"' in script
 
 
 def test_pools_file_imports_into_airflow(airflow_db):

@@ -56,23 +56,44 @@ CODE_ENV: dict[str, tuple[str, ...]] = {
     "VIGIL_TRAINING__DOCKER_NETWORK": AIRFLOW,
     "VIGIL_ADMIN_TOKEN": ("airflow-worker", "serving"),
     "X_BEARER_TOKEN": ("airflow-worker",),
+    "MASTODON_ACCESS_TOKEN": ("airflow-worker",),
     "AWS_ACCESS_KEY_ID": VIGIL_CODE + ("mlflow",),
     "AWS_SECRET_ACCESS_KEY": VIGIL_CODE + ("mlflow",),
     "MLFLOW_S3_ENDPOINT_URL": ("mlflow",),
     "VIGIL_SERVING__HOST": ("serving",),
+    # boto3 everywhere; the worker also hands its region to the trainer container (tasks/train/launch.py).
+    "AWS_DEFAULT_REGION": VIGIL_CODE + ("mlflow",),
+    # Curation runs Great Expectations in the workers: no usage statistics leave the machine.
+    "GX_ANALYTICS_ENABLED": AIRFLOW,
+    # The deploy DAG (worker) recreates the serving container through the Docker socket.
+    "VIGIL_DEPLOY__ROLLOUT": AIRFLOW,
+    # The trainer image (a job the worker starts, built by compose): GPU/CPU/memory metrics on its runs.
+    "MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING": ("trainer",),
+    "VIGIL_TRAINING__GIT_COMMIT": ("trainer",),
 }
 # Names read in tasks/ that no compose service needs, and why.
+_TORCHRUN = "set by torchrun for each process inside the trainer container (tasks/train/launch.py re-executes " \
+            "the entry point under torch.distributed.run when several GPUs are visible)"
 NOT_FOR_COMPOSE = {
     "PYTHONPATH": "tasks/stack.py extends it for the embedded stack's Airflow processes",
+    "PATH": "tasks/stack.py puts this venv's bin first for the embedded stack's Airflow processes",
+    "RANK": _TORCHRUN,
+    "LOCAL_RANK": _TORCHRUN,
+    "WORLD_SIZE": _TORCHRUN,
 }
 # Secrets stay with the services that use them.
 SECRET_SCOPE = {
     "VIGIL_ADMIN_TOKEN": {"airflow-worker", "serving"},
     "X_BEARER_TOKEN": {"airflow-worker"},
+    "MASTODON_ACCESS_TOKEN": {"airflow-worker"},
     "MINIO_ROOT_PASSWORD": {"minio", "minio-init"},
 }
 # Read by compose, not by the containers: image tags, ports, bucket names... (all in .env.example)
-ENV_READ_IN_CODE = re.compile(r"""(?:environ(?:\.get)?|getenv)\s*[(\[]\s*["']([A-Z][A-Z0-9_]*)["']""")
+ENV_READ_IN_CODE = re.compile(
+    r"""(?:environ(?:\.get)?|getenv)\s*[(\[]\s*["'](?P<read>[A-Z][A-Z0-9_]*)["']"""  # os.environ["X"], getenv("X")
+    r"""|["'](?P<test>[A-Z][A-Z0-9_]*)["']\s+(?:not\s+)?in\s+os\.environ\b"""  # "X" in os.environ
+    r"""|\bCredential\([^)]*\benv=["'](?P<credential>[A-Z][A-Z0-9_]*)["']"""  # a collector's secret (collect/base.py)
+)
 
 
 def compose_spec_schema() -> dict:
@@ -195,7 +216,8 @@ def test_every_environment_name_read_in_tasks_is_accounted_for():
     """A new os.environ read in tasks/ must be given to the services running it (CODE_ENV) or be explained."""
     unknown = {}
     for path in sorted((REPO / "tasks").rglob("*.py")):
-        for name in ENV_READ_IN_CODE.findall(path.read_text()):
+        for match in ENV_READ_IN_CODE.finditer(path.read_text()):
+            name = match["read"] or match["test"] or match["credential"]
             if name not in CODE_ENV and name not in NOT_FOR_COMPOSE:
                 unknown.setdefault(name, []).append(str(path.relative_to(REPO)))
     assert unknown == {}, ("environment read in tasks/ but neither set in docker-compose.yaml (CODE_ENV) nor "
@@ -324,3 +346,41 @@ def test_init_service_imports_the_pools_file(compose):
     for name in AIRFLOW[1:]:
         assert compose["services"][name]["depends_on"]["airflow-init"]["condition"] == \
             "service_completed_successfully", name
+
+
+def test_the_worker_rolls_out_serving_through_the_docker_socket(compose, monkeypatch):
+    """The deploy DAG (worker) recreates the container compose named, through the socket compose mounted."""
+    s = settings_of(compose, "airflow-worker", monkeypatch)
+    assert s.deploy.rollout == "docker"
+    assert s.deploy.serving_container == compose["services"]["serving"]["container_name"]
+    socket = "/" + s.deploy.docker_url.removeprefix("unix://").lstrip("/")
+    worker_mounts = [m.split(":")[:2] for m in compose["services"]["airflow-worker"]["volumes"]]
+    assert [socket, socket] in worker_mounts
+    # The post-deploy check and rollback reach serving by its service name, with the shared admin token.
+    assert host_port(s.serving_url)[0] == "serving" and s.admin_token.get_secret_value()
+
+
+def test_airflow_loads_the_plugins_the_image_copies(compose):
+    image = parse_dockerfile(REPO / "docker" / "airflow" / "Dockerfile").pop()
+    copies = {tuple(c.flags_and_args()[1][:-1]): c.flags_and_args()[1][-1] for c in image.all("COPY")}
+    assert (REPO / "plugins").is_dir()
+    for name in AIRFLOW:
+        assert effective_env(compose, name)["AIRFLOW__CORE__PLUGINS_FOLDER"] == copies[("plugins",)], name
+
+
+def test_the_trainer_image_carries_the_commit_it_was_built_from(generated_env, monkeypatch):
+    """Build arg VIGIL_GIT_COMMIT (from the shell of `docker compose build`) -> image ENV -> Settings -> the
+    value tasks/train/tracking.py tags every MLflow run with (tests/model/test_train.py checks the tag)."""
+    from tasks.train.tracking import git_commit
+
+    commit = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
+    env = effective_env(load_compose({**generated_env, "VIGIL_GIT_COMMIT": commit}), "trainer")
+    for key in [k for k in os.environ if k.startswith("VIGIL_")]:
+        monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("VIGIL_INCLUDE_DIR", str(REPO / "include"))
+    assert Settings().training.git_commit == commit
+    assert git_commit(Settings()) == commit
+    # Built without it, the image says nothing rather than something false (and it has no .git to ask).
+    assert effective_env(load_compose(generated_env), "trainer")["VIGIL_TRAINING__GIT_COMMIT"] == ""

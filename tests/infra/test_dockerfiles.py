@@ -19,8 +19,13 @@ from .deploy_files import REPO, DockerIgnore, Stage, canonical, dockerfile_of, p
 # What each image must offer beyond the common rules.
 HEALTH_PATHS = {"serving": "/readyz", "mlflow": "/health"}
 ENTRY_POINTS = {"serving": ["python", "-m", "tasks.serve"]}
-# Packages an image needs that the embedded mode does not, hence absent from requirements.txt.
-IMAGE_ONLY_PACKAGES = {"mlflow": {"psycopg2-binary"}}
+# The root requirements.txt is the embedded/CI set (one CPU machine). Packages only an image needs are
+# absent from it; each is listed here with the reason. Every other pin must equal the root pin.
+IMAGE_ONLY_PACKAGES: dict[str, dict[str, str]] = {
+    "mlflow": {"psycopg2-binary": "the MLflow server's backend store is compose's PostgreSQL; embedded uses SQLite"},
+    "trainer": {"deepspeed": "ZeRO-2 across several GPUs (include/deepspeed_zero2.json); the embedded mode trains "
+                             "on one CPU, where DeepSpeed has nothing to do"},
+}
 
 
 def builds(compose: dict) -> dict[str, tuple[Path, Path]]:
@@ -149,10 +154,21 @@ def test_image_requirements_pin_the_root_versions(requirements):
     image = requirements.parent.name
     pins = read_pins(requirements)
     root = root_pins()
-    extra = IMAGE_ONLY_PACKAGES.get(image, set())
+    image_only = IMAGE_ONLY_PACKAGES.get(image, {})
     mismatched = {name: (version, root.get(name)) for name, version in pins.items()
-                  if name not in extra and root.get(name) != version}
+                  if name not in image_only and root.get(name) != version}
     assert mismatched == {}, f"{requirements.relative_to(REPO)}: (image pin, root pin)"
+
+
+def test_image_only_packages_are_pinned_in_their_image_and_absent_from_the_root():
+    # An entry that is in the root set (or no longer in its image) would exempt a shared pin from the check.
+    root = root_pins()
+    for image, packages in IMAGE_ONLY_PACKAGES.items():
+        pins = read_pins(REPO / "docker" / image / "requirements.txt")
+        for name, reason in packages.items():
+            assert name in pins, f"docker/{image}/requirements.txt does not pin {name}: drop it from IMAGE_ONLY_PACKAGES"
+            assert name not in root, f"{name} is in requirements.txt: its image pin must equal the root pin"
+            assert reason.strip(), name
 
 
 def test_heavy_model_libraries_stay_out_of_the_airflow_image():

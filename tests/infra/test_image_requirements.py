@@ -7,23 +7,24 @@ fixture) and the repository on PYTHONPATH, as the image holds the installed ``ta
 
 from __future__ import annotations
 
+import ast
 import json
+import sys
 import warnings
+from pathlib import Path
 
 import pytest
 
 from .deploy_files import REPO, trainer_pending
 from .image_venvs import run_in
 
-# Imported by what runs in the Airflow image: DAG wiring, the data-plane tasks, the gate's MLflow client.
-AIRFLOW_IMPORTS = [
-    "tasks.settings", "tasks.storage", "tasks.batches", "tasks.snapshots", "tasks.images", "tasks.airflow_objects",
-    "great_expectations", "mlflow", "boto3", "s3fs", "tweepy", "imagehash", "PIL", "pandas", "pyarrow", "yaml",
-    "airflow.providers.docker.operators.docker", "airflow.providers.amazon.aws.hooks.s3",
-    "airflow.providers.standard.operators.python",
-]
 # Libraries the DAG files must not import at module level (they slow every parse; some are absent here).
 HEAVY_AT_PARSE = ["torch", "transformers", "peft", "great_expectations", "mlflow", "PIL", "pandas", "tweepy"]
+# Reached from the DAGs' task code but deliberately not in the Airflow image: they belong to code that runs
+# in the trainer image (tasks.train.job via the DockerOperator) or scores models (tasks.model.detector,
+# tasks.evaluate for the promotion gate). Every other library the task code imports must be in the image.
+MODEL_SIDE = {"torch", "transformers", "peft", "tokenizers", "huggingface_hub", "accelerate", "sklearn",
+              "matplotlib", "psutil"}
 SERVING_IMPORTS = [
     "tasks.settings", "tasks.storage", "tasks.images", "fastapi", "uvicorn", "multipart", "prometheus_client",
     "torch", "transformers", "peft", "mlflow.pyfunc", "pandas", "PIL", "boto3", "s3fs",
@@ -42,18 +43,55 @@ def imports_code(modules: list[str]) -> str:
     return "import importlib\n" + "".join(f"importlib.import_module({m!r})\n" for m in modules) + "print('imported')\n"
 
 
+def _imports(path: Path) -> set[str]:
+    """Every absolute import in a file, at any depth (task bodies import lazily)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found |= {node.module, *(f"{node.module}.{alias.name}" for alias in node.names)}
+    return found
+
+
+def task_code_of_the_dags() -> tuple[list[str], list[str]]:
+    """(Vigil modules, third-party top-level modules) the DAG files reach through Vigil's code, imported
+    anywhere in a function or at module level. What the workers import when they run the tasks."""
+    vigil, third_party = set(), set()
+    todo = [name for path in (REPO / "dags").glob("*.py") for name in _imports(path)]
+    while todo:
+        name = todo.pop()
+        top = name.split(".")[0]
+        if top == "tasks":
+            base = REPO.joinpath(*name.split("."))
+            path = next((p for p in (base.with_suffix(".py"), base / "__init__.py") if p.is_file()), None)
+            if path and name not in vigil:
+                vigil.add(name)
+                todo += _imports(path)
+        elif top not in sys.stdlib_module_names and top not in {"airflow", "vigil_common", "__future__"}:
+            third_party.add(top)
+    return sorted(vigil), sorted(third_party)
+
+
 DAGBAG_CHECK = """
 import importlib, json, sys, tempfile
-from airflow.dag_processing.dagbag import DagBag
+from pathlib import Path
+from airflow.dag_processing.dagbag import BundleDagBag, DagBag
 DagBag(tempfile.mkdtemp())  # what Airflow itself loads to parse, before any DAG file
 before = set(sys.modules)
-bag = DagBag("dags")
+# As the DAG processor parses the dags-folder bundle: the folder is on sys.path (vigil_common imports).
+bag = BundleDagBag(dag_folder="dags", bundle_path=Path("dags").resolve())
 heavy = sorted(m for m in {heavy!r} if m in sys.modules and m not in before)
 stats = sorted(s.file.lstrip("/") for s in bag.dagbag_stats)
-for module in {imports!r}:
-    importlib.import_module(module)
+missing, model_side = {{}}, {{}}
+for module in {modules!r}:
+    try:
+        importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        top = (exc.name or "").split(".")[0]
+        (model_side if top in {model_side!r} else missing)[module] = str(exc)
 print("RESULT " + json.dumps({{"dags": sorted(bag.dag_ids), "errors": {{k: str(v) for k, v in bag.import_errors.items()}},
-                              "heavy": heavy, "files": stats}}))
+                              "heavy": heavy, "files": stats, "missing": missing, "model_side": model_side}}))
 """
 
 
@@ -61,13 +99,22 @@ def test_airflow_image_parses_the_dags_and_imports_the_task_code(image_venvs, tm
     python = image_venvs.python("airflow")
     env = {"AIRFLOW_HOME": str(tmp_path), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"), "GX_ANALYTICS_ENABLED": "false"}
-    out = run_in(python, DAGBAG_CHECK.format(heavy=HEAVY_AT_PARSE, imports=AIRFLOW_IMPORTS), env=env)
+    vigil, third_party = task_code_of_the_dags()
+    assert {"tasks.collect.run", "tasks.curate.pipeline", "tasks.train.launch", "tasks.promote.gate"} <= set(vigil)
+    assert {"great_expectations", "isal", "tweepy", "docker"} <= set(third_party)
+    modules = [*vigil, *(m for m in third_party if m not in MODEL_SIDE)]
+    out = run_in(python, DAGBAG_CHECK.format(heavy=HEAVY_AT_PARSE, modules=modules, model_side=MODEL_SIDE), env=env)
     result = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
     print(f"DAGs parsed in the airflow image's venv: {result['dags']}")
+    print(f"task modules that need the model libraries: {sorted(result['model_side'])}")
     assert result["errors"] == {}
+    assert {"train_detector", "promote"} <= set(result["dags"]) and any(d.startswith("collect") for d in result["dags"])
     assert result["heavy"] == [], "DAG files import heavy libraries at module level"
     parsed = {f.rsplit("/", 1)[-1] for f in result["files"]}
     assert parsed and parsed <= {p.name for p in (REPO / "dags").glob("*.py")}, parsed  # it read our folder
+    assert result["missing"] == {}, "docker/airflow/requirements.txt lacks what the task code imports"
+    # Only model code may fail for want of model libraries; the data plane and the launchers import.
+    assert not [m for m in result["model_side"] if m.startswith(("tasks.collect", "tasks.curate", "tasks.train.launch"))]
 
 
 def test_airflow_image_has_no_model_libraries(image_venvs):
@@ -96,3 +143,25 @@ def test_trainer_image_imports_its_entry_point(image_venvs):
     modules = entry_point_or_fallback("train", ["tasks.settings", "tasks.storage", "tasks.snapshots", "torch",
                                                 "transformers", "peft", "mlflow"])
     assert "imported" in run_in(image_venvs.python("trainer"), imports_code(modules), env={"HF_HUB_OFFLINE": "1"})
+
+
+PLUGINS_CHECK = """
+import json
+from airflow import plugins_manager
+plugins_manager.ensure_plugins_loaded()
+names = sorted(p["name"] for p in plugins_manager.get_plugin_info())
+print("RESULT " + json.dumps({"plugins": names, "errors": plugins_manager.get_import_errors()}))
+"""
+
+
+def test_airflow_image_loads_the_ui_plugin(image_venvs, tmp_path):
+    """The api-server loads plugins/ from AIRFLOW__CORE__PLUGINS_FOLDER (the image copies it there)."""
+    if not any((REPO / "plugins").glob("*.py")):
+        pytest.skip("plugins/ holds no plugin module yet")
+    env = {"AIRFLOW_HOME": str(tmp_path), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+           "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins")}
+    out = run_in(image_venvs.python("airflow"), PLUGINS_CHECK, env=env)
+    result = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
+    print(f"plugins loaded in the airflow image's venv: {result['plugins']}")
+    assert result["errors"] == {}, "docker/airflow/requirements.txt lacks what plugins/ imports, or a plugin fails"
+    assert result["plugins"], "plugins/ has modules but Airflow found no AirflowPlugin in them"

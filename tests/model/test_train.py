@@ -17,10 +17,15 @@ import pytest
 from tasks.model.detector import Detector
 
 
+IMAGE_COMMIT = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
+
+
 def trainer_env(tmp: Path, mlflow_server: str, model_name: str) -> dict[str, str]:
     return {**os.environ, "VIGIL_HOME": str(tmp / "home"), "VIGIL_STORE_URL": (tmp / "store").as_uri(),
             "MLFLOW_TRACKING_URI": mlflow_server, "VIGIL_MODEL_NAME": model_name,
-            "VIGIL_TRAINING__EXPERIMENT": "vigil-training-tests"}
+            "VIGIL_TRAINING__EXPERIMENT": "vigil-training-tests",
+            # What the trainer image carries from its build argument (it has no .git to ask).
+            "VIGIL_TRAINING__GIT_COMMIT": IMAGE_COMMIT}
 
 
 def run_trainer(env: dict[str, str], *args: str, epochs: int = 3) -> tuple[dict, str]:
@@ -58,7 +63,7 @@ def test_entry_point_registers_a_challenger_with_its_tags_metrics_and_artifacts(
     run = client.get_run(result["run_id"])
     assert run.data.params["reason"] == "first model on generator A"
     assert run.data.params["train.epochs"] == "3" and run.data.params["snapshot"] == "v0001"
-    assert run.data.tags["mlflow.source.git.commit"] and run.data.tags["vigil.snapshot"] == "v0001"
+    assert run.data.tags["mlflow.source.git.commit"] == IMAGE_COMMIT and run.data.tags["vigil.snapshot"] == "v0001"
     assert len(client.get_metric_history(run.info.run_id, "train_loss")) >= 3  # per step
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_roc_auc")] == [1, 2, 3]  # per epoch
     for metric in ("test_roc_auc", "test_balanced_accuracy", "test_ece", "test_jpeg_q75_delta_roc_auc", "threshold"):
@@ -168,3 +173,12 @@ def test_continual_training_from_the_champion_replays_old_images(round1, demo_ro
         ("48", "48", "24", "72")
     assert client.get_model_version_by_alias(env["VIGIL_MODEL_NAME"], "challenger").version == "2"
     assert client.get_model_version_by_alias(env["VIGIL_MODEL_NAME"], "champion").version == "1"
+
+
+def test_without_a_recorded_commit_runs_are_tagged_with_the_checkout_head():
+    from tasks.settings import Settings
+    from tasks.train.tracking import git_commit
+
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    assert git_commit(Settings(training={"git_commit": ""})) == head
+    assert git_commit(Settings(training={"git_commit": IMAGE_COMMIT})) == IMAGE_COMMIT
