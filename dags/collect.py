@@ -86,11 +86,15 @@ def build_dag(source: Source) -> DAG:
         @task(task_id="collect", pool=f"collect_{source.kind}", outlets=[RAW_BATCH])
         def collect_source(params: dict | None = None, outlet_events=None) -> dict:
             """Collect the source's new images into one raw batch and announce it on `raw_batch`."""
-            from airflow.sdk.exceptions import AirflowSkipException
+            from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
+            from tasks.collect.base import CollectConfigError
             from tasks.collect.run import collect
 
-            summary = collect(source.name, token=_secret(credential), max_images=(params or {}).get("max_images"))
+            try:
+                summary = collect(source.name, token=_secret(credential), max_images=(params or {}).get("max_images"))
+            except CollectConfigError as exc:  # a missing token or a bad query: retrying cannot help
+                raise AirflowFailException(str(exc)) from None
             if summary["batch_id"] is None:
                 raise AirflowSkipException(f"nothing new in source {source.name!r}; no batch, no raw_batch event")
             outlet_events[RAW_BATCH].extra = {key: summary[key] for key in ("batch_id", "source", "images", "labels")}

@@ -96,3 +96,19 @@ class AirflowClient:
     def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
         entry = self.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}")
         return entry.get("value")
+
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int) -> list[str]:
+        """One try's log as plain lines (Airflow 3 serves structured entries; errors keep their detail)."""
+        entries = self.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
+                               params={"full_content": "true"})["content"]
+        lines = []
+        for entry in entries:
+            if not isinstance(entry, dict):
+                lines.append(str(entry))
+                continue
+            lines.append(f"{entry.get('level', '')} {entry.get('event', '')}".strip())
+            for detail in entry.get("error_detail") or []:
+                if isinstance(detail, dict):
+                    lines.append(f"  {detail.get('exc_type', '')}: {detail.get('exc_value', '')}")
+        return lines
+

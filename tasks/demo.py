@@ -78,6 +78,8 @@ def _wait_chain(client, after: datetime, timeout: float) -> dict[str, dict]:
             if run["state"] in TERMINAL and key not in reported:
                 reported.add(key)
                 say(f"  {dag_id:<15} {run['state']}")
+                if run["state"] == "failed":
+                    explain_failure(client, dag_id, run)
         busy = any(run["state"] not in TERMINAL for run in last.values())
         if not busy and "curate" in last and _chain_ended(client, last):
             time.sleep(3)  # an Asset event just emitted may still be turning into a queued run
@@ -86,6 +88,20 @@ def _wait_chain(client, after: datetime, timeout: float) -> dict[str, dict]:
         time.sleep(2)
     raise TimeoutError(f"the pipeline did not settle within {timeout:.0f}s: "
                        + ", ".join(f"{d}={r['state']}" for d, r in last.items()))
+
+
+def explain_failure(client, dag_id: str, run: dict, lines: int = 12) -> None:
+    """Print the end of each failed task's log, so a failed demo says why without opening the UI."""
+    for ti in client.task_instances(dag_id, run["dag_run_id"]):
+        if ti["state"] != "failed":
+            continue
+        try:
+            log = client.task_log(dag_id, run["dag_run_id"], ti["task_id"], ti["try_number"])
+        except Exception as exc:  # the log is a courtesy; the run's state is what counts
+            log = [f"(log unavailable: {exc})"]
+        say(f"    {ti['task_id']} failed (try {ti['try_number']}); end of its log:")
+        for line in log[-lines:]:
+            print(f"      {line[:300]}", flush=True)
 
 
 def _chain_ended(client, last: dict[str, dict]) -> bool:

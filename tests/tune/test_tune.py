@@ -106,7 +106,7 @@ def test_tuning_records_the_choice_and_loading_the_version_applies_it(registered
     for row in (baseline, rows["threads-1"]):
         assert row["throughput_ips"] > 0 and 0 < row["p50_ms"] <= row["p95_ms"] and row["peak_memory_mb"] is not None
     chosen = summary["chosen_candidate"]
-    assert chosen in ("baseline", "threads-1") and rows[chosen]["status"] == "chosen"
+    assert chosen != "quarter-pixels" and rows[chosen]["status"] == "chosen"  # which is faster is this CPU's call
     assert summary["chosen"] == rows[chosen]["settings"]
     assert summary["throughput_ratio_vs_baseline"] == pytest.approx(rows[chosen]["throughput_ips"] / baseline["throughput_ips"])
     assert all(r["reason"] for r in summary["table"])  # every candidate says why it won or lost
@@ -122,7 +122,9 @@ def test_tuning_records_the_choice_and_loading_the_version_applies_it(registered
     report = client.download_artifacts(run.info.run_id, "inference/tuning.json", str(registered["config"].parent))
     assert json.loads(Path(report).read_text())["table"] == summary["table"]  # strictly JSON (also for XCom)
     assert run.data.metrics["baseline.throughput_ips"] == pytest.approx(baseline["throughput_ips"])
-    assert "quarter-pixels.val_roc_auc" in run.data.metrics and "fp16.throughput_ips" not in run.data.metrics
+    assert "quarter-pixels.val_roc_auc" in run.data.metrics
+    # A skipped candidate (fp16 where this CPU has no float16 kernels) logs no metrics; a measured one does.
+    assert ("fp16.throughput_ips" in run.data.metrics) == (rows["fp16"]["throughput_ips"] is not None)
     tags = client.get_model_version(name, "1").tags
     assert json.loads(tags["inference"]) == summary["chosen"] and tags["inference_run_id"] == run.info.run_id
 
