@@ -101,8 +101,16 @@ class Prediction(BaseModel):
     explanation: str | None = None
 
 
+class Rejected(BaseModel):
+    """A file of a batch that could not be scored; the batch's other files still are."""
+    file: str
+    status: int
+    error: str
+    message: str
+
+
 class BatchPredictions(BaseModel):
-    predictions: list[Prediction]
+    predictions: list[Prediction | Rejected] = Field(description="One entry per file, in the order sent.")
     latency_ms: float
 
 
@@ -187,49 +195,63 @@ class Service:
         except FetchError as exc:
             raise ApiError(413 if exc.reason == "too_large" else 400, f"url_{exc.reason}", str(exc)) from None
 
-    def decode(self, items: list[tuple[str, bytes]]) -> list[Image.Image]:
-        """Decode and validate every image (all or none); ``items`` are (name, bytes)."""
-        images = []
+    def decode(self, data: bytes, where: str) -> Image.Image:
+        """Decode and validate one upload; an :class:`ApiError` (4xx) says what is wrong with it."""
+        limit = self.settings.serving.max_upload_bytes
+        if len(data) > limit:
+            raise ApiError(413, "upload_too_large",
+                           f"{where}{len(data):,} bytes is more than serving.max_upload_bytes={limit:,}")
+        try:
+            return decode_image(data, self.image_policy).image
+        except ImageRejected as exc:
+            status = 415 if exc.code in UNSUPPORTED_TYPE else 413 if exc.code == "too_large_file" else 422
+            accepted = f"; accepted formats: {', '.join(self.image_policy.allowed_formats)}" if status == 415 else ""
+            raise ApiError(status, exc.code, f"{where}{exc.message}{accepted}") from None
+
+    def decode_all(self, items: list[tuple[str, bytes]]) -> list[Image.Image | ApiError]:
+        """Each upload decoded, or the error that rejects it: one bad file does not sink the others."""
+        outcomes: list[Image.Image | ApiError] = []
         for index, (name, data) in enumerate(items):
             where = f"{name}: " if len(items) == 1 else f"file {index + 1} ({name}): "
-            limit = self.settings.serving.max_upload_bytes
-            if len(data) > limit:
-                raise ApiError(413, "upload_too_large",
-                               f"{where}{len(data):,} bytes is more than serving.max_upload_bytes={limit:,}")
             try:
-                images.append(decode_image(data, self.image_policy).image)
-            except ImageRejected as exc:
-                status = 415 if exc.code in UNSUPPORTED_TYPE else 413 if exc.code == "too_large_file" else 422
-                accepted = f"; accepted formats: {', '.join(self.image_policy.allowed_formats)}" \
-                    if status == 415 else ""
-                raise ApiError(status, exc.code, f"{where}{exc.message}{accepted}") from None
-        return images
+                outcomes.append(self.decode(data, where))
+            except ApiError as exc:
+                outcomes.append(exc)
+        if all(isinstance(outcome, ApiError) for outcome in outcomes):
+            raise outcomes[0]  # nothing to score: the call fails with the first file's reason
+        return outcomes
 
     # -- predicting -----------------------------------------------------------------------------
     async def predict(self, detector: Detector, items: list[tuple[str, bytes]], kind: str, explain: bool,
                       started: float) -> list[dict[str, Any]]:
-        images = await asyncio.to_thread(self.decode, items)
+        """One answer per item, in order: a prediction, or (batch only) the reason the file was rejected."""
+        outcomes = await asyncio.to_thread(self.decode_all, items)
+        good = [i for i, outcome in enumerate(outcomes) if not isinstance(outcome, ApiError)]
+        images = [outcomes[i] for i in good]
         scores = await self.batcher.score(detector, images)
         explanations = await asyncio.to_thread(detector.explain, images, scores) if explain else None
         latency_ms = round((time.perf_counter() - started) * 1000, 2)
         now = datetime.now(UTC).isoformat(timespec="milliseconds")
-        answers = []
-        ids = [uuid.uuid4().hex for _ in items]
-        await asyncio.to_thread(self.cache_uploads, ids, [data for _, data in items])
-        for index, ((_, data), p_fake) in enumerate(zip(items, scores, strict=True)):
+        ids = [uuid.uuid4().hex for _ in good]
+        await asyncio.to_thread(self.cache_uploads, ids, [items[i][1] for i in good])
+        answers: list[dict[str, Any]] = [
+            {"file": name, "status": outcome.status, "error": outcome.code, "message": outcome.message}
+            if isinstance(outcome, ApiError) else {} for (name, _), outcome in zip(items, outcomes, strict=True)]
+        for position, (index, p_fake) in enumerate(zip(good, scores, strict=True)):
+            data = items[index][1]
             label = "synthetic" if p_fake >= detector.threshold else "authentic"
-            answer = {"prediction_id": ids[index], "label": label, "p_fake": round(p_fake, 6),
+            answer = {"prediction_id": ids[position], "label": label, "p_fake": round(p_fake, 6),
                       "threshold": round(detector.threshold, 6),
                       "model": {"name": detector.name, "version": detector.version}, "latency_ms": latency_ms}
             if explanations is not None:
-                answer["explanation"] = explanations[index]
-            answers.append(answer)
-            self.log.add({"prediction_id": ids[index], "time": now, "image_sha256": sha256_hex(data),
+                answer["explanation"] = explanations[position]
+            answers[index] = answer
+            self.log.add({"prediction_id": ids[position], "time": now, "image_sha256": sha256_hex(data),
                           "p_fake": p_fake, "label": label, "threshold": detector.threshold,
                           "model_name": detector.name, "model_version": detector.version, "latency_ms": latency_ms,
                           "input_kind": kind, "explained": explain, "image_key": None}, data)
-            self.remember(ids[index], {"p_fake": p_fake, "predicted": label, "model_name": detector.name,
-                                       "model_version": detector.version, "predicted_at": now})
+            self.remember(ids[position], {"p_fake": p_fake, "predicted": label, "model_name": detector.name,
+                                          "model_version": detector.version, "predicted_at": now})
             self.metrics.p_fake.observe(p_fake)
             self.metrics.predictions.labels(label=label).inc()
         return answers

@@ -82,12 +82,20 @@ def test_bad_uploads_are_refused_with_a_reason(server):
     chunked = requests.post(server.url + "/v1/detect", data=chunks(), timeout=30,
                             headers={"Content-Type": "multipart/form-data; boundary=x"})
     assert_error(chunked, 413, "upload_too_large", "more than")
-    # Batches: too many images, and a bad image named by its position.
+    # Batches: too many images; a bad image is answered in its place, named by its position, and the
+    # good ones are still scored; a batch with nothing good fails with the first file's reason.
     files = [("file", (f"{i}.png", png(seed=i), "image/png")) for i in range(3)]
     assert_error(requests.post(server.url + "/v1/detect/batch", files=files, timeout=30), 413, "batch_too_large", "2")
-    files = [("file", ("ok.png", png(), "image/png")), ("file", ("bad.png", truncated, "image/png"))]
+    files = [("file", ("bad.png", truncated, "image/png")), ("file", ("ok.png", good, "image/png"))]
+    mixed = requests.post(server.url + "/v1/detect/batch", files=files, timeout=30)
+    assert mixed.status_code == 200, mixed.text
+    rejected, scored = mixed.json()["predictions"]
+    assert (rejected["file"], rejected["status"], rejected["error"]) == ("bad.png", 422, "truncated")
+    assert "file 1 (bad.png)" in rejected["message"] and "prediction_id" not in rejected
+    assert scored["label"] in {"synthetic", "authentic"} and scored["p_fake"] == upload(server, good).json()["p_fake"]
+    files = [("file", ("bad.png", truncated, "image/png")), ("file", ("notes.txt", b"notes\n", "text/plain"))]
     assert_error(requests.post(server.url + "/v1/detect/batch", files=files, timeout=30), 422, "truncated",
-                 "file 2 (bad.png)")
+                 "file 1 (bad.png)")
     # Request shapes.
     assert_error(requests.post(server.url + "/v1/detect", files={"other": ("a.png", good)}), 422, "invalid_request",
                  "'file'")
