@@ -30,7 +30,8 @@ class ConfigError(ValueError):
 
 
 class Section(BaseModel):
-    """Base of every settings section: unknown keys are errors, so a typo cannot be silently ignored."""
+    """Base of every configuration model (settings sections, model config, sources, gate policy, tuning):
+    unknown keys are errors, so a typo cannot be silently ignored."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

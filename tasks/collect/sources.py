@@ -9,21 +9,17 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from tasks.collect.kinds import KINDS
-from tasks.settings import Settings, describe_validation_error, load_yaml
+from tasks.settings import Section, Settings, describe_validation_error, load_yaml
 
 SOURCES_FILE = "sources.yaml"
 PRESETS = ("@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Query(_Strict):
+class Query(Section):
     """What to look for. Each kind uses the fields it understands (see the kind's docs)."""
 
     terms: list[str] = Field(default_factory=list, description="Search words or phrases (X).")
@@ -39,7 +35,7 @@ class Query(_Strict):
         return cleaned
 
 
-class Source(_Strict):
+class Source(Section):
     """One source of images."""
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,49}$",
@@ -101,7 +97,7 @@ class Source(_Strict):
         return self
 
 
-class SourcesFile(_Strict):
+class SourcesFile(Section):
     sources: list[Source] = Field(default_factory=list)
 
     @field_validator("sources")

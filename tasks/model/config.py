@@ -13,9 +13,9 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
-from tasks.settings import ConfigError, Settings, describe_validation_error, load_yaml
+from tasks.settings import ConfigError, Section, Settings, describe_validation_error, load_yaml
 
 Profile = Literal["tiny", "qwen2.5-vl-3b"]
 PROFILES: tuple[str, ...] = ("tiny", "qwen2.5-vl-3b")
@@ -23,11 +23,7 @@ PROFILES: tuple[str, ...] = ("tiny", "qwen2.5-vl-3b")
 PROFILE_BASE_MODELS: dict[str, str | None] = {"tiny": None, "qwen2.5-vl-3b": "Qwen/Qwen2.5-VL-3B-Instruct"}
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class TinyArchitecture(Strict):
+class TinyArchitecture(Section):
     """Sizes of the randomly initialised tiny Qwen2.5-VL (profile ``tiny`` only)."""
 
     hidden_size: int = Field(128, ge=32, description="Text model width; also the vision tower's output width.")
@@ -50,7 +46,7 @@ class TinyArchitecture(Strict):
         return self
 
 
-class LoraSettings(Strict):
+class LoraSettings(Section):
     """LoRA adapters (method ``lora``)."""
 
     r: int = Field(16, ge=1, le=512, description="Rank of the adapters.")
@@ -61,7 +57,7 @@ class LoraSettings(Strict):
     modules_to_save: tuple[str, ...] = Field((), description="Modules trained in full next to the adapters, e.g. lm_head.")
 
 
-class ImageSize(Strict):
+class ImageSize(Section):
     """How images are resized before the vision tower (Qwen2-VL smart resize: aspect kept, sides multiples of 28)."""
 
     min_pixels: int = Field(56 * 56, ge=28 * 28, description="Smaller images are upscaled to at least this many pixels.")
@@ -74,7 +70,7 @@ class ImageSize(Strict):
         return self
 
 
-class TrainSettings(Strict):
+class TrainSettings(Section):
     """Optimisation."""
 
     epochs: int = Field(8, ge=1, le=1000)
@@ -94,7 +90,7 @@ class TrainSettings(Strict):
         "ddp", description="With several GPUs: plain data parallel, or DeepSpeed ZeRO-2 (include/deepspeed_zero2.json).")
 
 
-class DataSettings(Strict):
+class DataSettings(Section):
     """Which images to train on."""
 
     snapshot: str = Field("latest", pattern=r"^(latest|v\d{4,})$", description="Dataset snapshot version.")
@@ -104,7 +100,7 @@ class DataSettings(Strict):
                     "on) mixed with all new ones; only when continuing from the champion.")
 
 
-class ModelConfig(Strict):
+class ModelConfig(Section):
     """One training setup."""
 
     profile: Profile = "tiny"

@@ -10,36 +10,34 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from tasks.settings import Section
 
 Metrics = dict[str, Any]  # one slice: {"n": ..., "roc_auc": ..., "balanced_accuracy": ..., "ece": ...}
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Floors(_Strict):
+class Floors(Section):
     roc_auc: float = Field(0.90, ge=0, le=1)
     balanced_accuracy: float = Field(0.80, ge=0, le=1)
     max_ece: float = Field(0.15, ge=0, le=1)
 
 
-class SliceRule(_Strict):
+class SliceRule(Section):
     metric: str = "roc_auc"
     min_samples: int = Field(30, ge=1)
     max_regression: float = Field(0.02, ge=0, le=1)
 
 
-class NewDataRule(_Strict):
+class NewDataRule(Section):
     min_improvement: float = Field(0.0, ge=-1, le=1)
 
 
-class RobustnessRule(_Strict):
+class RobustnessRule(Section):
     max_drop: float = Field(0.10, ge=0, le=1)
 
 
-class GatePolicy(_Strict):
+class GatePolicy(Section):
     """Promotion policy; every field is documented in include/gate.yaml."""
 
     floors: Floors = Floors()

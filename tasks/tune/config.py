@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from tasks.settings import load_yaml
+from tasks.settings import Section, load_yaml
 
 if TYPE_CHECKING:
     from tasks.model.detector import InferenceSettings
@@ -19,11 +19,7 @@ BASELINE = "baseline"
 MIN_PIXELS = 28 * 28  # one 28x28 patch group: the smallest image the vision tower takes
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Candidate(_Strict):
+class Candidate(Section):
     """One setting to try: changes over the safe defaults (:class:`InferenceSettings`); unset fields keep them."""
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$", max_length=40)
@@ -44,7 +40,7 @@ class Candidate(_Strict):
         return InferenceSettings(**changes)
 
 
-class TuningConfig(_Strict):
+class TuningConfig(Section):
     """What to measure and how to pick; see include/tuning.yaml."""
 
     auc_margin: float = Field(0.01, ge=0, le=1)
