@@ -232,10 +232,10 @@ def register_detector(folder: Path, settings, snapshot: str) -> str:
     training does at its end. Returns the version."""
     import mlflow
 
+    from tasks.model.registry import use_mlflow
     from tasks.train.tracking import log_and_register
 
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    mlflow.set_registry_uri(settings.mlflow_tracking_uri)
+    use_mlflow(settings)
     mlflow.set_experiment("vigil-tests")
     with mlflow.start_run():
         return log_and_register(folder, settings, {"snapshot": snapshot, "profile": "tiny"}, "test detector")["version"]

@@ -54,7 +54,9 @@ def evaluate(model: str, data: str, split: str | None = "test", out: str | None 
     if log_to_mlflow:
         import mlflow
 
-        mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+        from tasks.model.registry import use_mlflow
+
+        use_mlflow(settings)
         mlflow.set_experiment("vigil-evaluation")
         with mlflow.start_run(run_name=f"evaluate-{detector.name}-{detector.version or 'local'}"):
             mlflow.log_params({"model": model, "data": data, "split": split or ""})

@@ -51,6 +51,18 @@ def client(settings: Settings | None = None):
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
+def use_mlflow(settings: Settings) -> None:
+    """Point MLflow's process-wide fluent API at Vigil's server, for tracking and the registry alike.
+
+    Both, always: ``mlflow.set_registry_uri`` also exports ``MLFLOW_REGISTRY_URI``, so a registry URI
+    set earlier in this process or inherited from a parent would otherwise win over the tracking URI.
+    """
+    import mlflow
+
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    mlflow.set_registry_uri(settings.mlflow_tracking_uri)
+
+
 def resolve_model(source: str, settings: Settings | None = None) -> ResolvedModel:
     """A local folder for ``source``: a path, ``file://``, ``models:/name@alias``, ``models:/name/N`` or any
     artifact URI MLflow can download (``runs:/...``, ``mlflow-artifacts:/...``, ``s3://...``)."""
@@ -84,9 +96,7 @@ def _download(uri: str, dest: Path, settings: Settings) -> Path:
 
     if dest.exists():
         return dest
-    # models:/ URIs are resolved through the process-wide registry URI, whatever tracking_uri says.
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    mlflow.set_registry_uri(settings.mlflow_tracking_uri)
+    use_mlflow(settings)  # models:/ URIs are resolved through the process-wide registry URI
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=dest.parent))
     try:

@@ -62,7 +62,9 @@ def start_run(work: Path, settings: Settings, run_name: str, tags: dict[str, str
     """Start the job's MLflow run, or resume it when the job restarts (its id is kept in the work folder)."""
     import mlflow
 
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    from tasks.model.registry import use_mlflow
+
+    use_mlflow(settings)  # the version this run registers goes to the same server
     experiment = mlflow.set_experiment(settings.training.experiment)
     run_file = work / RUN_FILE
     run_id = json.loads(run_file.read_text())["run_id"] if run_file.exists() else None

@@ -24,6 +24,9 @@ def trainer_env(tmp: Path, mlflow_server: str, model_name: str) -> dict[str, str
     return {**os.environ, "VIGIL_HOME": str(tmp / "home"), "VIGIL_STORE_URL": (tmp / "store").as_uri(),
             "MLFLOW_TRACKING_URI": mlflow_server, "VIGIL_MODEL_NAME": model_name,
             "VIGIL_TRAINING__EXPERIMENT": "vigil-training-tests",
+            # A stray registry URI (mlflow.set_registry_uri exports one to child processes) must not
+            # send the registration elsewhere: Vigil has one MLflow server for runs and registry.
+            "MLFLOW_REGISTRY_URI": "http://127.0.0.1:9",
             # What the trainer image carries from its build argument (it has no .git to ask).
             "VIGIL_TRAINING__GIT_COMMIT": IMAGE_COMMIT}
 
