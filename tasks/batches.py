@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 BATCH_PREFIX = "batches"
 Label = Literal["real", "fake", "unknown"]
 LABELS: tuple[str, ...] = ("real", "fake", "unknown")
+# label_source of a label a person gave through serving's feedback: it corrects a stored label.
+HUMAN_LABEL = "feedback"
 
 # One row per collected image. Optional columns may be None.
 RAW_COLUMNS: dict[str, str] = {

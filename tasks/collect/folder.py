@@ -30,6 +30,7 @@ from typing import Any
 
 from pydantic import Field
 
+from tasks.batches import HUMAN_LABEL
 from tasks.collect.base import Candidate, Collector, CollectConfigError, Options
 from tasks.storage import ObjectStore, sha256_hex
 
@@ -102,13 +103,16 @@ class FolderCollector(Collector):
                 continue
             sha = sha256_hex(data)
             seen[rel] = [stamp, sha]
-            if sha in known_shas:
+            label, split, dataset = layout_of(rel, root_name)
+            feedback = rel.split("/", 1)[0] == FEEDBACK_DIR
+            # Known bytes are skipped, except a person's label from feedback: it may correct the stored
+            # one (curation applies it to the image already in the snapshot).
+            if sha in known_shas and not (feedback and label):
                 self.skip("already collected")
                 continue
             known_shas.add(sha)
-            label, split, dataset = layout_of(rel, root_name)
             extra = metadata.get(rel, {})
-            label_source = (("feedback" if rel.split("/", 1)[0] == FEEDBACK_DIR else "folder") if label
+            label_source = ((HUMAN_LABEL if feedback else "folder") if label
                             else ("metadata" if extra.get("label") else None))
             yield Candidate(
                 post_id=rel, data=data, sha256=sha, original_name=name, split=split, dataset=dataset,

@@ -110,7 +110,10 @@ class DuplicateIndex:
         hashes = np.array([int(h, 16) for h in table["phash"]], dtype=np.uint64)
         self.hashes: list[int] = hashes.tolist()
         self.by_id: dict[str, int] = dict(zip(self.ids, range(len(self.ids))))
-        self.raw_sha256: set[str] = set(table["sha256"].dropna()) if "sha256" in table else set()
+        # Raw bytes already curated -> their label (a human label on the same bytes may correct it).
+        self.raw_labels: dict[str, str] = (
+            dict(zip(table["sha256"], table["label"])) if "sha256" in table else {}
+        )
         self._sorted_bands = []
         for shift, mask in self.layout:
             values = (hashes >> np.uint64(shift)) & np.uint64(mask)

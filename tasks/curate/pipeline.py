@@ -26,13 +26,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tasks.batches import Batch, batch_id_of, list_batches, read_batch
+from tasks.batches import HUMAN_LABEL, Batch, batch_id_of, list_batches, read_batch
 from tasks.curate.dedupe import DuplicateIndex
 from tasks.curate.expectations import load_suite, suite_parameters, validate_batch
 from tasks.curate.process import ImagePool, ImageResult, ImageWorker
 from tasks.settings import Settings
 from tasks.snapshots import (
     CURATION_COLUMNS,
+    LABEL_DIRS,
     SNAPSHOT_COLUMNS,
     Snapshot,
     export_path,
@@ -136,20 +137,22 @@ def curate(
             outcomes.append(curator.run(read_batch(store, key)))
 
     new_rows = [row for outcome in outcomes for row in outcome.rows]
+    relabels = {sha: label for outcome in outcomes for sha, label in outcome.relabels.items()}
     snapshot = None
-    if new_rows:
+    if new_rows or relabels:
         snapshot = publish_snapshot(
             store,
-            _snapshot_table(latest, new_rows),
+            _snapshot_table(latest, new_rows, relabels),
             latest.version if latest else None,
             batches=[*(latest.batches if latest else ()), *(o.batch_id for o in outcomes if o.passed)],
-            extra={"new_images": str(len(new_rows))},
+            extra={"new_images": str(len(new_rows)), "relabelled": str(len(relabels))},
         )
         log.info(
-            "published snapshot %s (parent %s): %d new images, %d in total; manifest %s",
+            "published snapshot %s (parent %s): %d new images, %d relabelled by feedback, %d in total; manifest %s",
             snapshot.version,
             snapshot.parent,
             len(new_rows),
+            len(relabels),
             len(snapshot.table),
             store.uri(snapshot.key),
         )
@@ -207,6 +210,7 @@ class BatchOutcome:
     passed: bool
     report: dict[str, Any]
     rows: list[dict[str, Any]] = field(default_factory=list)
+    relabels: dict[str, str] = field(default_factory=dict)  # raw sha256 -> label given by human feedback
 
 
 @dataclass
@@ -226,8 +230,14 @@ class BatchCurator:
         started = _now()
         limit = self.settings.curation.max_failure_ratio
         # Raw bytes that are already curated need no decoding: they are exact duplicates.
-        known = [r["sha256"] in self.index.raw_sha256 for r in records]
+        known = [r["sha256"] in self.index.raw_labels for r in records]
         known_count = sum(known)
+        relabels = {
+            r["sha256"]: r["label"]
+            for r, is_known in zip(records, known)
+            if is_known and r.get("label_source") == HUMAN_LABEL and r.get("label") in LABEL_DIRS
+            and r["label"] != self.index.raw_labels[r["sha256"]]
+        }
         decoded = iter(self.pool.map([(r["sha256"], r["raw_key"]) for r, k in zip(records, known) if not k]))
         verdicts: Counter[str] = Counter({"exact": known_count})
         rejected: list[tuple[dict, ImageResult]] = []
@@ -325,13 +335,14 @@ class BatchCurator:
             )
             return BatchOutcome(batch.batch_id, False, report)
 
+        relabelled = f"; {len(relabels)} stored images relabelled by feedback" if relabels else ""
         report.update(
             status="passed",
-            message=f"{len(rows)} new images from {len(records)} in the batch",
-            counts=_counts(len(records), good, len(rejected), verdicts, len(rows), overridden),
+            message=f"{len(rows)} new images from {len(records)} in the batch{relabelled}",
+            counts=_counts(len(records), good, len(rejected), verdicts, len(rows), overridden, len(relabels)),
         )
         log.info("batch %s: %s", batch.batch_id, report["counts"])
-        return BatchOutcome(batch.batch_id, True, report, rows)
+        return BatchOutcome(batch.batch_id, True, report, rows, relabels)
 
     def _decide(
         self, item: tuple[dict, ImageResult], batch_id: str, verdicts: Counter, curated_at: str
@@ -387,7 +398,8 @@ class BatchCurator:
 
 
 def _counts(
-    images: int, accepted: int, quarantined: int, verdicts: Counter, new: int, overridden: int = 0
+    images: int, accepted: int, quarantined: int, verdicts: Counter, new: int, overridden: int = 0,
+    relabelled: int = 0,
 ) -> dict[str, int]:
     return {
         "images": images,
@@ -399,6 +411,7 @@ def _counts(
         "split_conflicts_dropped": verdicts["split_conflict"],
         "source_split_overridden": overridden,
         "new_images": new,
+        "relabelled": relabelled,
     }
 
 
@@ -449,7 +462,10 @@ def _snapshot_row(
     }
 
 
-def _snapshot_table(latest: Snapshot | None, rows: list[dict[str, Any]]) -> pd.DataFrame:
+def _snapshot_table(
+    latest: Snapshot | None, rows: list[dict[str, Any]], relabels: dict[str, str] | None = None
+) -> pd.DataFrame:
+    """The next manifest: the latest one, with human corrections applied, plus the new rows."""
     import pandas as pd
 
     columns = [*SNAPSHOT_COLUMNS, *(c for c in CURATION_COLUMNS if c not in SNAPSHOT_COLUMNS)]
@@ -459,7 +475,17 @@ def _snapshot_table(latest: Snapshot | None, rows: list[dict[str, Any]]) -> pd.D
     )
     if latest is None or latest.table.empty:
         return new
-    return pd.concat([latest.table, new], ignore_index=True)
+    kept = latest.table
+    if relabels:
+        kept = kept.copy()
+        hit = kept["sha256"].isin(relabels.keys())
+        kept.loc[hit, "label"] = kept.loc[hit, "sha256"].map(relabels)
+        kept.loc[hit, "label_source"] = HUMAN_LABEL
+        kept.loc[hit, "path"] = [
+            export_path(split, label, image_id)
+            for split, label, image_id in zip(kept.loc[hit, "split"], kept.loc[hit, "label"], kept.loc[hit, "image_id"])
+        ]
+    return pd.concat([kept, new], ignore_index=True) if rows else kept
 
 
 def _summary(

@@ -168,7 +168,8 @@ def run_local(params: dict[str, Any], env: dict[str, str] | None = None) -> dict
 
 
 def new_images_since_last_training(settings: Settings | None = None, snapshot: str = "latest") -> tuple[int, str]:
-    """Labeled images in ``snapshot`` that the last registered model's snapshot did not have, and an explanation."""
+    """Labeled images in ``snapshot`` that the last registered model's snapshot did not have, or had with
+    another label (a correction by feedback), and an explanation."""
     from tasks.model.registry import latest_version
     from tasks.snapshots import read_snapshot
     from tasks.storage import ObjectStore
@@ -176,15 +177,20 @@ def new_images_since_last_training(settings: Settings | None = None, snapshot: s
     settings = settings or Settings()
     store = ObjectStore.from_settings(settings)
     current = read_snapshot(store, snapshot)
-    labeled = set(current.labeled()["image_id"])
+    labeled = _labels(current)
     last = latest_version(settings.model_name, settings)
     last_snapshot = (last.tags or {}).get("snapshot") if last else None
     if not last_snapshot:
         return len(labeled), f"no model trained yet; snapshot {current.version} has {len(labeled)} labeled images"
-    previous = set(read_snapshot(store, last_snapshot).labeled()["image_id"])
-    new = len(labeled - previous)
+    new = len(labeled - _labels(read_snapshot(store, last_snapshot)))
     return new, (f"snapshot {current.version} has {new} labeled images that snapshot {last_snapshot} "
-                 f"(of {settings.model_name} version {last.version}, the last training) did not")
+                 f"(of {settings.model_name} version {last.version}, the last training) did not have "
+                 "with that label")
+
+
+def _labels(snapshot) -> set[tuple[str, str]]:
+    table = snapshot.labeled()
+    return set(zip(table["image_id"], table["label"]))
 
 
 def should_train(run_type: str, settings: Settings | None = None, snapshot: str = "latest") -> bool:

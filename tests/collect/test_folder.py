@@ -213,3 +213,13 @@ def test_images_under_the_top_level_feedback_folder_are_labeled_by_feedback(with
     assert {rel: (row["label"], row["label_source"]) for rel, row in rows.items()} == {
         "feedback/1_fake/p1.png": ("fake", "feedback"), "feedback/0_real/p2.png": ("real", "feedback"),
         "other/feedback/0_real/p3.png": ("real", "folder")}
+
+    # A changed mind: the same bytes move to the other label. Known bytes are otherwise skipped, but a
+    # person's label is collected again, for curation to correct the stored one.
+    (inbox / "feedback/1_fake/p1.png").rename(inbox / "feedback/0_real/p1.png")
+    put(inbox, "0_real/copy.png", image_bytes((10, 200, 10)))  # p2's bytes, not feedback: skipped
+    again = collect("drop", settings, store)
+    assert again["images"] == 1 and again["skipped"] == {"already collected": 3}  # p2, p3 and the copy
+    relabel = rows_by_post(store)["feedback/0_real/p1.png"]
+    assert (relabel["label"], relabel["label_source"], relabel["sha256"]) == (
+        "real", "feedback", rows["feedback/1_fake/p1.png"]["sha256"])

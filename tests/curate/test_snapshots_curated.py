@@ -127,3 +127,36 @@ def test_batch_with_only_known_images_publishes_nothing(store, settings):
     assert store.read_json(f"reports/{again.batch_id}/summary.json")["counts"]["new_images"] == 0
     assert curate(settings, store)["batches"] == []  # recorded: not curated again
     assert list_versions(store) == ["v0001"]
+
+
+def test_feedback_on_stored_bytes_corrects_their_label_in_a_new_snapshot(store, settings):
+    from tasks.batches import HUMAN_LABEL
+
+    images = good_images(4)  # real, fake, real, fake
+    add_batch(store, images)
+    assert curate(settings, store)["version"] == "v0001"
+    first = read_snapshot(store)
+    wrong, right = images[0], images[1]
+    # Someone flags the first image as synthetic through serving's feedback; the second is confirmed as
+    # it is; a weak label (not a person's) on stored bytes never overrides what is stored.
+    add_batch(store, [{**wrong, "label": "fake", "label_source": HUMAN_LABEL},
+                      {**right, "label": "fake", "label_source": HUMAN_LABEL},
+                      {**images[2], "label": "fake", "label_source": "prior"}], source="feedback")
+    summary = curate(settings, store)
+
+    assert summary["version"] == "v0002" and summary["new_images"] == 0
+    second = read_snapshot(store)
+    assert len(second.table) == len(first.table) == 4
+    changed = second.table.merge(first.table, on="image_id", suffixes=("", "_before"))
+    changed = changed[changed["label"] != changed["label_before"]]
+    assert len(changed) == 1
+    row = changed.iloc[0]
+    assert (row["label_before"], row["label"], row["label_source"]) == ("real", "fake", HUMAN_LABEL)
+    assert row["sha256"] == first.table.loc[first.table["original_name"] == wrong["name"], "sha256"].item()
+    assert row["path"] == f"{row['split']}/{LABEL_DIRS['fake']}/{row['image_id']}.png"
+    report = store.read_json(f"reports/{summary['batches'][0]}/summary.json")
+    assert report["counts"]["relabelled"] == 1 and "1 stored images relabelled by feedback" in report["message"]
+
+    # The same correction again changes nothing: no new snapshot.
+    add_batch(store, [{**wrong, "label": "fake", "label_source": HUMAN_LABEL}], source="feedback")
+    assert curate(settings, store)["version"] is None and list_versions(store) == ["v0001", "v0002"]

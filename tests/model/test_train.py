@@ -177,6 +177,17 @@ def test_continual_training_from_the_champion_replays_old_images(round1, demo_ro
     assert client.get_model_version_by_alias(env["VIGIL_MODEL_NAME"], "challenger").version == "2"
     assert client.get_model_version_by_alias(env["VIGIL_MODEL_NAME"], "champion").version == "1"
 
+    # A label corrected by feedback counts as new data for the next training trigger.
+    from tasks.snapshots import publish_snapshot, read_snapshot
+
+    store = ObjectStore(env["VIGIL_STORE_URL"])
+    latest = read_snapshot(store)
+    table = latest.table.copy()
+    table.loc[0, "label"] = {"real": "fake", "fake": "real"}[table.loc[0, "label"]]
+    publish_snapshot(store, table, latest.version, batches=list(latest.batches))
+    new, why = new_images_since_last_training(settings)
+    assert new == 1 and "with that label" in why
+
 
 def test_without_a_recorded_commit_runs_are_tagged_with_the_checkout_head():
     from tasks.settings import Settings
