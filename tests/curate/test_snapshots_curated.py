@@ -144,7 +144,7 @@ def test_feedback_on_stored_bytes_corrects_their_label_in_a_new_snapshot(store, 
                       {**images[2], "label": "fake", "label_source": "prior"}], source="feedback")
     summary = curate(settings, store)
 
-    assert summary["version"] == "v0002" and summary["new_images"] == 0
+    assert summary["version"] == "v0002" and summary["new_images"] == 0 and summary["relabelled"] == 1
     second = read_snapshot(store)
     assert len(second.table) == len(first.table) == 4
     changed = second.table.merge(first.table, on="image_id", suffixes=("", "_before"))
