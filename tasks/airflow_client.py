@@ -111,4 +111,3 @@ class AirflowClient:
                 if isinstance(detail, dict):
                     lines.append(f"  {detail.get('exc_type', '')}: {detail.get('exc_value', '')}")
         return lines
-

@@ -103,6 +103,7 @@ class Prediction(BaseModel):
 
 class Rejected(BaseModel):
     """A file of a batch that could not be scored; the batch's other files still are."""
+
     file: str
     status: int
     error: str
