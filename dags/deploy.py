@@ -101,7 +101,7 @@ def deploy():
     @task(trigger_rule="one_failed")
     def rollback(version: str, ti=None) -> None:
         """Only after a failure: champion back to previous, serving reloaded, and the run fails."""
-        from airflow.exceptions import AirflowFailException
+        from airflow.sdk.exceptions import AirflowFailException
 
         from tasks.deploy import rollback as run
 

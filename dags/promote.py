@@ -64,7 +64,12 @@ def promote():
         from tasks.promote.gate import version_to_gate
 
         extras = [event.extra for events in (triggering_asset_events or {}).values() for event in events]
-        return version_to_gate(params.get("version"), extras, SETTINGS)
+        try:
+            return version_to_gate(params.get("version"), extras, SETTINGS)
+        except LookupError as exc:  # a version that does not exist: retrying cannot help
+            from airflow.sdk.exceptions import AirflowFailException
+
+            raise AirflowFailException(str(exc)) from None
 
     version = resolve_version()
     if SETTINGS.training.launcher == "docker":

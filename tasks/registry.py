@@ -61,7 +61,14 @@ class Registry:
     def pick(self, requested: str | None, event_extras: list[dict] | None, alias: str) -> str:
         """The version a run works on: the form's, else the newest triggering event's, else ``alias``'s."""
         if requested:
-            return str(requested)
+            from mlflow.exceptions import MlflowException
+
+            try:
+                return str(self.get(requested).version)
+            except MlflowException as exc:
+                if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                    raise
+                raise LookupError(f"{self.name} has no version {requested!r}: pick a registered one") from None
         versions = [extra.get("version") for extra in event_extras or [] if extra and extra.get("version")]
         if versions:
             return str(versions[-1])

@@ -25,9 +25,10 @@ def register(trained_dir: Path, settings, reason: str) -> str:
     """Register the trained tiny detector as a new version (challenger), as training does; its version."""
     import mlflow
 
+    from tasks.model.registry import use_mlflow
     from tasks.train.tracking import log_and_register
 
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    use_mlflow(settings)
     experiment = mlflow.set_experiment("vigil-ui-tests")
     with mlflow.start_run(experiment_id=experiment.experiment_id):
         result = log_and_register(trained_dir, settings, {"snapshot": "v0001", "profile": "tiny", "method": "full",
@@ -225,4 +226,25 @@ def _api(url: str, token: str | None, method: str, path: str, body: dict | None 
         if exc.code == 404:
             return None
         raise
+
+
+def test_a_failed_run_is_explained_by_the_end_of_its_task_log(airflow_ui, capsys):
+    """What `make demo` prints when a run fails (here, because this module already runs an Airflow with
+    the DAGs): a version from the form that does not exist fails `promote` at once, and says so."""
+    from tasks.airflow_client import AirflowClient
+    from tasks.demo import explain_failure
+
+    client = AirflowClient(airflow_ui["url"], "admin", airflow_ui["password"])
+    client.wait_for_dags(["promote"])
+    client.unpause("promote")
+    run_id = client.trigger("promote", conf={"version": "999999"})
+    run = client.wait_for_run("promote", run_id, timeout=300)
+    assert run["state"] == "failed"
+    states = {ti["task_id"]: (ti["state"], ti["try_number"]) for ti in client.task_instances("promote", run_id)}
+    assert states["resolve_version"] == ("failed", 1)  # not retried: a missing version stays missing
+
+    explain_failure(client, "promote", run)
+    printed = capsys.readouterr().out
+    assert "resolve_version failed (try 1); end of its log:" in printed
+    assert f"{airflow_ui['model_name']} has no version '999999'" in printed
 
