@@ -27,7 +27,9 @@ def make_inbox(root: Path, count: int, size: int) -> None:
         path = root / "bench" / "train" / label / f"{i:05d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         buf = io.BytesIO()
-        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(buf, "PNG", compress_level=1)
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(
+            buf, "PNG", compress_level=1
+        )
         path.write_bytes(buf.getvalue())
 
 

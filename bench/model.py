@@ -25,7 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--train-per-class", type=int, default=64)
-    parser.add_argument("--epochs", type=int, default=15, help="epochs of the 1-thread run (its model is scored)")
+    parser.add_argument(
+        "--epochs", type=int, default=15, help="epochs of the 1-thread run (its model is scored)"
+    )
     parser.add_argument("--score-images", type=int, default=256)
     parser.add_argument("--baseline-images", type=int, default=48)
     parser.add_argument("--batch-size", type=int, default=64)
@@ -46,8 +48,17 @@ def main() -> int:
 
     logging.disable(logging.INFO)
     tmp = Path(tempfile.mkdtemp(prefix="vigil-bench-"))
-    root = generate(tmp / "demo", DemoSpec(generator="A", per_split=(("train", args.train_per_class), ("val", 16),
-                                                                       ("test", max(16, args.score_images // 2)))))
+    root = generate(
+        tmp / "demo",
+        DemoSpec(
+            generator="A",
+            per_split=(
+                ("train", args.train_per_class),
+                ("val", 16),
+                ("test", max(16, args.score_images // 2)),
+            ),
+        ),
+    )
     frame = folder_frame(root)
     split = {s: frame.where(frame.table["split"].to_numpy() == s) for s in ("train", "val", "test")}
     data = TrainingData(split["train"], split["val"], split["test"], {})
@@ -59,12 +70,18 @@ def main() -> int:
         run_config = config.with_overrides({"train.epochs": epochs, "train.early_stopping_patience": epochs})
         settings = Settings(home=tmp / "home", training={"cpu_threads": threads})
         start = time.perf_counter()
-        trainer = fit(run_config, settings, StartingPoint("base"), data, tmp / f"checkpoints-{threads}", tmp / "cache")
+        trainer = fit(
+            run_config, settings, StartingPoint("base"), data, tmp / f"checkpoints-{threads}", tmp / "cache"
+        )
         seconds = time.perf_counter() - start
         samples = len(split["train"]) * epochs
-        rows.append((f"training: Trainer, full fine-tuning, batch {config.train.batch_size}, {threads} thread(s)",
-                     f"{samples / seconds:,.0f} samples/s", f"{samples} samples in {seconds:.1f} s (with per-epoch "
-                     "validation and checkpoints)"))
+        rows.append(
+            (
+                f"training: Trainer, full fine-tuning, batch {config.train.batch_size}, {threads} thread(s)",
+                f"{samples / seconds:,.0f} samples/s",
+                f"{samples} samples in {seconds:.1f} s (with per-epoch validation and checkpoints)",
+            )
+        )
 
     card = DetectorCard.from_config(config)
     folder = save_detector(tmp / "detector", trainer.model, trainer.preprocessor, card, config)
@@ -83,12 +100,22 @@ def main() -> int:
         verdicts = [parse_verdict(a) for a in answers]
         agree = np.mean([v == bool(p > 0.5) for v, p in zip(verdicts, scores[: len(few)])])
         rows += [
-            (f"scoring: batched single forward, Yes/No logits (batch {args.batch_size}), {threads} thread(s)",
-             f"{batched:,.0f} images/s", f"{len(images)} images"),
-            (f"baseline: per-image generate(max 16 tokens) + parse, {threads} thread(s)",
-             f"{generated:,.1f} images/s", f"{len(few)} images; verdicts agree with p > 0.5 on {agree:.0%}, "
-             f"{sum(v is None for v in verdicts)} unparsable"),
-            (f"ratio batched / baseline, {threads} thread(s) (target >= 10x)", f"{batched / generated:,.1f}x", ""),
+            (
+                f"scoring: batched single forward, Yes/No logits (batch {args.batch_size}), {threads} thread(s)",
+                f"{batched:,.0f} images/s",
+                f"{len(images)} images",
+            ),
+            (
+                f"baseline: per-image generate(max 16 tokens) + parse, {threads} thread(s)",
+                f"{generated:,.1f} images/s",
+                f"{len(few)} images; verdicts agree with p > 0.5 on {agree:.0%}, "
+                f"{sum(v is None for v in verdicts)} unparsable",
+            ),
+            (
+                f"ratio batched / baseline, {threads} thread(s) (target >= 10x)",
+                f"{batched / generated:,.1f}x",
+                "",
+            ),
         ]
     width = max(len(r[0]) for r in rows)
     print(f"\ntiny profile on CPU ({os.cpu_count()} cores), torch {torch.__version__}, images 56x56\n")

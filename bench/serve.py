@@ -96,24 +96,38 @@ async def load(url: str, images: list[bytes], clients: int, seconds: float, warm
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
         await asyncio.gather(*(client(i, session) for i in range(clients)))
     latencies.sort()
-    def pick(q: float) -> float:
-        return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000 if latencies else float("nan")
 
-    return {"requests": len(latencies), "throughput": len(latencies) / seconds, "p50": pick(0.50), "p99": pick(0.99),
-            "errors": errors}
+    def pick(q: float) -> float:
+        return (
+            latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000 if latencies else float("nan")
+        )
+
+    return {
+        "requests": len(latencies),
+        "throughput": len(latencies) / seconds,
+        "p50": pick(0.50),
+        "p99": pick(0.99),
+        "errors": errors,
+    }
 
 
 def run_server(mode: str, detector: Path, tmp: Path, images: list[bytes], args) -> dict:
     from tasks import stack
 
     port = stack.free_port()
-    env = {"VIGIL_HOME": str(tmp / mode), "VIGIL_STORE_URL": (tmp / mode / "store").as_uri(),
-           "VIGIL_INBOX": str(tmp / mode / "inbox"), "VIGIL_SERVING__MICRO_BATCHING": str(mode == "on").lower(),
-           "VIGIL_SERVING__MICRO_BATCH_SIZE": str(args.batch_size),
-           "VIGIL_SERVING__MICRO_BATCH_WAIT_MS": str(args.wait_ms),
-           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {
+        "VIGIL_HOME": str(tmp / mode),
+        "VIGIL_STORE_URL": (tmp / mode / "store").as_uri(),
+        "VIGIL_INBOX": str(tmp / mode / "inbox"),
+        "VIGIL_SERVING__MICRO_BATCHING": str(mode == "on").lower(),
+        "VIGIL_SERVING__MICRO_BATCH_SIZE": str(args.batch_size),
+        "VIGIL_SERVING__MICRO_BATCH_WAIT_MS": str(args.wait_ms),
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+    }
     cmd = [sys.executable, "-m", "tasks.serve", "--port", str(port), "--model", str(detector)]
-    service = stack.start(f"serving-{mode}", cmd, port=port, health_path="/readyz", log=tmp / f"{mode}.log", env=env)
+    service = stack.start(
+        f"serving-{mode}", cmd, port=port, health_path="/readyz", log=tmp / f"{mode}.log", env=env
+    )
     try:
         stack.wait_healthy(service, timeout=120)
         rss = PeakRss(service.pid)
@@ -142,16 +156,24 @@ def main() -> int:
     results = {mode: run_server(mode, detector, tmp, images, args) for mode in ("off", "on")}
 
     off, on = results["off"], results["on"]
-    print(f"\n/v1/detect, tiny detector (56x56 PNG), {args.clients} clients x {args.seconds:g} s per mode, "
-          f"{os.cpu_count()} CPU cores, loopback\n")
-    print("| micro-batching | requests | throughput (req/s) | p50 (ms) | p99 (ms) | errors | server peak RSS (MB) |")
+    print(
+        f"\n/v1/detect, tiny detector (56x56 PNG), {args.clients} clients x {args.seconds:g} s per mode, "
+        f"{os.cpu_count()} CPU cores, loopback\n"
+    )
+    print(
+        "| micro-batching | requests | throughput (req/s) | p50 (ms) | p99 (ms) | errors | server peak RSS (MB) |"
+    )
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for mode, r in (("OFF (baseline)", off), (f"ON (size {args.batch_size}, wait {args.wait_ms:g} ms)", on)):
-        print(f"| {mode} | {r['requests']} | {r['throughput']:.1f} | {r['p50']:.1f} | {r['p99']:.1f} | {r['errors']} "
-              f"| {r['peak_rss_mb']:.0f} |")
+        print(
+            f"| {mode} | {r['requests']} | {r['throughput']:.1f} | {r['p50']:.1f} | {r['p99']:.1f} | {r['errors']} "
+            f"| {r['peak_rss_mb']:.0f} |"
+        )
     ratio = lambda key: on[key] / off[key] if off[key] else float("nan")  # noqa: E731
-    print(f"| ratio ON / OFF | | {ratio('throughput'):.2f}x | {ratio('p50'):.2f}x | {ratio('p99'):.2f}x | "
-          f"| {ratio('peak_rss_mb'):.2f}x |")
+    print(
+        f"| ratio ON / OFF | | {ratio('throughput'):.2f}x | {ratio('p50'):.2f}x | {ratio('p99'):.2f}x | "
+        f"| {ratio('peak_rss_mb'):.2f}x |"
+    )
     return 0 if on["errors"] == off["errors"] == 0 else 1
 
 

@@ -55,7 +55,9 @@ def _source_doc(source: Source) -> str:
         f"label prior: `{source.label_prior}`",
         f"- query: `{query}`" if query else "",
         f"- options: `{source.options.model_dump()}`",
-        f"- credential: {credential.describe()}" + ("" if credential.required else " (optional)") if credential else "",
+        f"- credential: {credential.describe()}" + ("" if credential.required else " (optional)")
+        if credential
+        else "",
     ]
     return "\n".join(line for line in lines if line)
 
@@ -77,9 +79,14 @@ def build_dag(source: Source) -> DAG:
         tags=[*TAGS, source.kind],
         params={
             "max_images": Param(
-                None, type=["null", "integer"], minimum=1, maximum=10_000, title="Max images",
+                None,
+                type=["null", "integer"],
+                minimum=1,
+                maximum=10_000,
+                title="Max images",
                 description=f"Most new images this run stores; empty means the source's max_images "
-                            f"({source.max_images})."),
+                f"({source.max_images}).",
+            ),
         },
     ) as dag:
 
@@ -92,12 +99,18 @@ def build_dag(source: Source) -> DAG:
             from tasks.collect.run import collect
 
             try:
-                summary = collect(source.name, token=_secret(credential), max_images=(params or {}).get("max_images"))
+                summary = collect(
+                    source.name, token=_secret(credential), max_images=(params or {}).get("max_images")
+                )
             except CollectConfigError as exc:  # a missing token or a bad query: retrying cannot help
                 raise AirflowFailException(str(exc)) from None
             if summary["batch_id"] is None:
-                raise AirflowSkipException(f"nothing new in source {source.name!r}; no batch, no raw_batch event")
-            outlet_events[RAW_BATCH].extra = {key: summary[key] for key in ("batch_id", "source", "images", "labels")}
+                raise AirflowSkipException(
+                    f"nothing new in source {source.name!r}; no batch, no raw_batch event"
+                )
+            outlet_events[RAW_BATCH].extra = {
+                key: summary[key] for key in ("batch_id", "source", "images", "labels")
+            }
             return summary
 
         collect_source()

@@ -45,11 +45,20 @@ def _step(ti, run, *args):
     max_active_runs=1,
     default_args={**DEFAULT_ARGS, "retries": 0},
     params={
-        "version": Param("", type="string", pattern=r"^(|\d+)$", title="Model version",
-                         description="Version to deploy. Empty = the one that triggered this run, else the "
-                                     "current `champion` alias."),
-        "tune": Param(True, type="boolean", title="Tune inference settings",
-                      description="Benchmark inference settings before deploying (off: keep the stored ones)."),
+        "version": Param(
+            "",
+            type="string",
+            pattern=r"^(|\d+)$",
+            title="Model version",
+            description="Version to deploy. Empty = the one that triggered this run, else the "
+            "current `champion` alias.",
+        ),
+        "tune": Param(
+            True,
+            type="boolean",
+            title="Tune inference settings",
+            description="Benchmark inference settings before deploying (off: keep the stored ones).",
+        ),
     },
     tags=["vigil", "deployment"],
     doc_md=__doc__,
@@ -68,11 +77,22 @@ def deploy():
 
     if SETTINGS.deploy.rollout == "docker":
         # Measured where it will run: `python -m tasks.tune` in the serving image.
-        tuned = container_job("tune", ["python", "-m", "tasks.tune", "--model",
-                                       f"models:/{SETTINGS.model_name}/" + "{{ ti.xcom_pull(task_ids='resolve_version') }}"],
-                              SETTINGS, image=SETTINGS.deploy.serving_image, gpus=False,
-                              execution_timeout=timedelta(hours=1))
+        tuned = container_job(
+            "tune",
+            [
+                "python",
+                "-m",
+                "tasks.tune",
+                "--model",
+                f"models:/{SETTINGS.model_name}/" + "{{ ti.xcom_pull(task_ids='resolve_version') }}",
+            ],
+            SETTINGS,
+            image=SETTINGS.deploy.serving_image,
+            gpus=False,
+            execution_timeout=timedelta(hours=1),
+        )
     else:
+
         @task(execution_timeout=timedelta(hours=1))
         def tune(version: str, ti=None) -> dict:
             """Benchmark inference settings on this hardware; the pick is stored on the model version."""
@@ -105,8 +125,7 @@ def deploy():
 
         from tasks.deploy import rollback as run
 
-        errors = [f"{step}: {error}" for step in STEPS
-                  if (error := ti.xcom_pull(task_ids=step, key="error"))]
+        errors = [f"{step}: {error}" for step in STEPS if (error := ti.xcom_pull(task_ids=step, key="error"))]
         raise AirflowFailException(run(SETTINGS, version, "; ".join(errors) or "a deploy step failed"))
 
     version = resolve_version()

@@ -50,9 +50,14 @@ HUMAN_APPROVAL = _human_approval()
     max_active_runs=1,
     default_args={**DEFAULT_ARGS, "retries": 1},
     params={
-        "version": Param("", type="string", pattern=r"^(|\d+)$", title="Model version",
-                         description="Registered version to gate. Empty = the one that triggered this run, "
-                                     "else the current `challenger` alias."),
+        "version": Param(
+            "",
+            type="string",
+            pattern=r"^(|\d+)$",
+            title="Model version",
+            description="Registered version to gate. Empty = the one that triggered this run, "
+            "else the current `challenger` alias.",
+        ),
     },
     tags=["vigil", "promotion"],
     doc_md=__doc__,
@@ -74,11 +79,15 @@ def promote():
     version = resolve_version()
     if SETTINGS.training.launcher == "docker":
         # Scoring two detectors needs the GPU: `python -m tasks.promote` in the trainer image.
-        evaluated = container_job("evaluate", ["python", "-m", "tasks.promote", "--version",
-                                         "{{ ti.xcom_pull(task_ids='resolve_version') }}"],
-                            SETTINGS, execution_timeout=timedelta(hours=6)).output
+        evaluated = container_job(
+            "evaluate",
+            ["python", "-m", "tasks.promote", "--version", "{{ ti.xcom_pull(task_ids='resolve_version') }}"],
+            SETTINGS,
+            execution_timeout=timedelta(hours=6),
+        ).output
         version >> evaluated
     else:
+
         @task(execution_timeout=timedelta(hours=6))
         def evaluate(version: str) -> dict:
             """Evaluate challenger and champion on the same frozen test sets; store and log the report."""
@@ -114,8 +123,11 @@ def promote():
         from tasks.promote.gate import apply
 
         result = apply(SETTINGS, report)
-        outlet_events[CHAMPION].extra = {"model_name": report["model_name"], "version": result["version"],
-                                         "previous": result["previous"]}
+        outlet_events[CHAMPION].extra = {
+            "model_name": report["model_name"],
+            "version": result["version"],
+            "previous": result["previous"],
+        }
         return result
 
     report = read_report(evaluated)
@@ -128,11 +140,12 @@ def promote():
         approve = ApprovalOperator(
             task_id="approve",
             subject="Promote {{ ti.xcom_pull(task_ids='read_report')['model_name'] }} version "
-                    "{{ ti.xcom_pull(task_ids='read_report')['challenger']['version'] }} to champion?",
+            "{{ ti.xcom_pull(task_ids='read_report')['challenger']['version'] }} to champion?",
             body="The gate passed. Report: {{ ti.xcom_pull(task_ids='read_report')['report_url'] }}",
         )
         branch >> approve >> promoted
     else:
         branch >> promoted
+
 
 promote()

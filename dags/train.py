@@ -29,30 +29,71 @@ from tasks.settings import Settings
 SETTINGS = Settings()
 TRAINING = SETTINGS.training
 PARAMS = {
-    "profile": Param("", type="string", enum=["", "tiny", "qwen2.5-vl-3b"], title="Profile",
-                     description="Model size: empty = the configured setup (include/"
-                                 f"{TRAINING.model_config_file}); otherwise include/model_config.<profile>.yaml."),
-    "snapshot": Param("", type="string", pattern=r"^(|latest|v\d{4,})$", title="Dataset snapshot",
-                      description="Snapshot version to train on, e.g. v0003. Empty = the config's (latest)."),
-    "epochs": Param(None, type=["null", "integer"], minimum=1, maximum=1000, title="Epochs",
-                    description="Upper bound on epochs (early stopping on validation AUC may stop sooner). "
-                                "Empty = the config's."),
-    "learning_rate": Param(None, type=["null", "number"], exclusiveMinimum=0, maximum=1, title="Learning rate",
-                           description="Peak learning rate. Empty = the config's."),
-    "lora_r": Param(None, type=["null", "integer"], minimum=1, maximum=512, title="LoRA rank",
-                    description="Rank of the LoRA adapters (method lora only). Empty = the config's."),
-    "reason": Param("", type="string", maxLength=500, title="Reason",
-                    description="Why this model is trained (recorded in MLflow and on the model version)."),
+    "profile": Param(
+        "",
+        type="string",
+        enum=["", "tiny", "qwen2.5-vl-3b"],
+        title="Profile",
+        description="Model size: empty = the configured setup (include/"
+        f"{TRAINING.model_config_file}); otherwise include/model_config.<profile>.yaml.",
+    ),
+    "snapshot": Param(
+        "",
+        type="string",
+        pattern=r"^(|latest|v\d{4,})$",
+        title="Dataset snapshot",
+        description="Snapshot version to train on, e.g. v0003. Empty = the config's (latest).",
+    ),
+    "epochs": Param(
+        None,
+        type=["null", "integer"],
+        minimum=1,
+        maximum=1000,
+        title="Epochs",
+        description="Upper bound on epochs (early stopping on validation AUC may stop sooner). "
+        "Empty = the config's.",
+    ),
+    "learning_rate": Param(
+        None,
+        type=["null", "number"],
+        exclusiveMinimum=0,
+        maximum=1,
+        title="Learning rate",
+        description="Peak learning rate. Empty = the config's.",
+    ),
+    "lora_r": Param(
+        None,
+        type=["null", "integer"],
+        minimum=1,
+        maximum=512,
+        title="LoRA rank",
+        description="Rank of the LoRA adapters (method lora only). Empty = the config's.",
+    ),
+    "reason": Param(
+        "",
+        type="string",
+        maxLength=500,
+        title="Reason",
+        description="Why this model is trained (recorded in MLflow and on the model version).",
+    ),
 }
 # The same entry point as `vigil train`; empty form fields render as empty strings, which it ignores.
 TRAIN_COMMAND = [
-    "python", "-m", "tasks.train",
-    "--profile", "{{ params.profile or '' }}",
-    "--snapshot", "{{ params.snapshot or '' }}",
-    "--epochs", "{{ params.epochs or '' }}",
-    "--learning-rate", "{{ params.learning_rate or '' }}",
-    "--lora-r", "{{ params.lora_r or '' }}",
-    "--reason", "{{ params.reason or '' }}",
+    "python",
+    "-m",
+    "tasks.train",
+    "--profile",
+    "{{ params.profile or '' }}",
+    "--snapshot",
+    "{{ params.snapshot or '' }}",
+    "--epochs",
+    "{{ params.epochs or '' }}",
+    "--learning-rate",
+    "{{ params.learning_rate or '' }}",
+    "--lora-r",
+    "{{ params.lora_r or '' }}",
+    "--reason",
+    "{{ params.reason or '' }}",
 ]
 
 
@@ -79,6 +120,7 @@ def train_detector():
     if TRAINING.launcher == "docker":
         result = container_job("train", TRAIN_COMMAND, SETTINGS, execution_timeout=timedelta(hours=24)).output
     else:
+
         @task(execution_timeout=timedelta(hours=6))
         def train(params: dict) -> dict:
             """Run `python -m tasks.train` in this virtualenv; returns its result."""

@@ -23,8 +23,9 @@ DEFAULT_ARGS = {
 }
 
 
-def container_job(task_id: str, command: list[str], settings, *, image: str | None = None, gpus: bool = True,
-                  **kwargs):
+def container_job(
+    task_id: str, command: list[str], settings, *, image: str | None = None, gpus: bool = True, **kwargs
+):
     """A DockerOperator running ``command`` on the compose network (the ``docker`` launcher).
 
     With ``gpus`` (training, the gate): the trainer image with every GPU, an enlarged ``/dev/shm``, the
@@ -41,13 +42,19 @@ def container_job(task_id: str, command: list[str], settings, *, image: str | No
     environment, private_environment = container_environment(settings)
     if not gpus:  # no work volume: the image's own home and caches
         environment = {k: v for k, v in environment.items() if k not in ("VIGIL_HOME", "HF_HOME")}
-    gpu_options = {
-        "device_requests": [DeviceRequest(count=training.gpus, capabilities=[["gpu"]])],
-        "shm_size": docker_size_bytes(training.shm_size),
-        "mounts": [Mount(target="/vigil", source=training.work_volume, type="volume"),
-                   Mount(target="/vigil/hf-cache", source=training.hf_cache_volume, type="volume")],
-        "pool": training.gpu_pool,
-    } if gpus else {}
+    gpu_options = (
+        {
+            "device_requests": [DeviceRequest(count=training.gpus, capabilities=[["gpu"]])],
+            "shm_size": docker_size_bytes(training.shm_size),
+            "mounts": [
+                Mount(target="/vigil", source=training.work_volume, type="volume"),
+                Mount(target="/vigil/hf-cache", source=training.hf_cache_volume, type="volume"),
+            ],
+            "pool": training.gpu_pool,
+        }
+        if gpus
+        else {}
+    )
     return DockerOperator(
         task_id=task_id,
         image=image or training.trainer_image,

@@ -73,8 +73,11 @@ def main(argv: list[str] | None = None) -> int:
         out.write(text)
     print(f"wrote {args.output} with generated secrets")
     for key in missing:
-        print(f"  {key} is empty: no Docker socket at {args.docker_socket}; set it by hand "
-              "(stat -c %g /var/run/docker.sock)", file=sys.stderr)
+        print(
+            f"  {key} is empty: no Docker socket at {args.docker_socket}; set it by hand "
+            "(stat -c %g /var/run/docker.sock)",
+            file=sys.stderr,
+        )
     return 0
 
 

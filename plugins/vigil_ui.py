@@ -36,21 +36,34 @@ def create_app():
     from tasks.ui.files import ReportFile, ReportPathError
     from tasks.ui.render import PAGE_CSP, STORED_CSP
 
-    app = FastAPI(title="Vigil pages", dependencies=[Depends(get_user)], docs_url=None, redoc_url=None,
-                  openapi_url=None)
+    app = FastAPI(
+        title="Vigil pages", dependencies=[Depends(get_user)], docs_url=None, redoc_url=None, openapi_url=None
+    )
 
     def base(request: Request) -> str:
         return request.scope.get("root_path", "").rstrip("/")
 
     def page(html: str, status_code: int = 200) -> HTMLResponse:
-        return HTMLResponse(html, status_code, headers={"Content-Security-Policy": PAGE_CSP,
-                                                        "X-Content-Type-Options": "nosniff",
-                                                        "Cache-Control": "no-store"})
+        return HTMLResponse(
+            html,
+            status_code,
+            headers={
+                "Content-Security-Policy": PAGE_CSP,
+                "X-Content-Type-Options": "nosniff",
+                "Cache-Control": "no-store",
+            },
+        )
 
     def stored(file: ReportFile) -> Response:
-        return Response(file.data, media_type=file.media_type,
-                        headers={"Content-Security-Policy": STORED_CSP, "X-Content-Type-Options": "nosniff",
-                                 "Cache-Control": "no-store"})
+        return Response(
+            file.data,
+            media_type=file.media_type,
+            headers={
+                "Content-Security-Policy": STORED_CSP,
+                "X-Content-Type-Options": "nosniff",
+                "Cache-Control": "no-store",
+            },
+        )
 
     def store() -> ObjectStore:
         return ObjectStore.from_settings(Settings())
@@ -60,7 +73,9 @@ def create_app():
         """Not logged in (or an expired token): browsers go to the login page, API clients get the status."""
         wants_html = "text/html" in request.headers.get("accept", "")
         if exc.status_code in (401, 403) and request.method == "GET" and wants_html:
-            return RedirectResponse(get_auth_manager().get_url_login(next_url=str(request.url)), status_code=303)
+            return RedirectResponse(
+                get_auth_manager().get_url_login(next_url=str(request.url)), status_code=303
+            )
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(ReportPathError)
@@ -90,8 +105,11 @@ def create_app():
     @app.get("/models")
     def models_view(request: Request):
         settings = Settings()
-        return page(models.models_page(settings, ObjectStore.from_settings(settings), base(request),
-                                       mlflow_ui_url(settings)))
+        return page(
+            models.models_page(
+                settings, ObjectStore.from_settings(settings), base(request), mlflow_ui_url(settings)
+            )
+        )
 
     @app.get("/models/{version}/gate/{name}")
     def gate_file(version: str, name: str):
@@ -130,12 +148,26 @@ class VigilUIPlugin(AirflowPlugin):
     name = "vigil_ui"
     fastapi_apps = [{"app": LazyApp(), "url_prefix": URL_PREFIX, "name": "Vigil pages"}]
     external_views = [
-        {"name": "Data quality", "href": f"{URL_PREFIX}/data-quality", "destination": "nav",
-         "category": "browse", "url_route": "vigil-data-quality"},
-        {"name": "Models", "href": f"{URL_PREFIX}/models", "destination": "nav", "category": "browse",
-         "url_route": "vigil-models"},
+        {
+            "name": "Data quality",
+            "href": f"{URL_PREFIX}/data-quality",
+            "destination": "nav",
+            "category": "browse",
+            "url_route": "vigil-data-quality",
+        },
+        {
+            "name": "Models",
+            "href": f"{URL_PREFIX}/models",
+            "destination": "nav",
+            "category": "browse",
+            "url_route": "vigil-models",
+        },
         # A tab on every DAG run: curate and collect_<source> runs open Data quality, train_detector,
         # promote and deploy runs open Models.
-        {"name": "Vigil", "href": f"{URL_PREFIX}/runs/{{DAG_ID}}/{{RUN_ID}}", "destination": "dag_run",
-         "url_route": "vigil-run"},
+        {
+            "name": "Vigil",
+            "href": f"{URL_PREFIX}/runs/{{DAG_ID}}/{{RUN_ID}}",
+            "destination": "dag_run",
+            "url_route": "vigil-run",
+        },
     ]

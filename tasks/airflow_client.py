@@ -28,8 +28,11 @@ class AirflowClient:
     _session: requests.Session = field(default_factory=requests.Session, repr=False)
 
     def _login(self) -> None:
-        resp = self._session.post(f"{self.base_url}/auth/token", json={"username": self.username, "password": self.password},
-                                  timeout=self.timeout)
+        resp = self._session.post(
+            f"{self.base_url}/auth/token",
+            json={"username": self.username, "password": self.password},
+            timeout=self.timeout,
+        )
         if resp.status_code >= 400:
             raise AirflowError(f"Airflow login failed ({resp.status_code}): {resp.text[:200]}")
         self._session.headers["Authorization"] = f"Bearer {resp.json()['access_token']}"
@@ -40,7 +43,9 @@ class AirflowClient:
         resp = self._session.request(method, f"{self.base_url}/api/v2{path}", timeout=self.timeout, **kwargs)
         if resp.status_code == 401:  # token expired
             self._login()
-            resp = self._session.request(method, f"{self.base_url}/api/v2{path}", timeout=self.timeout, **kwargs)
+            resp = self._session.request(
+                method, f"{self.base_url}/api/v2{path}", timeout=self.timeout, **kwargs
+            )
         if resp.status_code >= 400:
             raise AirflowError(f"{method} {path} -> {resp.status_code}: {resp.text[:300]}")
         return resp.json() if resp.content else None
@@ -56,7 +61,9 @@ class AirflowClient:
                 return
             time.sleep(2)
         errors = self.request("GET", "/importErrors").get("import_errors", [])
-        details = "; ".join(f"{e['filename']}: {e['stack_trace'][-300:]}" for e in errors) or "no import errors"
+        details = (
+            "; ".join(f"{e['filename']}: {e['stack_trace'][-300:]}" for e in errors) or "no import errors"
+        )
         raise AirflowError(f"DAGs {sorted(missing)} not parsed after {timeout:.0f}s ({details})")
 
     def unpause(self, dag_id: str) -> None:
@@ -75,8 +82,9 @@ class AirflowClient:
             params["run_after_gte"] = after.isoformat()
         return self.request("GET", f"/dags/{dag_id}/dagRuns", params=params)["dag_runs"]
 
-    def wait_for_run(self, dag_id: str, run_id: str | None = None, after: datetime | None = None,
-                     timeout: float = 600.0) -> dict:
+    def wait_for_run(
+        self, dag_id: str, run_id: str | None = None, after: datetime | None = None, timeout: float = 600.0
+    ) -> dict:
         """Wait for a run (by id, or the first one queued after ``after``) to finish; returns it."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -88,19 +96,26 @@ class AirflowClient:
             if run and run["state"] in TERMINAL_STATES:
                 return run
             time.sleep(2)
-        raise AirflowError(f"{dag_id} run {run_id or '(asset-triggered)'} did not finish within {timeout:.0f}s")
+        raise AirflowError(
+            f"{dag_id} run {run_id or '(asset-triggered)'} did not finish within {timeout:.0f}s"
+        )
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
         return self.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
 
     def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
-        entry = self.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}")
+        entry = self.request(
+            "GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}"
+        )
         return entry.get("value")
 
     def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int) -> list[str]:
         """One try's log as plain lines (Airflow 3 serves structured entries; errors keep their detail)."""
-        entries = self.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
-                               params={"full_content": "true"})["content"]
+        entries = self.request(
+            "GET",
+            f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
+            params={"full_content": "true"},
+        )["content"]
         lines = []
         for entry in entries:
             if not isinstance(entry, dict):

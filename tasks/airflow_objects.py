@@ -61,6 +61,8 @@ def variables(settings: Settings) -> dict[str, str]:
 
 def airflow_env(settings: Settings) -> dict[str, str]:
     """``AIRFLOW_CONN_*`` and ``AIRFLOW_VAR_*`` for the Airflow processes of the embedded stack."""
-    env = {f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(conn) for conn_id, conn in connections(settings).items()}
+    env = {
+        f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(conn) for conn_id, conn in connections(settings).items()
+    }
     env.update({f"AIRFLOW_VAR_{key.upper()}": value for key, value in variables(settings).items()})
     return env

@@ -83,11 +83,15 @@ def write_batch(store: ObjectStore, source: str, rows: list[dict], when: datetim
     if bad:
         raise ValueError(f"label must be one of {LABELS}, got {sorted(map(str, bad))}")
     when = when or utc_now()
-    table = pd.DataFrame([{col: row.get(col) for col in RAW_COLUMNS} for row in rows], columns=list(RAW_COLUMNS))
+    table = pd.DataFrame(
+        [{col: row.get(col) for col in RAW_COLUMNS} for row in rows], columns=list(RAW_COLUMNS)
+    )
     table = table.astype({"size_bytes": "int64"}) if len(table) else table
     batch_id = new_batch_id(source, table["sha256"].tolist(), when)
     key = f"{BATCH_PREFIX}/{source}/{batch_id}.parquet"
-    store.write_table(key, table, metadata={"batch_id": batch_id, "source": source, "created_at": when.isoformat()})
+    store.write_table(
+        key, table, metadata={"batch_id": batch_id, "source": source, "created_at": when.isoformat()}
+    )
     return Batch(batch_id, source, key, table)
 
 

@@ -14,8 +14,14 @@ import sys
 from pathlib import Path
 
 # Stage modules that add subcommands (each has ``register(subparsers)``).
-STAGE_COMMANDS: tuple[str, ...] = ("tasks.collect.cli", "tasks.curate.cli", "tasks.model.cli", "tasks.promote.cli",
-                                   "tasks.serve.cli", "tasks.tune.cli")
+STAGE_COMMANDS: tuple[str, ...] = (
+    "tasks.collect.cli",
+    "tasks.curate.cli",
+    "tasks.model.cli",
+    "tasks.promote.cli",
+    "tasks.serve.cli",
+    "tasks.tune.cli",
+)
 
 
 def print_json(obj) -> None:
@@ -30,8 +36,15 @@ def _demo_data(args: argparse.Namespace) -> int:
     for generator in args.generator:
         spec = DemoSpec(generator=generator, seed=args.seed)
         if args.per_class:
-            spec = DemoSpec(generator=generator, seed=args.seed, per_split=(
-                ("train", args.per_class), ("val", max(4, args.per_class // 4)), ("test", max(4, args.per_class // 3))))
+            spec = DemoSpec(
+                generator=generator,
+                seed=args.seed,
+                per_split=(
+                    ("train", args.per_class),
+                    ("val", max(4, args.per_class // 4)),
+                    ("test", max(4, args.per_class // 3)),
+                ),
+            )
         root = generate(dest, spec)
         print(f"generator {generator}: {sum(1 for _ in root.rglob('*.png'))} images in {root}")
     return 0
@@ -46,8 +59,15 @@ def _snapshot(args: argparse.Namespace) -> int:
         rows = []
         for version in snapshots.list_versions(store):
             snap = snapshots.read_snapshot(store, version)
-            rows.append({"version": version, "parent": snap.parent, "created_at": snap.created_at,
-                         "images": snap.counts.get("images"), "batches": len(snap.batches)})
+            rows.append(
+                {
+                    "version": version,
+                    "parent": snap.parent,
+                    "created_at": snap.created_at,
+                    "images": snap.counts.get("images"),
+                    "batches": len(snap.batches),
+                }
+            )
         if args.json:
             print_json(rows)
         elif not rows:
@@ -55,12 +75,22 @@ def _snapshot(args: argparse.Namespace) -> int:
         else:
             print(f"{'version':<8} {'parent':<8} {'images':>7} {'batches':>7}  created_at")
             for r in rows:
-                print(f"{r['version']:<8} {r['parent'] or '-':<8} {r['images']:>7} {r['batches']:>7}  {r['created_at']}")
+                print(
+                    f"{r['version']:<8} {r['parent'] or '-':<8} {r['images']:>7} {r['batches']:>7}  {r['created_at']}"
+                )
         return 0
     snap = snapshots.read_snapshot(store, args.version)
     if args.snapshot_command == "show":
-        print_json({"version": snap.version, "parent": snap.parent, "created_at": snap.created_at,
-                    "manifest": store.uri(snap.key), "batches": list(snap.batches), "counts": snap.counts})
+        print_json(
+            {
+                "version": snap.version,
+                "parent": snap.parent,
+                "created_at": snap.created_at,
+                "manifest": store.uri(snap.key),
+                "batches": list(snap.batches),
+                "counts": snap.counts,
+            }
+        )
     else:  # export
         dest = snapshots.export_imagefolder(store, snap, Path(args.dest))
         print(f"exported {len(snap.table)} images of snapshot {snap.version} to {dest}")
@@ -81,7 +111,9 @@ def _stack(args: argparse.Namespace) -> int:
     else:
         services, info = stack.load_stack(settings.home / "stack.json")
         for service in services:
-            print(f"{service.name:<8} {'running' if service.is_alive() else 'stopped':<8} {service.url}  log: {service.log}")
+            print(
+                f"{service.name:<8} {'running' if service.is_alive() else 'stopped':<8} {service.url}  log: {service.log}"
+            )
         if not services:
             print("the embedded stack is not running (start it with `vigil stack up` or `make demo`)")
     return 0
@@ -95,7 +127,9 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def print_stack(info: dict) -> None:
-    print(f"Airflow UI:   {info['airflow_url']}  (user {info['airflow_user']}, password {info['airflow_password']})")
+    print(
+        f"Airflow UI:   {info['airflow_url']}  (user {info['airflow_user']}, password {info['airflow_password']})"
+    )
     print(f"MLflow UI:    {info['mlflow_url']}")
     if info.get("serving_url"):
         print(f"Detector API: {info['serving_url']}  (upload page at /, API docs at /docs)")
@@ -107,16 +141,27 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = sub.add_parser("demo-data", help="generate the synthetic labeled demo set into the inbox")
-    demo.add_argument("--generator", action="append", choices=["A", "B"],
-                      help="generator(s) of the fake class (repeatable; default A)")
+    demo.add_argument(
+        "--generator",
+        action="append",
+        choices=["A", "B"],
+        help="generator(s) of the fake class (repeatable; default A)",
+    )
     demo.add_argument("--dest", help="target folder (default: settings.inbox)")
     demo.add_argument("--per-class", type=int, help="training images per class (val/test scale with it)")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=_demo_data, generator=None)
 
-    demo_parser = sub.add_parser("demo", help="the whole loop, two rounds (generators A then B), through Airflow")
-    demo_parser.add_argument("--rounds", nargs="+", default=["A", "B"], choices=["A", "B"],
-                             help="demo generators, one round each (default: A B)")
+    demo_parser = sub.add_parser(
+        "demo", help="the whole loop, two rounds (generators A then B), through Airflow"
+    )
+    demo_parser.add_argument(
+        "--rounds",
+        nargs="+",
+        default=["A", "B"],
+        choices=["A", "B"],
+        help="demo generators, one round each (default: A B)",
+    )
     demo_parser.set_defaults(func=_demo)
 
     snap = sub.add_parser("snapshot", help="list, show or export dataset snapshots")
@@ -130,7 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     snap_export.add_argument("--dest", required=True)
     snap.set_defaults(func=_snapshot)
 
-    stack_parser = sub.add_parser("stack", help="start, stop or inspect the embedded stack (Airflow, MLflow, serving)")
+    stack_parser = sub.add_parser(
+        "stack", help="start, stop or inspect the embedded stack (Airflow, MLflow, serving)"
+    )
     stack_sub = stack_parser.add_subparsers(dest="stack_command", required=True)
     stack_up = stack_sub.add_parser("up", help="start the services (idempotent)")
     stack_up.add_argument("--no-serving", action="store_true", help="do not start the detection API")

@@ -86,8 +86,10 @@ def _wait_chain(client, after: datetime, timeout: float) -> dict[str, dict]:
             if not any(r["state"] not in TERMINAL for d in CHAIN for r in client.runs(d, after=after)):
                 return last
         time.sleep(2)
-    raise TimeoutError(f"the pipeline did not settle within {timeout:.0f}s: "
-                       + ", ".join(f"{d}={r['state']}" for d, r in last.items()))
+    raise TimeoutError(
+        f"the pipeline did not settle within {timeout:.0f}s: "
+        + ", ".join(f"{d}={r['state']}" for d, r in last.items())
+    )
 
 
 def explain_failure(client, dag_id: str, run: dict, lines: int = 12) -> None:
@@ -111,9 +113,14 @@ def _chain_ended(client, last: dict[str, dict]) -> bool:
         return _promoted(client, last["promote"]) is False or last["promote"]["state"] == "failed"
     if "train_detector" in last:
         run = last["train_detector"]
-        states = {ti["task_id"]: ti["state"] for ti in client.task_instances("train_detector", run["dag_run_id"])}
-        return run["state"] == "failed" or states.get("enough_new_images") == "skipped" or \
-            states.get("train") == "skipped"
+        states = {
+            ti["task_id"]: ti["state"] for ti in client.task_instances("train_detector", run["dag_run_id"])
+        }
+        return (
+            run["state"] == "failed"
+            or states.get("enough_new_images") == "skipped"
+            or states.get("train") == "skipped"
+        )
     return False
 
 
@@ -130,14 +137,23 @@ def detect(settings: Settings, image: Path) -> dict[str, Any]:
     import requests
 
     with image.open("rb") as handle:
-        resp = requests.post(f"{settings.serving_url}/v1/detect", params={"explain": "true"},
-                             files={"file": (image.name, handle, "image/png")}, timeout=120)
+        resp = requests.post(
+            f"{settings.serving_url}/v1/detect",
+            params={"explain": "true"},
+            files={"file": (image.name, handle, "image/png")},
+            timeout=120,
+        )
     resp.raise_for_status()
     return resp.json()
 
 
-def play_round(settings: Settings, client, generator: str, timeout: float,
-               per_split: tuple[tuple[str, int], ...] | None = None) -> Round:
+def play_round(
+    settings: Settings,
+    client,
+    generator: str,
+    timeout: float,
+    per_split: tuple[tuple[str, int], ...] | None = None,
+) -> Round:
     from tasks.demo_data import DemoSpec, generate
     from tasks.promote.gate import report_prefix
     from tasks.registry import CHAMPION, Registry
@@ -166,13 +182,19 @@ def play_round(settings: Settings, client, generator: str, timeout: float,
         reports = [json.loads(store.read_bytes(k)) for k in gated]
         report = max(reports, key=lambda r: int(r["challenger"]["version"])) if reports else None
         if report:
-            result.version, result.decision, result.reasons = (report["challenger"]["version"], report["decision"],
-                                                              report["reasons"])
+            result.version, result.decision, result.reasons = (
+                report["challenger"]["version"],
+                report["decision"],
+                report["reasons"],
+            )
             for row in report["slices"]:
                 if row["slice"].startswith("generator=") or row["slice"] == "overall":
-                    result.auc[row["slice"]] = {who: (row[who] or {}).get("roc_auc")
-                                                for who in ("champion", "challenger")}
-            say(f"gate: version {result.version} {result.decision.upper()} (report {report_prefix(settings.model_name, result.version)}/report.html)")
+                    result.auc[row["slice"]] = {
+                        who: (row[who] or {}).get("roc_auc") for who in ("champion", "challenger")
+                    }
+            say(
+                f"gate: version {result.version} {result.decision.upper()} (report {report_prefix(settings.model_name, result.version)}/report.html)"
+            )
             for reason in report["reasons"]:
                 say(f"  - {reason}")
     champion = registry.version(CHAMPION)
@@ -180,8 +202,10 @@ def play_round(settings: Settings, client, generator: str, timeout: float,
         result.deployed = str(champion.version)
         fake = sorted((folder / "test" / "1_fake").iterdir())[0]
         result.detection = detect(settings, fake)
-        say(f"detection of {fake.name} (a generator-{generator} fake): {result.detection.get('label')} "
-            f"p_fake={result.detection.get('p_fake'):.3f} by version {result.detection.get('model', {}).get('version')}")
+        say(
+            f"detection of {fake.name} (a generator-{generator} fake): {result.detection.get('label')} "
+            f"p_fake={result.detection.get('p_fake'):.3f} by version {result.detection.get('model', {}).get('version')}"
+        )
     result.seconds = time.monotonic() - started
     return result
 
@@ -191,20 +215,29 @@ def _fmt(value: float | None) -> str:
 
 
 def summary_table(rounds: list[Round]) -> str:
-    lines = ["| round | snapshot | model version | AUC A (champion → challenger) | AUC B (champion → challenger) "
-             "| gate | deployed | time |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| round | snapshot | model version | AUC A (champion → challenger) | AUC B (champion → challenger) "
+        "| gate | deployed | time |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rounds:
         cells = []
         for generator in ("A", "B"):
             auc = r.auc.get(f"generator={generator}")
             cells.append("–" if not auc else f"{_fmt(auc['champion'])} → {_fmt(auc['challenger'])}")
-        lines.append(f"| {r.generator} | {r.snapshot or '–'} | {r.version or '–'} | {cells[0]} | {cells[1]} | "
-                     f"{r.decision or '–'} | {r.deployed or '–'} | {r.seconds:.0f} s |")
+        lines.append(
+            f"| {r.generator} | {r.snapshot or '–'} | {r.version or '–'} | {cells[0]} | {cells[1]} | "
+            f"{r.decision or '–'} | {r.deployed or '–'} | {r.seconds:.0f} s |"
+        )
     return "\n".join(lines)
 
 
-def run_demo(generators: tuple[str, ...] = ("A", "B"), *, per_split: tuple[tuple[str, int], ...] | None = None,
-             round_timeout: float = 900.0) -> list[Round]:
+def run_demo(
+    generators: tuple[str, ...] = ("A", "B"),
+    *,
+    per_split: tuple[tuple[str, int], ...] | None = None,
+    round_timeout: float = 900.0,
+) -> list[Round]:
     """Both rounds on a fresh embedded stack (left running for the user; ``make down`` stops it)."""
     from tasks import stack
     from tasks.airflow_client import AirflowClient
@@ -216,8 +249,10 @@ def run_demo(generators: tuple[str, ...] = ("A", "B"), *, per_split: tuple[tuple
     settings = Settings()
     say("starting the embedded stack (MLflow, Airflow standalone, serving)...")
     info = stack.up(settings)
-    say(f"Airflow {info['airflow_url']} (user {info['airflow_user']}, password {info['airflow_password']}); "
-        f"MLflow {info['mlflow_url']}; serving {info['serving_url']}")
+    say(
+        f"Airflow {info['airflow_url']} (user {info['airflow_user']}, password {info['airflow_password']}); "
+        f"MLflow {info['mlflow_url']}; serving {info['serving_url']}"
+    )
     client = AirflowClient(settings.airflow_url, info["airflow_user"], info["airflow_password"])
     client.wait_for_dags(list(CHAIN))
     for dag_id in CHAIN:
@@ -229,10 +264,14 @@ def run_demo(generators: tuple[str, ...] = ("A", "B"), *, per_split: tuple[tuple
     print(f"Airflow UI:           {info['airflow_url']}  (admin / {info['airflow_password']})")
     print(f"MLflow UI:            {info['mlflow_url']}")
     print(f"Detection page:       {info['serving_url']}/")
-    print(f"Data quality reports: {info['airflow_url']}/vigil/data-quality  (also under {settings.store_url}/reports/)")
+    print(
+        f"Data quality reports: {info['airflow_url']}/vigil/data-quality  (also under {settings.store_url}/reports/)"
+    )
     print(f"Models and gates:     {info['airflow_url']}/vigil/models")
     print(f"Total: {time.monotonic() - begun:.0f} s. Stop everything with `make down`.")
     failed = [r.generator for r in rounds if r.deployed is None]
     if failed:
-        raise SystemExit(f"round(s) {', '.join(failed)} did not deploy a model; see the runs in the Airflow UI")
+        raise SystemExit(
+            f"round(s) {', '.join(failed)} did not deploy a model; see the runs in the Airflow UI"
+        )
     return rounds

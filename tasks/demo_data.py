@@ -31,8 +31,21 @@ from PIL import Image
 
 GENERATORS = ("A", "B")
 # Photographs (not drawings or microscopy renderings) available without any download.
-TRAIN_PHOTOS = ("astronaut", "chelsea", "camera", "hubble_deep_field", "immunohistochemistry", "coins",
-                "moon", "brick", "grass", "gravel", "retina", "cell", "china")
+TRAIN_PHOTOS = (
+    "astronaut",
+    "chelsea",
+    "camera",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "coins",
+    "moon",
+    "brick",
+    "grass",
+    "gravel",
+    "retina",
+    "cell",
+    "china",
+)
 VAL_PHOTOS = ("coffee", "clock")
 TEST_PHOTOS = ("rocket", "flower")
 SPLIT_PHOTOS = {"train": TRAIN_PHOTOS, "val": VAL_PHOTOS, "test": TEST_PHOTOS}
@@ -159,8 +172,13 @@ def generate(dest: Path, spec: DemoSpec = DemoSpec(), name: str | None = None) -
                 path = root / rel
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(png_bytes(pixels))
-                records.append({"file_name": rel, "photo": photo,
-                                "generator": spec.generator if label == "1_fake" else None})
+                records.append(
+                    {
+                        "file_name": rel,
+                        "photo": photo,
+                        "generator": spec.generator if label == "1_fake" else None,
+                    }
+                )
     with open(root / "metadata.jsonl", "w") as fh:
         for record in records:
             fh.write(json.dumps(record) + "\n")

@@ -52,7 +52,9 @@ def model_uri(settings: Settings, version: str) -> str:
     return f"models:/{settings.model_name}/{version}"
 
 
-def champion_version(settings: Settings, requested: str | None = None, event_extras: list[dict] | None = None) -> str:
+def champion_version(
+    settings: Settings, requested: str | None = None, event_extras: list[dict] | None = None
+) -> str:
     """The form's version, else the triggering ``champion`` event's, else the alias."""
     from tasks.registry import CHAMPION, Registry
 
@@ -72,7 +74,11 @@ def known_images(settings: Settings, version: str, store: ObjectStore | None = N
     snapshot = Registry(settings).get(version).tags.get("snapshot") or "latest"
     table = read_snapshot(store, snapshot).labeled("test").sort_values("image_id")
     per_class = settings.deploy.smoke_images_per_class
-    picked = [row for label in ("real", "fake") for row in table[table["label"] == label].head(per_class).itertuples()]
+    picked = [
+        row
+        for label in ("real", "fake")
+        for row in table[table["label"] == label].head(per_class).itertuples()
+    ]
     if not picked:
         raise DeployError(f"snapshot {snapshot} has no labeled test images to smoke-test with")
     return [KnownImage(row.image_id, store.read_bytes(row.key), row.label) for row in picked]
@@ -80,9 +86,13 @@ def known_images(settings: Settings, version: str, store: ObjectStore | None = N
 
 # -- HTTP -----------------------------------------------------------------------------------------
 
-def _request(url: str, *, data: bytes | None = None, headers: dict[str, str] | None = None,
-             timeout: float = 60.0) -> tuple[int, dict[str, Any]]:
-    req = urllib.request.Request(url, data=data, headers=headers or {}, method="POST" if data is not None else "GET")
+
+def _request(
+    url: str, *, data: bytes | None = None, headers: dict[str, str] | None = None, timeout: float = 60.0
+) -> tuple[int, dict[str, Any]]:
+    req = urllib.request.Request(
+        url, data=data, headers=headers or {}, method="POST" if data is not None else "GET"
+    )
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return resp.status, json.loads(resp.read() or b"{}")
@@ -96,11 +106,20 @@ def _request(url: str, *, data: bytes | None = None, headers: dict[str, str] | N
 
 def _detect(base_url: str, image: KnownImage) -> tuple[int, dict[str, Any], float]:
     boundary = secrets.token_hex(16)
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{image.image_id}\"\r\n"
-            f"Content-Type: application/octet-stream\r\n\r\n").encode() + image.data + f"\r\n--{boundary}--\r\n".encode()
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{image.image_id}"\r\n'
+            f"Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        + image.data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     started = time.perf_counter()
-    status, answer = _request(f"{base_url}/v1/detect", data=body,
-                              headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    status, answer = _request(
+        f"{base_url}/v1/detect",
+        data=body,
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
     return status, answer, (time.perf_counter() - started) * 1000
 
 
@@ -122,6 +141,7 @@ def wait_ready(base_url: str, timeout: float) -> dict[str, Any]:
 
 # -- the smoke test -------------------------------------------------------------------------------
 
+
 def smoke_test(settings: Settings, base_url: str, version: str, images: list[KnownImage]) -> dict[str, Any]:
     """Ready, right version, accurate enough on known images, fast enough; raises :class:`DeployError`."""
     deploy = settings.deploy
@@ -138,17 +158,36 @@ def smoke_test(settings: Settings, base_url: str, version: str, images: list[Kno
         latencies.append(latency_ms)
         correct += (answer["label"] == "synthetic") == (image.label == "fake")
     accuracy = correct / len(images)
-    p95 = statistics.quantiles(latencies, n=20)[-1] if len(latencies) > 1 else (latencies or [float("inf")])[0]
-    result = {"url": base_url, "version": str(version), "images": len(images), "accuracy": accuracy,
-              "p50_ms": statistics.median(latencies) if latencies else None, "p95_ms": p95, "errors": problems}
+    p95 = (
+        statistics.quantiles(latencies, n=20)[-1] if len(latencies) > 1 else (latencies or [float("inf")])[0]
+    )
+    result = {
+        "url": base_url,
+        "version": str(version),
+        "images": len(images),
+        "accuracy": accuracy,
+        "p50_ms": statistics.median(latencies) if latencies else None,
+        "p95_ms": p95,
+        "errors": problems,
+    }
     if accuracy < deploy.smoke_min_accuracy:
-        problems.append(f"accuracy on {len(images)} known images {accuracy:.2f} < {deploy.smoke_min_accuracy}")
+        problems.append(
+            f"accuracy on {len(images)} known images {accuracy:.2f} < {deploy.smoke_min_accuracy}"
+        )
     if p95 > deploy.smoke_max_p95_ms:
         problems.append(f"p95 latency {p95:.0f} ms > {deploy.smoke_max_p95_ms:.0f} ms")
     if problems:
-        raise DeployError(f"smoke test of version {version} at {base_url} failed: " + "; ".join(problems[:10]))
-    log.info("smoke test of version %s at %s passed: accuracy %.2f on %d known images, p95 %.0f ms",
-             version, base_url, accuracy, len(images), p95)
+        raise DeployError(
+            f"smoke test of version {version} at {base_url} failed: " + "; ".join(problems[:10])
+        )
+    log.info(
+        "smoke test of version %s at %s passed: accuracy %.2f on %d known images, p95 %.0f ms",
+        version,
+        base_url,
+        accuracy,
+        len(images),
+        p95,
+    )
     return result
 
 
@@ -169,8 +208,17 @@ def sandbox(settings: Settings, version: str) -> Iterator[str]:
 
     port = free_port()
     log_file = Path(settings.home) / "deploy" / f"sandbox-v{version}.log"
-    cmd = [sys.executable, "-m", "tasks.serve", "--host", "127.0.0.1", "--port", str(port),
-           "--model", model_uri(settings, version)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "tasks.serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--model",
+        model_uri(settings, version),
+    ]
     service = start("sandbox", cmd, port=port, health_path="/healthz", log=log_file)
     try:
         yield service.url
@@ -188,20 +236,30 @@ def validate_in_sandbox(settings: Settings, version: str) -> dict[str, Any]:
 
 # -- roll-out and rollback ------------------------------------------------------------------------
 
+
 def reload_serving(settings: Settings, version: str | None) -> dict[str, Any]:
     """``POST /admin/reload`` on the live server: ``version``, or the current champion alias when None."""
     if settings.admin_token is None:
         raise DeployError("no admin token (VIGIL_ADMIN_TOKEN): cannot ask the serving app to reload")
     body = json.dumps({"model": model_uri(settings, version)} if version else {}).encode()
-    headers = {"Authorization": f"Bearer {settings.admin_token.get_secret_value()}", "Content-Type": "application/json"}
+    headers = {
+        "Authorization": f"Bearer {settings.admin_token.get_secret_value()}",
+        "Content-Type": "application/json",
+    }
     try:
-        status, answer = _request(f"{settings.serving_url}/admin/reload", data=body, headers=headers,
-                                  timeout=settings.deploy.startup_timeout_s)
+        status, answer = _request(
+            f"{settings.serving_url}/admin/reload",
+            data=body,
+            headers=headers,
+            timeout=settings.deploy.startup_timeout_s,
+        )
     except OSError as exc:
         raise DeployError(f"serving at {settings.serving_url} unreachable: {exc}") from exc
     if status != 200:
-        raise DeployError(f"serving at {settings.serving_url} refused to reload: HTTP {status} "
-                          f"{answer.get('message', answer)}")
+        raise DeployError(
+            f"serving at {settings.serving_url} refused to reload: HTTP {status} "
+            f"{answer.get('message', answer)}"
+        )
     return answer
 
 
@@ -236,8 +294,9 @@ def rollback(settings: Settings, version: str, reason: str) -> str:
             registry.client.delete_registered_model_alias(registry.name, CHAMPION)
             registry.client.set_model_version_tag(registry.name, str(version), "rolled_back", "true")
             restored = None
-        message = (f"deployment of version {version} failed ({reason}); rolled back: champion is "
-                   + (f"version {restored} again" if restored else "unset (there was no previous version)"))
+        message = f"deployment of version {version} failed ({reason}); rolled back: champion is " + (
+            f"version {restored} again" if restored else "unset (there was no previous version)"
+        )
     if restored and settings.deploy.rollout == "reload":
         try:
             reload_serving(settings, str(restored))
@@ -263,7 +322,11 @@ def tune_champion(settings: Settings, version: str) -> dict[str, Any]:
 def run_deploy(settings: Settings, version: str, *, tune: bool = True) -> dict[str, Any]:
     """The ``deploy`` DAG's steps in one process (``vigil deploy``); rolls back and raises on failure."""
     steps: list[tuple[str, Any]] = [("tune", tune_champion)] if tune else []
-    steps += [("smoke_test_sandbox", validate_in_sandbox), ("roll_out", roll_out), ("post_deploy_check", post_check)]
+    steps += [
+        ("smoke_test_sandbox", validate_in_sandbox),
+        ("roll_out", roll_out),
+        ("post_deploy_check", post_check),
+    ]
     results: dict[str, Any] = {"version": version}
     for name, step in steps:
         try:

@@ -40,7 +40,9 @@ def recreate_spec(inspect: dict[str, Any], model: str) -> dict[str, Any]:
             "shm_size": host.get("ShmSize") or None,
             "device_requests": host.get("DeviceRequests") or None,
         },
-        "networks": {name: sorted({a for a in (net.get("Aliases") or []) if a}) for name, net in networks.items()},
+        "networks": {
+            name: sorted({a for a in (net.get("Aliases") or []) if a}) for name, net in networks.items()
+        },
     }
 
 
@@ -96,8 +98,14 @@ def _create(api, name: str, spec: dict[str, Any]) -> str:
         first, aliases = networks[0]
         endpoint = api.create_networking_config({first: api.create_endpoint_config(aliases=aliases or None)})
     created = api.create_container(
-        spec["image"], command=spec["command"], name=name, environment=spec["environment"],
-        labels=spec["labels"], healthcheck=spec["healthcheck"], user=spec["user"], working_dir=spec["working_dir"],
+        spec["image"],
+        command=spec["command"],
+        name=name,
+        environment=spec["environment"],
+        labels=spec["labels"],
+        healthcheck=spec["healthcheck"],
+        user=spec["user"],
+        working_dir=spec["working_dir"],
         host_config=api.create_host_config(**{k: v for k, v in spec["host_config"].items() if v}),
         networking_config=endpoint,
     )
@@ -133,7 +141,9 @@ def recreate_serving(settings: Settings, model: str) -> dict[str, Any]:
     except Exception as exc:
         logs = api.logs(new_id, tail=40).decode(errors="replace")
         api.remove_container(new_id, force=True)
-        raise DeployError(f"the new serving container on {model} did not become healthy: {exc}\n{logs}") from exc
+        raise DeployError(
+            f"the new serving container on {model} did not become healthy: {exc}\n{logs}"
+        ) from exc
     api.stop(old["Id"], timeout=30)
     api.remove_container(old["Id"])
     api.rename(new_id, name)

@@ -32,8 +32,14 @@ _MAGIC: tuple[tuple[bytes, int, str], ...] = (
     (b"MM\x00*", 0, "TIFF"),
 )
 EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "GIF": "gif", "WEBP": "webp", "BMP": "bmp", "TIFF": "tif"}
-MIME_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "WEBP": "image/webp",
-              "BMP": "image/bmp", "TIFF": "image/tiff"}
+MIME_TYPES = {
+    "JPEG": "image/jpeg",
+    "PNG": "image/png",
+    "GIF": "image/gif",
+    "WEBP": "image/webp",
+    "BMP": "image/bmp",
+    "TIFF": "image/tiff",
+}
 
 
 def sniff_format(data: bytes) -> str | None:
@@ -81,8 +87,13 @@ REJECTION_CODES: dict[str, str] = {
 
 # EXIF orientation tag value -> the transposition that makes the image upright.
 _ORIENTATION_TRANSPOSE = {
-    2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM", 5: "TRANSPOSE",
-    6: "ROTATE_270", 7: "TRANSVERSE", 8: "ROTATE_90",
+    2: "FLIP_LEFT_RIGHT",
+    3: "ROTATE_180",
+    4: "FLIP_TOP_BOTTOM",
+    5: "TRANSPOSE",
+    6: "ROTATE_270",
+    7: "TRANSVERSE",
+    8: "ROTATE_90",
 }
 _EXIF_ORIENTATION = 0x0112
 _WHITE = (255, 255, 255)
@@ -128,8 +139,10 @@ def decode_image(data: bytes, policy: ImageSettings) -> DecodedImage:
     if fmt is None:
         raise ImageRejected("not_an_image", f"not a raster image: {describe_non_image(data)}")
     if fmt not in policy.allowed_formats:
-        raise ImageRejected("format_not_allowed",
-                            f"{fmt} is not accepted; images.allowed_formats={list(policy.allowed_formats)}")
+        raise ImageRejected(
+            "format_not_allowed",
+            f"{fmt} is not accepted; images.allowed_formats={list(policy.allowed_formats)}",
+        )
     try:
         image = _open_checked(data, fmt, policy)
         width, height = image.size
@@ -155,13 +168,16 @@ def decode_image(data: bytes, policy: ImageSettings) -> DecodedImage:
         conversions.append(f"exif_orientation_{orientation}")
     spread = max(ImageStat.Stat(rgb).stddev)
     if spread < policy.min_pixel_std:
-        raise ImageRejected("near_constant", f"pixel standard deviation {spread:.2f} is below "
-                                             f"images.min_pixel_std={policy.min_pixel_std}")
+        raise ImageRejected(
+            "near_constant",
+            f"pixel standard deviation {spread:.2f} is below images.min_pixel_std={policy.min_pixel_std}",
+        )
     return DecodedImage(rgb, fmt, image.mode, width, height, frames, tuple(conversions))
 
 
 def _open_checked(data: bytes, fmt: str, policy: ImageSettings) -> Image.Image:
     """Open lazily (header only), check the size, verify the stream, reopen for decoding."""
+
     def open_() -> Image.Image:
         return Image.open(io.BytesIO(data), formats=[fmt])
 
@@ -171,14 +187,20 @@ def _open_checked(data: bytes, fmt: str, policy: ImageSettings) -> Image.Image:
         raise ImageRejected("corrupt", f"the {fmt} header is invalid") from None
     width, height = image.size
     if width * height > policy.max_pixels:
-        raise ImageRejected("decompression_bomb", f"{width}x{height} = {width * height:,} pixels is more "
-                                                  f"than images.max_pixels={policy.max_pixels:,}")
+        raise ImageRejected(
+            "decompression_bomb",
+            f"{width}x{height} = {width * height:,} pixels is more "
+            f"than images.max_pixels={policy.max_pixels:,}",
+        )
     if max(width, height) > policy.max_side:
-        raise ImageRejected("too_large_dimensions",
-                            f"{width}x{height}: a side is longer than images.max_side={policy.max_side}")
+        raise ImageRejected(
+            "too_large_dimensions",
+            f"{width}x{height}: a side is longer than images.max_side={policy.max_side}",
+        )
     if min(width, height) < policy.min_side:
-        raise ImageRejected("too_small",
-                            f"{width}x{height}: a side is shorter than images.min_side={policy.min_side}")
+        raise ImageRejected(
+            "too_small", f"{width}x{height}: a side is shorter than images.min_side={policy.min_side}"
+        )
     image.verify()  # checksums and structure; the image object is unusable afterwards
     return open_()
 

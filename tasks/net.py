@@ -57,6 +57,7 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 # -- errors ---------------------------------------------------------------------------------------
 
+
 class FetchError(Exception):
     """A URL could not be fetched. ``reason`` is a stable code; ``str(error)`` says what happened.
 
@@ -66,11 +67,17 @@ class FetchError(Exception):
     """
 
     HTTP_STATUS: ClassVar[dict[str, int]] = {
-        "invalid_url": 400, "blocked_address": 400, "dns_failure": 400, "too_large": 413,
-        "timeout": 504, "rate_limited": 503,
+        "invalid_url": 400,
+        "blocked_address": 400,
+        "dns_failure": 400,
+        "too_large": 413,
+        "timeout": 504,
+        "rate_limited": 503,
     }
 
-    def __init__(self, reason: str, message: str, *, url: str | None = None, status: int | None = None) -> None:
+    def __init__(
+        self, reason: str, message: str, *, url: str | None = None, status: int | None = None
+    ) -> None:
         super().__init__(message)
         self.reason = reason
         self.url = url
@@ -99,6 +106,7 @@ class TooLarge(FetchError):
 
 
 # -- address policy ---------------------------------------------------------------------------------
+
 
 def blocked_reason(ip: IPAddress, allow_private: bool = False) -> str | None:
     """Why Vigil must not connect to ``ip`` (e.g. ``"loopback"``), or None when it may."""
@@ -140,12 +148,14 @@ def check_host(host: str, port: int, allow_private: bool, url: str | None = None
     for ip in addresses:
         reason = blocked_reason(ip, allow_private)
         if reason:
-            raise BlockedAddress(f"refused to fetch {url or host}: host {host!r} is a {reason} address ({ip})",
-                                 url=url)
+            raise BlockedAddress(
+                f"refused to fetch {url or host}: host {host!r} is a {reason} address ({ip})", url=url
+            )
     return addresses
 
 
 # -- a session whose connections check their peer ---------------------------------------------------
+
 
 class _PeerCheck:
     """Mixin for urllib3 connections: refuse a socket connected to a blocked address."""
@@ -158,7 +168,9 @@ class _PeerCheck:
         reason = blocked_reason(_parse_ip(peer), self.allow_private)
         if reason:
             sock.close()
-            raise BlockedAddress(f"refused to talk to {self.host!r}: it connected to a {reason} address ({peer})")
+            raise BlockedAddress(
+                f"refused to talk to {self.host!r}: it connected to a {reason} address ({peer})"
+            )
         return sock
 
 
@@ -195,6 +207,7 @@ def new_session(limits: DownloadSettings) -> requests.Session:
 
 # -- politeness ---------------------------------------------------------------------------------------
 
+
 class HostThrottle:
     """Spaces requests to one host by at least ``delay`` seconds (thread-safe: slots are reserved)."""
 
@@ -215,6 +228,7 @@ _THROTTLE = HostThrottle()
 
 
 # -- fetching -------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Fetched:
@@ -262,8 +276,14 @@ def server_wait_seconds(headers: Mapping[str, str], now: float | None = None) ->
     return None
 
 
-def fetch(url: str, limits: DownloadSettings, *, session: requests.Session | None = None,
-          accept: str = "image/*", headers: Mapping[str, str] | None = None) -> Fetched:
+def fetch(
+    url: str,
+    limits: DownloadSettings,
+    *,
+    session: requests.Session | None = None,
+    accept: str = "image/*",
+    headers: Mapping[str, str] | None = None,
+) -> Fetched:
     """GET ``url`` safely within ``limits``; raises :class:`FetchError` (with a ``reason``) on failure.
 
     Pass a session from :func:`new_session` (built with the same ``limits``) to reuse connections.
@@ -283,22 +303,29 @@ def fetch(url: str, limits: DownloadSettings, *, session: requests.Session | Non
                 raise retry.error from None
             wait = retry.wait_s if retry.wait_s is not None else limits.backoff_s * 2**attempt
             if wait > limits.max_wait_s:
-                raise FetchError("rate_limited", f"{retry.error}; the server asks to wait {wait:.0f}s, more than "
-                                 f"download.max_wait_s={limits.max_wait_s:.0f}s", url=url,
-                                 status=retry.error.status) from None
+                raise FetchError(
+                    "rate_limited",
+                    f"{retry.error}; the server asks to wait {wait:.0f}s, more than "
+                    f"download.max_wait_s={limits.max_wait_s:.0f}s",
+                    url=url,
+                    status=retry.error.status,
+                ) from None
             log.info("%s; retry %d of %d in %.1fs", retry.error, attempt + 1, limits.retries, wait)
             time.sleep(wait)
     raise AssertionError("unreachable")
 
 
-def _follow(url: str, limits: DownloadSettings, session: requests.Session, headers: dict[str, str]) -> Fetched:
+def _follow(
+    url: str, limits: DownloadSettings, session: requests.Session, headers: dict[str, str]
+) -> Fetched:
     """One attempt: request, following redirects by hand so that every hop is checked."""
     redirects: list[str] = []
     while True:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https"):
-            raise FetchError("invalid_url", f"refused to fetch {url!r}: only http and https URLs are accepted",
-                             url=url)
+            raise FetchError(
+                "invalid_url", f"refused to fetch {url!r}: only http and https URLs are accepted", url=url
+            )
         if not parts.hostname:
             raise FetchError("invalid_url", f"refused to fetch {url!r}: the URL has no host", url=url)
         try:
@@ -312,31 +339,57 @@ def _follow(url: str, limits: DownloadSettings, session: requests.Session, heade
             if response.is_redirect:
                 location = response.headers.get("Location", "")
                 if len(redirects) >= MAX_REDIRECTS:
-                    raise FetchError("too_many_redirects", f"{url}: more than {MAX_REDIRECTS} redirects", url=url)
+                    raise FetchError(
+                        "too_many_redirects", f"{url}: more than {MAX_REDIRECTS} redirects", url=url
+                    )
                 redirects.append(url)
                 url = urljoin(url, location)
                 continue
             if response.status_code in RETRY_STATUSES:
-                error = FetchError("http_status", f"{url}: HTTP {response.status_code} {response.reason}",
-                                   url=url, status=response.status_code)
+                error = FetchError(
+                    "http_status",
+                    f"{url}: HTTP {response.status_code} {response.reason}",
+                    url=url,
+                    status=response.status_code,
+                )
                 raise _Retry(error, server_wait_seconds(response.headers))
             if not 200 <= response.status_code < 300:
-                raise FetchError("http_status", f"{url}: HTTP {response.status_code} {response.reason}",
-                                 url=url, status=response.status_code)
+                raise FetchError(
+                    "http_status",
+                    f"{url}: HTTP {response.status_code} {response.reason}",
+                    url=url,
+                    status=response.status_code,
+                )
             data = _read_capped(response, url, limits)
-            return Fetched(data, url, response.headers.get("Content-Type"), response.status_code,
-                           response.headers, tuple(redirects))
+            return Fetched(
+                data,
+                url,
+                response.headers.get("Content-Type"),
+                response.status_code,
+                response.headers,
+                tuple(redirects),
+            )
 
 
-def _get(session: requests.Session, url: str, headers: dict[str, str], limits: DownloadSettings) -> requests.Response:
+def _get(
+    session: requests.Session, url: str, headers: dict[str, str], limits: DownloadSettings
+) -> requests.Response:
     try:
-        return session.get(url, headers=headers, stream=True, allow_redirects=False,
-                           timeout=(limits.timeout_s, limits.timeout_s))
+        return session.get(
+            url,
+            headers=headers,
+            stream=True,
+            allow_redirects=False,
+            timeout=(limits.timeout_s, limits.timeout_s),
+        )
     except requests.Timeout:
-        raise _Retry(FetchError("timeout", f"{url}: no answer within {limits.timeout_s:g}s", url=url)) from None
+        raise _Retry(
+            FetchError("timeout", f"{url}: no answer within {limits.timeout_s:g}s", url=url)
+        ) from None
     except requests.ConnectionError as exc:
-        raise _Retry(FetchError("connection_failed", f"{url}: connection failed ({_root_cause(exc)})",
-                                url=url)) from None
+        raise _Retry(
+            FetchError("connection_failed", f"{url}: connection failed ({_root_cause(exc)})", url=url)
+        ) from None
     except requests.RequestException as exc:
         raise FetchError("invalid_url", f"refused to fetch {url!r}: {exc}", url=url) from None
 
@@ -345,8 +398,9 @@ def _read_capped(response: requests.Response, url: str, limits: DownloadSettings
     """The body, refusing more than ``max_bytes`` and more than ``timeout_s`` spent reading it."""
     declared = response.headers.get("Content-Length")
     if declared and declared.isdigit() and int(declared) > limits.max_bytes:
-        raise TooLarge(f"{url}: body of {int(declared):,} bytes exceeds the limit of {limits.max_bytes:,} bytes",
-                       url=url)
+        raise TooLarge(
+            f"{url}: body of {int(declared):,} bytes exceeds the limit of {limits.max_bytes:,} bytes", url=url
+        )
     deadline = time.monotonic() + limits.timeout_s
     chunks, total = [], 0
     try:
@@ -355,11 +409,18 @@ def _read_capped(response: requests.Response, url: str, limits: DownloadSettings
             if total > limits.max_bytes:
                 raise TooLarge(f"{url}: body exceeds the limit of {limits.max_bytes:,} bytes", url=url)
             if time.monotonic() > deadline:
-                raise _Retry(FetchError("timeout", f"{url}: body not received within {limits.timeout_s:g}s", url=url))
+                raise _Retry(
+                    FetchError("timeout", f"{url}: body not received within {limits.timeout_s:g}s", url=url)
+                )
             chunks.append(chunk)
     except requests.RequestException as exc:
-        raise _Retry(FetchError("timeout" if "timed out" in str(exc).lower() else "connection_failed",
-                                f"{url}: reading the body failed ({_root_cause(exc)})", url=url)) from None
+        raise _Retry(
+            FetchError(
+                "timeout" if "timed out" in str(exc).lower() else "connection_failed",
+                f"{url}: reading the body failed ({_root_cause(exc)})",
+                url=url,
+            )
+        ) from None
     return b"".join(chunks)
 
 

@@ -43,8 +43,9 @@ class Registry:
 
         settings = settings or Settings()
         self.name = settings.model_name
-        self.client = client or MlflowClient(tracking_uri=settings.mlflow_tracking_uri,
-                                             registry_uri=settings.mlflow_tracking_uri)
+        self.client = client or MlflowClient(
+            tracking_uri=settings.mlflow_tracking_uri, registry_uri=settings.mlflow_tracking_uri
+        )
 
     def version(self, alias: str) -> ModelVersion | None:
         """The version an alias points to, or None when the alias (or the model) does not exist."""
@@ -68,7 +69,9 @@ class Registry:
             except MlflowException as exc:
                 if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
                     raise
-                raise LookupError(f"{self.name} has no version {requested!r}: pick a registered one") from None
+                raise LookupError(
+                    f"{self.name} has no version {requested!r}: pick a registered one"
+                ) from None
         versions = [extra.get("version") for extra in event_extras or [] if extra and extra.get("version")]
         if versions:
             return str(versions[-1])
@@ -101,8 +104,10 @@ class Registry:
 
     def reject(self, version: str | int, reasons: list[str]) -> None:
         """Tag a candidate as rejected, with the reasons (the gate report has the details)."""
-        self._tag(str(version), {"rejected": "true", "rejected_at": _now(),
-                                 "rejection_reasons": "; ".join(reasons)[:5000]})
+        self._tag(
+            str(version),
+            {"rejected": "true", "rejected_at": _now(), "rejection_reasons": "; ".join(reasons)[:5000]},
+        )
 
     def rollback(self, reason: str) -> AliasMove:
         """Move ``champion`` back to ``previous`` (and drop ``previous``: there is no older fallback)."""
@@ -112,7 +117,10 @@ class Registry:
         self.client.set_registered_model_alias(self.name, CHAMPION, previous.version)
         self.client.delete_registered_model_alias(self.name, PREVIOUS)
         if current is not None:
-            self._tag(current.version, {"rolled_back": "true", "rolled_back_at": _now(), "rollback_reason": reason[:5000]})
+            self._tag(
+                current.version,
+                {"rolled_back": "true", "rolled_back_at": _now(), "rollback_reason": reason[:5000]},
+            )
         return AliasMove(champion=previous.version, previous=None)
 
     def _tag(self, version: str, tags: dict[str, str]) -> None:

@@ -18,7 +18,12 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 # In a checkout `include/` sits next to `tasks/`; images copy it and set VIGIL_INCLUDE_DIR.
@@ -43,12 +48,17 @@ class DownloadSettings(Section):
     timeout_s: float = Field(20.0, gt=0, description="Connect and read timeout per request.")
     retries: int = Field(3, ge=0, description="Retries on timeouts, 429 and 5xx, with exponential backoff.")
     backoff_s: float = Field(1.0, ge=0, description="First backoff delay; doubles at each retry.")
-    politeness_delay_s: float = Field(1.0, ge=0, description="Minimum delay between two requests to one host.")
+    politeness_delay_s: float = Field(
+        1.0, ge=0, description="Minimum delay between two requests to one host."
+    )
     max_wait_s: float = Field(
-        300.0, ge=0, description="Longest wait a server may ask for (Retry-After, rate-limit reset); longer fails."
+        300.0,
+        ge=0,
+        description="Longest wait a server may ask for (Retry-After, rate-limit reset); longer fails.",
     )
     allow_private_networks: bool = Field(
-        False, description="Allow private, loopback and link-local addresses (tests and closed networks only)."
+        False,
+        description="Allow private, loopback and link-local addresses (tests and closed networks only).",
     )
     user_agent: str = "VigilBot/0.1 (+https://github.com/vigil-detector/vigil)"
 
@@ -61,7 +71,9 @@ class ImageSettings(Section):
     min_side: int = Field(32, gt=0, description="Smallest accepted width or height, in pixels.")
     max_side: int = Field(12_000, gt=0, description="Largest accepted width or height, in pixels.")
     max_pixels: int = Field(50_000_000, gt=0, description="Decompression-bomb guard: width x height.")
-    min_pixel_std: float = Field(2.0, ge=0, description="Images whose pixel standard deviation is lower are near-constant.")
+    min_pixel_std: float = Field(
+        2.0, ge=0, description="Images whose pixel standard deviation is lower are near-constant."
+    )
     animated: Literal["first_frame", "reject"] = Field(
         "first_frame", description="Animated GIF/WebP/PNG: keep the first frame, or reject the file."
     )
@@ -71,11 +83,18 @@ class CurationSettings(Section):
     """Validation thresholds and dataset splitting."""
 
     max_failure_ratio: float = Field(
-        0.5, ge=0, le=1, description="A batch with a larger share of rejected images fails and publishes nothing."
+        0.5,
+        ge=0,
+        le=1,
+        description="A batch with a larger share of rejected images fails and publishes nothing.",
     )
     split_ratios: dict[Literal["train", "val", "test"], float] = {"train": 0.8, "val": 0.1, "test": 0.1}
-    near_duplicate_distance: int = Field(4, ge=0, le=32, description="Max Hamming distance of 64-bit pHashes.")
-    workers: int = Field(0, ge=0, description="Processes decoding images in parallel; 0 means one per CPU core.")
+    near_duplicate_distance: int = Field(
+        4, ge=0, le=32, description="Max Hamming distance of 64-bit pHashes."
+    )
+    workers: int = Field(
+        0, ge=0, description="Processes decoding images in parallel; 0 means one per CPU core."
+    )
 
     @model_validator(mode="after")
     def _ratios_sum_to_one(self) -> CurationSettings:
@@ -88,26 +107,46 @@ class TrainingSettings(Section):
     """How and when the training entry point is launched."""
 
     launcher: Literal["local", "docker"] = Field(
-        "local", description="local: a subprocess in this venv; docker: DockerOperator with the trainer image."
+        "local",
+        description="local: a subprocess in this venv; docker: DockerOperator with the trainer image.",
     )
     trainer_image: str = "vigil-trainer:latest"
     docker_network: str = "vigil"
     docker_url: str = "unix://var/run/docker.sock"
     gpus: int = Field(-1, description="GPUs requested by the docker launcher; -1 means all.")
     shm_size: str = "8g"
-    min_new_images: int = Field(50, ge=0, description="Train on a new snapshot only when it adds this many images.")
-    model_config_file: str = Field("model_config.yaml", description="File under include/ with the training setup.")
+    min_new_images: int = Field(
+        50, ge=0, description="Train on a new snapshot only when it adds this many images."
+    )
+    model_config_file: str = Field(
+        "model_config.yaml", description="File under include/ with the training setup."
+    )
     experiment: str = Field("vigil-training", description="MLflow experiment of the training runs.")
-    git_commit: str | None = Field(None, description="Code version recorded on training runs "
-                                   "(mlflow.source.git.commit). The trainer image sets it from its build argument "
-                                   "VIGIL_GIT_COMMIT (images hold no .git); unset or empty: the checkout's git HEAD.")
-    cpu_threads: int | None = Field(1, ge=1, description="torch threads when training on CPU; 1 avoids the heavy "
-                                    "slow-down of oversubscribed cores on a shared machine; None = torch's default.")
-    gpu_pool: str = Field("gpu", description="Airflow pool of the docker launcher (create it with one slot per GPU host).")
-    work_volume: str = Field("vigil-trainer-work", description="Docker volume mounted at /vigil in the trainer "
-                             "container: job folders with checkpoints, so a restarted job resumes.")
-    hf_cache_volume: str = Field("vigil-hf-cache", description="Docker volume with the Hugging Face cache "
-                                 "(base model weights), mounted at /vigil/hf-cache in the trainer container.")
+    git_commit: str | None = Field(
+        None,
+        description="Code version recorded on training runs "
+        "(mlflow.source.git.commit). The trainer image sets it from its build argument "
+        "VIGIL_GIT_COMMIT (images hold no .git); unset or empty: the checkout's git HEAD.",
+    )
+    cpu_threads: int | None = Field(
+        1,
+        ge=1,
+        description="torch threads when training on CPU; 1 avoids the heavy "
+        "slow-down of oversubscribed cores on a shared machine; None = torch's default.",
+    )
+    gpu_pool: str = Field(
+        "gpu", description="Airflow pool of the docker launcher (create it with one slot per GPU host)."
+    )
+    work_volume: str = Field(
+        "vigil-trainer-work",
+        description="Docker volume mounted at /vigil in the trainer "
+        "container: job folders with checkpoints, so a restarted job resumes.",
+    )
+    hf_cache_volume: str = Field(
+        "vigil-hf-cache",
+        description="Docker volume with the Hugging Face cache "
+        "(base model weights), mounted at /vigil/hf-cache in the trainer container.",
+    )
 
 
 class ServingSettings(Section):
@@ -118,18 +157,33 @@ class ServingSettings(Section):
     model_alias: str = "champion"
     max_upload_bytes: int = Field(10_000_000, gt=0)
     max_batch_images: int = Field(16, gt=0, description="Most images in one /v1/detect/batch call.")
-    micro_batch_size: int = Field(16, gt=0, description="Most concurrent requests scored in one forward pass.")
-    micro_batch_wait_ms: float = Field(5.0, ge=0, description="How long a request waits for others to join its batch.")
+    micro_batch_size: int = Field(
+        16, gt=0, description="Most concurrent requests scored in one forward pass."
+    )
+    micro_batch_wait_ms: float = Field(
+        5.0, ge=0, description="How long a request waits for others to join its batch."
+    )
     log_image_bytes: bool = Field(False, description="Also store uploaded images with the prediction log.")
-    micro_batching: bool = Field(True, description="Score concurrent requests together; off: one forward pass each.")
+    micro_batching: bool = Field(
+        True, description="Score concurrent requests together; off: one forward pass each."
+    )
     allow_private_urls: bool = Field(
-        False, description="Let URL input reach private and loopback addresses (tests, closed networks); "
-                           "link-local (cloud metadata) stays refused.")
-    url_timeout_s: float = Field(10.0, gt=0, description="Connect and read timeout when fetching an image URL.")
+        False,
+        description="Let URL input reach private and loopback addresses (tests, closed networks); "
+        "link-local (cloud metadata) stays refused.",
+    )
+    url_timeout_s: float = Field(
+        10.0, gt=0, description="Connect and read timeout when fetching an image URL."
+    )
     upload_cache_items: int = Field(
-        1000, ge=0, description="Recent images kept under <home>/serving/uploads so feedback can label them.")
-    upload_cache_bytes: int = Field(500_000_000, ge=0, description="Size cap of that cache; oldest images go first.")
-    log_flush_rows: int = Field(1000, gt=0, description="Write the buffered prediction log once it has this many rows.")
+        1000, ge=0, description="Recent images kept under <home>/serving/uploads so feedback can label them."
+    )
+    upload_cache_bytes: int = Field(
+        500_000_000, ge=0, description="Size cap of that cache; oldest images go first."
+    )
+    log_flush_rows: int = Field(
+        1000, gt=0, description="Write the buffered prediction log once it has this many rows."
+    )
     log_flush_s: float = Field(60.0, gt=0, description="... or once its oldest row is this many seconds old.")
 
 
@@ -143,15 +197,25 @@ class DeploySettings(Section):
     """Redeploying serving after a promotion: sandbox smoke test, roll-out, post-check, rollback."""
 
     rollout: Literal["reload", "docker"] = Field(
-        "reload", description="reload: POST /admin/reload to the running server (embedded); "
-                              "docker: recreate the serving container through the Docker API (compose).")
-    smoke_images_per_class: int = Field(8, ge=1, description="Known real and fake test images sent to the sandbox.")
+        "reload",
+        description="reload: POST /admin/reload to the running server (embedded); "
+        "docker: recreate the serving container through the Docker API (compose).",
+    )
+    smoke_images_per_class: int = Field(
+        8, ge=1, description="Known real and fake test images sent to the sandbox."
+    )
     smoke_min_accuracy: float = Field(0.6, ge=0, le=1, description="Least accuracy on the known images.")
     smoke_max_p95_ms: float = Field(5000.0, gt=0, description="Largest p95 latency of one detection (ms).")
-    startup_timeout_s: float = Field(300.0, gt=0, description="How long a sandbox or reload may take to load a model.")
-    serving_container: str = Field("vigil-serving", description="Container name of the serving service (docker).")
-    serving_image: str = Field("vigil-serving:latest", description="Image inference tuning runs in (docker), "
-                                                                    "so it measures the serving hardware and stack.")
+    startup_timeout_s: float = Field(
+        300.0, gt=0, description="How long a sandbox or reload may take to load a model."
+    )
+    serving_container: str = Field(
+        "vigil-serving", description="Container name of the serving service (docker)."
+    )
+    serving_image: str = Field(
+        "vigil-serving:latest",
+        description="Image inference tuning runs in (docker), so it measures the serving hardware and stack.",
+    )
     docker_url: str = Field("unix://var/run/docker.sock", description="Docker API (docker roll-out).")
 
 
@@ -162,13 +226,20 @@ class Settings(BaseSettings):
         env_prefix="VIGIL_", env_nested_delimiter="__", extra="forbid", frozen=True, populate_by_name=True
     )
 
-    include_dir: Path = Field(DEFAULT_INCLUDE_DIR, description="Folder with vigil.yaml, sources.yaml, suites.")
-    home: Path | None = Field(None, description="Embedded-mode state folder; default: .vigil next to include/.")
-    store_url: str | None = Field(None, description="Object store root: file:///abs/path or s3://bucket/prefix.")
+    include_dir: Path = Field(
+        DEFAULT_INCLUDE_DIR, description="Folder with vigil.yaml, sources.yaml, suites."
+    )
+    home: Path | None = Field(
+        None, description="Embedded-mode state folder; default: .vigil next to include/."
+    )
+    store_url: str | None = Field(
+        None, description="Object store root: file:///abs/path or s3://bucket/prefix."
+    )
     s3_endpoint_url: str | None = Field(None, description="S3 endpoint for MinIO or moto; None means AWS.")
     inbox: str | None = Field(None, description="Base folder/URL for folder sources with relative paths.")
     mlflow_tracking_uri: str = Field(
-        "http://127.0.0.1:5000", validation_alias=AliasChoices("VIGIL_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI")
+        "http://127.0.0.1:5000",
+        validation_alias=AliasChoices("VIGIL_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI"),
     )
     model_name: str = Field("vigil-detector", description="Registered model name in MLflow.")
     serving_url: str = Field("http://127.0.0.1:8000", description="Where the running detection API answers.")
@@ -247,7 +318,11 @@ def _format_location(loc: tuple[Any, ...], data: Any) -> str:
     node = data
     for key in loc:
         if isinstance(key, int):
-            name = node[key].get("name") if isinstance(node, list) and key < len(node) and isinstance(node[key], dict) else None
+            name = (
+                node[key].get("name")
+                if isinstance(node, list) and key < len(node) and isinstance(node[key], dict)
+                else None
+            )
             parts.append(f"[{key}]" + (f" (name={name!r})" if name else ""))
         else:
             parts.append(("." if parts else "") + str(key))

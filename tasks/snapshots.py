@@ -122,7 +122,9 @@ def resolve_version(store: ObjectStore, version: str = "latest") -> str:
     versions = list_versions(store)
     if version == "latest":
         if not versions:
-            raise LookupError(f"no dataset snapshot published yet in {store.url}; run collection and curation first")
+            raise LookupError(
+                f"no dataset snapshot published yet in {store.url}; run collection and curation first"
+            )
         return versions[-1]
     if version not in versions:
         raise LookupError(f"snapshot {version!r} not found in {store.url}; known: {versions or 'none'}")
@@ -145,6 +147,7 @@ def read_snapshot(store: ObjectStore, version: str = "latest") -> Snapshot:
 
 def count_rows(table: pd.DataFrame) -> dict[str, Any]:
     """Counts per split/label/source, as stored in the manifest and shown by ``vigil snapshot show``."""
+
     def counts(values: pd.Series) -> dict[str, int]:
         return {str(k): int(v) for k, v in values.value_counts(dropna=False, sort=False).items()}
 
@@ -160,8 +163,13 @@ def export_path(split: str, label: str, image_id: str) -> str:
     return f"{split}/{LABEL_DIRS.get(label, 'unlabeled')}/{image_id}.png"
 
 
-def publish_snapshot(store: ObjectStore, table: pd.DataFrame, parent: str | None, batches: list[str],
-                     extra: dict[str, str] | None = None) -> Snapshot:
+def publish_snapshot(
+    store: ObjectStore,
+    table: pd.DataFrame,
+    parent: str | None,
+    batches: list[str],
+    extra: dict[str, str] | None = None,
+) -> Snapshot:
     """Write the manifest of a new version on top of ``parent``; every curated object must already exist.
 
     Raises :class:`SnapshotConflict` if ``parent`` is no longer the latest version, also when another

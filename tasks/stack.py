@@ -63,14 +63,27 @@ def port_is_free(port: int) -> bool:
         return True
 
 
-def start(name: str, cmd: list[str], *, port: int, health_path: str, log: Path, env: dict[str, str] | None = None,
-          cwd: Path | None = None) -> Service:
+def start(
+    name: str,
+    cmd: list[str],
+    *,
+    port: int,
+    health_path: str,
+    log: Path,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> Service:
     """Start ``cmd`` in a new process group with output to ``log``; does not wait for health."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         proc = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-            env={**os.environ, **(env or {})}, cwd=cwd,
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
+            cwd=cwd,
         )
     url = f"http://127.0.0.1:{port}"
     return Service(name, proc.pid, port, url, url + health_path, str(log))
@@ -81,7 +94,9 @@ def wait_healthy(service: Service, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not service.is_alive():
-            raise RuntimeError(f"{service.name} exited during start-up; log {service.log}:\n{_tail(service.log)}")
+            raise RuntimeError(
+                f"{service.name} exited during start-up; log {service.log}:\n{_tail(service.log)}"
+            )
         try:
             with urllib.request.urlopen(service.health_url, timeout=2) as resp:
                 if 200 <= resp.status < 300:
@@ -89,8 +104,10 @@ def wait_healthy(service: Service, timeout: float = 120.0) -> None:
         except OSError:
             pass
         time.sleep(0.5)
-    raise TimeoutError(f"{service.name} not healthy after {timeout:.0f}s at {service.health_url}; "
-                       f"log {service.log}:\n{_tail(service.log)}")
+    raise TimeoutError(
+        f"{service.name} not healthy after {timeout:.0f}s at {service.health_url}; "
+        f"log {service.log}:\n{_tail(service.log)}"
+    )
 
 
 def stop(service: Service, timeout: float = 20.0) -> None:
@@ -121,16 +138,27 @@ def _tail(path: str, lines: int = 40) -> str:
 
 # -- the services ---------------------------------------------------------------------------------
 
+
 def start_mlflow(home: Path, port: int | None = None, artifacts_destination: str | None = None) -> Service:
     """MLflow tracking server on loopback: SQLite backend, artifacts proxied to a folder (or S3 URL)."""
     home.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     artifacts = artifacts_destination or (home / "artifacts").as_uri()
     cmd = [
-        sys.executable, "-m", "mlflow", "server",
-        "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}",
-        "--artifacts-destination", artifacts,
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{home / 'mlflow.db'}",
+        "--artifacts-destination",
+        artifacts,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
     ]
     env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     return start("mlflow", cmd, port=port, health_path="/health", log=home / "mlflow.log", env=env)
@@ -165,8 +193,14 @@ def start_airflow(home: Path, port: int | None = None, env: dict[str, str] | Non
     port = port or free_port()
     cmd = [str(Path(sys.executable).with_name("airflow")), "standalone"]
     full_env = {**airflow_env(home, port), **(env or {})}
-    return start("airflow", cmd, port=port, health_path="/api/v2/monitor/health", log=home / "standalone.log",
-                 env=full_env)
+    return start(
+        "airflow",
+        cmd,
+        port=port,
+        health_path="/api/v2/monitor/health",
+        log=home / "standalone.log",
+        env=full_env,
+    )
 
 
 def airflow_admin_password(home: Path) -> str | None:
@@ -179,6 +213,7 @@ def airflow_admin_password(home: Path) -> str | None:
 
 
 # -- the stack file ---------------------------------------------------------------------------------
+
 
 def save_stack(path: Path, services: list[Service], extra: dict | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -194,6 +229,7 @@ def load_stack(path: Path) -> tuple[list[Service], dict]:
 
 
 # -- the embedded stack -----------------------------------------------------------------------------
+
 
 def _port_of(url: str) -> int:
     from urllib.parse import urlparse
@@ -236,9 +272,13 @@ def stack_env(settings) -> dict[str, str]:
 def _airflow_cli(home: Path, env: dict[str, str], *args: str) -> None:
     """Run an ``airflow`` CLI command against the embedded Airflow home; fail loudly with its output."""
     cmd = [str(Path(sys.executable).with_name("airflow")), *args]
-    result = subprocess.run(cmd, env={**os.environ, **airflow_env(home), **env}, capture_output=True, text=True)
+    result = subprocess.run(
+        cmd, env={**os.environ, **airflow_env(home), **env}, capture_output=True, text=True
+    )
     if result.returncode != 0:
-        raise RuntimeError(f"`airflow {' '.join(args)}` failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+        raise RuntimeError(
+            f"`airflow {' '.join(args)}` failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
+        )
 
 
 def up(settings, *, serving: bool = True) -> dict:
@@ -253,13 +293,22 @@ def up(settings, *, serving: bool = True) -> dict:
     for service in alive:  # a partial stack: restart it whole, so every part has the same settings
         stop(service)
 
-    ports = {"mlflow": _port_of(settings.mlflow_tracking_uri), "airflow": _port_of(settings.airflow_url),
-             "serving": _port_of(settings.serving_url)}
+    ports = {
+        "mlflow": _port_of(settings.mlflow_tracking_uri),
+        "airflow": _port_of(settings.airflow_url),
+        "serving": _port_of(settings.serving_url),
+    }
     for name, port in ports.items():
         if name in wanted and not port_is_free(port):
-            variable = {"mlflow": "MLFLOW_TRACKING_URI", "airflow": "VIGIL_AIRFLOW_URL", "serving": "VIGIL_SERVING_URL"}
-            raise RuntimeError(f"port {port} for {name} is taken by another program; "
-                               f"set {variable[name]} to another http://127.0.0.1:PORT")
+            variable = {
+                "mlflow": "MLFLOW_TRACKING_URI",
+                "airflow": "VIGIL_AIRFLOW_URL",
+                "serving": "VIGIL_SERVING_URL",
+            }
+            raise RuntimeError(
+                f"port {port} for {name} is taken by another program; "
+                f"set {variable[name]} to another http://127.0.0.1:PORT"
+            )
     env = {**stack_env(settings), **airflow_objects_env(settings)}
     airflow_home = home / "airflow"
     started: list[Service] = []
@@ -269,9 +318,25 @@ def up(settings, *, serving: bool = True) -> dict:
         _airflow_cli(airflow_home, env, "pools", "import", str(settings.include_dir / POOLS_FILE))
         started.append(start_airflow(airflow_home, port=ports["airflow"], env=env))
         if serving:
-            cmd = [sys.executable, "-m", "tasks.serve", "--host", "127.0.0.1", "--port", str(ports["serving"])]
-            started.append(start("serving", cmd, port=ports["serving"], health_path="/healthz",
-                                 log=home / "serving.log", env=env))
+            cmd = [
+                sys.executable,
+                "-m",
+                "tasks.serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(ports["serving"]),
+            ]
+            started.append(
+                start(
+                    "serving",
+                    cmd,
+                    port=ports["serving"],
+                    health_path="/healthz",
+                    log=home / "serving.log",
+                    env=env,
+                )
+            )
         for service in started:
             wait_healthy(service, timeout=240)
     except BaseException:

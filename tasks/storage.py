@@ -155,8 +155,9 @@ class ObjectStore:
     def write_json(self, key: str, obj: Any) -> str:
         return self.write_bytes(key, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
 
-    def write_table(self, key: str, df: pd.DataFrame, metadata: dict[str, str] | None = None, *,
-                    exclusive: bool = False) -> str:
+    def write_table(
+        self, key: str, df: pd.DataFrame, metadata: dict[str, str] | None = None, *, exclusive: bool = False
+    ) -> str:
         """Write a DataFrame as Parquet, with optional key/value metadata in the file footer."""
         import pyarrow as pa
         import pyarrow.parquet as pq

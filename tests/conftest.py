@@ -113,6 +113,7 @@ def mlflow_server() -> str:
     finally:
         stack.stop(service)
 
+
 # -- the tiny detector, shared by model, tuning, serving, gate and deploy tests ----------------------
 
 import json  # noqa: E402
@@ -138,10 +139,25 @@ def publish_demo_snapshot(store, root: Path):
         image_id = key.rsplit("/", 1)[-1].removesuffix(".png")
         split, label_dir = record["file_name"].split("/")[:2]
         label = "real" if label_dir == "0_real" else "fake"
-        rows.append({"image_id": image_id, "key": key, "path": export_path(split, label, image_id), "split": split,
-                     "label": label, "label_source": "folder", "source": root.name, "batch_id": batch_id,
-                     "group_id": image_id, "phash": "0" * 16, "width": 56, "height": 56, "original_format": "PNG",
-                     "original_size_bytes": len(data), "generator": record.get("generator")})
+        rows.append(
+            {
+                "image_id": image_id,
+                "key": key,
+                "path": export_path(split, label, image_id),
+                "split": split,
+                "label": label,
+                "label_source": "folder",
+                "source": root.name,
+                "batch_id": batch_id,
+                "group_id": image_id,
+                "phash": "0" * 16,
+                "width": 56,
+                "height": 56,
+                "original_format": "PNG",
+                "original_size_bytes": len(data),
+                "generator": record.get("generator"),
+            }
+        )
     table = pd.DataFrame(rows)
     if previous is not None:
         table = pd.concat([previous, table], ignore_index=True).drop_duplicates("image_id")
@@ -163,8 +179,9 @@ def tiny_config():
     from tasks.model.config import load_config
     from tasks.settings import Settings
 
-    return load_config(None, Settings()).with_overrides({"train.epochs": 3, "train.batch_size": 16,
-                                                         "train.early_stopping_patience": 3})
+    return load_config(None, Settings()).with_overrides(
+        {"train.epochs": 3, "train.batch_size": 16, "train.early_stopping_patience": 3}
+    )
 
 
 @pytest.fixture(scope="session")
@@ -181,7 +198,9 @@ def demo_frames(demo_root):
     from tasks.model.frames import folder_frame
 
     frame = folder_frame(demo_root / "demo_a")
-    return {s: frame.where(frame.table["split"].to_numpy() == s, f"demo_a {s}") for s in ("train", "val", "test")}
+    return {
+        s: frame.where(frame.table["split"].to_numpy() == s, f"demo_a {s}") for s in ("train", "val", "test")
+    }
 
 
 @pytest.fixture(scope="session")
@@ -190,11 +209,18 @@ def trained(tiny_config, demo_frames, tmp_path_factory):
     from tasks.settings import Settings
     from tasks.train.job import StartingPoint, TrainingData, fit
 
-    config = tiny_config.with_overrides({"train.epochs": 25, "train.batch_size": 16,
-                                         "train.early_stopping_patience": 25})
+    config = tiny_config.with_overrides(
+        {"train.epochs": 25, "train.batch_size": 16, "train.early_stopping_patience": 25}
+    )
     data = TrainingData(demo_frames["train"], demo_frames["val"], demo_frames["test"], {})
-    trainer = fit(config, Settings(), StartingPoint("base"), data, tmp_path_factory.mktemp("checkpoints"),
-                  tmp_path_factory.mktemp("cache"))
+    trainer = fit(
+        config,
+        Settings(),
+        StartingPoint("base"),
+        data,
+        tmp_path_factory.mktemp("checkpoints"),
+        tmp_path_factory.mktemp("cache"),
+    )
     return trainer, config
 
 
@@ -207,8 +233,9 @@ def trained_dir(trained, demo_frames, tmp_path_factory) -> Path:
     trainer, config = trained
     threshold = threshold_at_fpr(demo_frames["val"].labels, trainer.validation_scores(), config.target_fpr)
     card = DetectorCard.from_config(config, threshold=threshold, snapshot="demo_a")
-    return save_detector(tmp_path_factory.mktemp("detector") / "detector", trainer.model, trainer.preprocessor, card,
-                         config)
+    return save_detector(
+        tmp_path_factory.mktemp("detector") / "detector", trainer.model, trainer.preprocessor, card, config
+    )
 
 
 @pytest.fixture(scope="session")
@@ -223,7 +250,9 @@ def untrained_dir(tiny_config, tiny_base, tmp_path_factory) -> Path:
     from tasks.model.detector import DetectorCard, save_detector
 
     model, preprocessor = tiny_base
-    card = DetectorCard.from_config(tiny_config.with_overrides({"method": "full"}), threshold=0.5, snapshot="none")
+    card = DetectorCard.from_config(
+        tiny_config.with_overrides({"method": "full"}), threshold=0.5, snapshot="none"
+    )
     return save_detector(tmp_path_factory.mktemp("untrained") / "detector", model, preprocessor, card)
 
 
@@ -238,7 +267,9 @@ def register_detector(folder: Path, settings, snapshot: str) -> str:
     use_mlflow(settings)
     mlflow.set_experiment("vigil-tests")
     with mlflow.start_run():
-        return log_and_register(folder, settings, {"snapshot": snapshot, "profile": "tiny"}, "test detector")["version"]
+        return log_and_register(folder, settings, {"snapshot": snapshot, "profile": "tiny"}, "test detector")[
+            "version"
+        ]
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,9 @@ def registry(mlflow_server, tmp_path):
     for _ in range(3):
         run = client.create_run(experiment)
         client.log_text(run.info.run_id, "weights", "model/weights.txt")
-        client.create_model_version(settings.model_name, source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id)
+        client.create_model_version(
+            settings.model_name, source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id
+        )
     return Registry(settings)
 
 

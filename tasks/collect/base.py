@@ -83,8 +83,15 @@ class Collector(ABC):
     # Web sources download media: non-image bytes are refused. Folder imports keep every file.
     downloads: ClassVar[bool] = True
 
-    def __init__(self, source: Source, settings: Settings, *, cursor: dict[str, Any] | None = None,
-                 token: str | None = None, limit: int | None = None) -> None:
+    def __init__(
+        self,
+        source: Source,
+        settings: Settings,
+        *,
+        cursor: dict[str, Any] | None = None,
+        token: str | None = None,
+        limit: int | None = None,
+    ) -> None:
         self.source = source
         self.options = source.options
         self.settings = settings
@@ -93,7 +100,9 @@ class Collector(ABC):
         self.skipped: Counter[str] = Counter()
         self.token = token or (os.environ.get(self.credential.env) if self.credential else None) or None
         if self.credential and self.credential.required and not self.token:
-            raise CollectConfigError(f"source {source.name!r} ({self.kind}) needs a token: set {self.credential.describe()}")
+            raise CollectConfigError(
+                f"source {source.name!r} ({self.kind}) needs a token: set {self.credential.describe()}"
+            )
 
     def candidates(self) -> Iterator[Candidate]:
         """At most ``limit`` candidates; the cursor then covers exactly what was handed out."""

@@ -9,7 +9,9 @@ import logging
 def register(subparsers: argparse._SubParsersAction) -> None:
     collect = subparsers.add_parser("collect", help="collect new images of one source into a raw batch")
     collect.add_argument("source", help="source name from include/sources.yaml (see `vigil sources`)")
-    collect.add_argument("--max-images", type=int, metavar="N", help="most new images this run (default: the source's)")
+    collect.add_argument(
+        "--max-images", type=int, metavar="N", help="most new images this run (default: the source's)"
+    )
     collect.add_argument("--json", action="store_true", help="print the run summary as JSON")
     collect.set_defaults(func=_collect)
 
@@ -39,14 +41,25 @@ def _sources(args: argparse.Namespace) -> int:
     from tasks.cli import print_json
     from tasks.collect.sources import load_sources
 
-    rows = [{"name": s.name, "kind": s.kind, "enabled": s.enabled, "schedule": s.schedule,
-             "max_images": s.max_images, "label_prior": s.label_prior, "dag_id": f"collect_{s.name}"}
-            for s in load_sources().sources]
+    rows = [
+        {
+            "name": s.name,
+            "kind": s.kind,
+            "enabled": s.enabled,
+            "schedule": s.schedule,
+            "max_images": s.max_images,
+            "label_prior": s.label_prior,
+            "dag_id": f"collect_{s.name}",
+        }
+        for s in load_sources().sources
+    ]
     if args.json:
         print_json(rows)
         return 0
     print(f"{'name':<24} {'kind':<9} {'enabled':<8} {'schedule':<16} {'max':>6}  label_prior")
     for r in rows:
-        print(f"{r['name']:<24} {r['kind']:<9} {'yes' if r['enabled'] else 'no':<8} {r['schedule'] or 'manual':<16} "
-              f"{r['max_images']:>6}  {r['label_prior']}")
+        print(
+            f"{r['name']:<24} {r['kind']:<9} {'yes' if r['enabled'] else 'no':<8} {r['schedule'] or 'manual':<16} "
+            f"{r['max_images']:>6}  {r['label_prior']}"
+        )
     return 0

@@ -42,7 +42,9 @@ METADATA_COLUMNS = ("generator", "alt_text", "license", "created_at", "post_url"
 
 
 class FolderOptions(Options):
-    path: str = Field(".", description="Folder, relative to settings.inbox, absolute, or an s3://bucket/prefix URL.")
+    path: str = Field(
+        ".", description="Folder, relative to settings.inbox, absolute, or an s3://bucket/prefix URL."
+    )
 
 
 def resolve_location(path: str, inbox: str) -> str:
@@ -74,10 +76,14 @@ class FolderCollector(Collector):
     def items(self) -> Iterator[Candidate]:
         location = resolve_location(self.options.path, self.settings.inbox)
         if location == resolve_location(".", self.settings.inbox) and "://" not in location:
-            Path(location).mkdir(parents=True, exist_ok=True)  # the inbox itself: empty until users drop files
+            Path(location).mkdir(
+                parents=True, exist_ok=True
+            )  # the inbox itself: empty until users drop files
         if "://" not in location and not Path(location).is_dir():
-            raise CollectConfigError(f"source {self.source.name!r}: folder {location} does not exist "
-                               f"(options.path={self.options.path!r}, inbox={self.settings.inbox})")
+            raise CollectConfigError(
+                f"source {self.source.name!r}: folder {location} does not exist "
+                f"(options.path={self.options.path!r}, inbox={self.settings.inbox})"
+            )
         store = ObjectStore(location, endpoint_url=self.settings.s3_endpoint_url)
         files = self._list(store)
         metadata = self._metadata(store, [rel for rel in files if rel.rsplit("/", 1)[-1] == METADATA_FILE])
@@ -112,13 +118,25 @@ class FolderCollector(Collector):
                 continue
             known_shas.add(sha)
             extra = metadata.get(rel, {})
-            label_source = ((HUMAN_LABEL if feedback else "folder") if label
-                            else ("metadata" if extra.get("label") else None))
+            label_source = (
+                (HUMAN_LABEL if feedback else "folder")
+                if label
+                else ("metadata" if extra.get("label") else None)
+            )
             yield Candidate(
-                post_id=rel, data=data, sha256=sha, original_name=name, split=split, dataset=dataset,
-                label=label or extra.get("label"), label_source=label_source,
-                generator=extra.get("generator"), alt_text=extra.get("alt_text"), license=extra.get("license"),
-                created_at=extra.get("created_at"), post_url=extra.get("post_url"),
+                post_id=rel,
+                data=data,
+                sha256=sha,
+                original_name=name,
+                split=split,
+                dataset=dataset,
+                label=label or extra.get("label"),
+                label_source=label_source,
+                generator=extra.get("generator"),
+                alt_text=extra.get("alt_text"),
+                license=extra.get("license"),
+                created_at=extra.get("created_at"),
+                post_url=extra.get("post_url"),
             )
 
     def _list(self, store: ObjectStore) -> dict[str, str]:
@@ -130,7 +148,7 @@ class FolderCollector(Collector):
         prefix = store.root.rstrip("/") + "/"
         files = {}
         for path, info in found.items():
-            rel = path[len(prefix):] if path.startswith(prefix) else path
+            rel = path[len(prefix) :] if path.startswith(prefix) else path
             if info.get("type") == "directory" or any(part.startswith(".") for part in rel.split("/")):
                 continue
             modified = info.get("mtime") or info.get("LastModified") or info.get("ETag") or ""
@@ -151,9 +169,13 @@ class FolderCollector(Collector):
                 except json.JSONDecodeError as exc:
                     raise CollectConfigError(f"{where}: not valid JSON ({exc.msg})") from None
                 if not isinstance(record, dict) or not isinstance(record.get("file_name"), str):
-                    raise CollectConfigError(f"{where}: each line must be a JSON object with a 'file_name' string")
+                    raise CollectConfigError(
+                        f"{where}: each line must be a JSON object with a 'file_name' string"
+                    )
                 if record.get("label") not in (None, "real", "fake", "unknown"):
-                    raise CollectConfigError(f"{where}: label must be real, fake or unknown, got {record['label']!r}")
+                    raise CollectConfigError(
+                        f"{where}: label must be real, fake or unknown, got {record['label']!r}"
+                    )
                 path = posixpath.normpath(posixpath.join(base, record["file_name"]))
                 rows[path] = {k: _text(record.get(k)) for k in METADATA_COLUMNS if record.get(k) is not None}
         return rows

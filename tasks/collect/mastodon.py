@@ -39,7 +39,9 @@ _NEXT_LINK = re.compile(r'<([^>]+)>\s*;\s*rel="?next"?')
 class MastodonOptions(Options):
     instance: str = Field(description="Instance root URL, e.g. https://mastodon.social.")
     scope: Literal["all", "local", "remote"] = Field(
-        "all", description="all statuses the instance knows, only its own (local), or only federated (remote).")
+        "all",
+        description="all statuses the instance knows, only its own (local), or only federated (remote).",
+    )
 
     @field_validator("instance")
     @classmethod
@@ -78,8 +80,11 @@ class MastodonCollector(Collector):
 
     def _timeline(self, timeline: str, session: requests.Session) -> Iterator[Candidate]:
         cursors: dict[str, str] = self.state.setdefault("since_id", {})
-        path = "/api/v1/timelines/public" if timeline == "public" else \
-            f"/api/v1/timelines/tag/{quote(timeline.removeprefix('tag:'), safe='')}"
+        path = (
+            "/api/v1/timelines/public"
+            if timeline == "public"
+            else f"/api/v1/timelines/tag/{quote(timeline.removeprefix('tag:'), safe='')}"
+        )
         params: dict[str, str] = {"only_media": "true", "limit": str(PAGE_SIZE)}
         if self.options.scope != "all":
             params[self.options.scope] = "true"
@@ -89,7 +94,13 @@ class MastodonCollector(Collector):
         while True:
             statuses, link = self._get(path, params, session)
             page_number += 1
-            log.info("Mastodon %s %s page %d: %d statuses", self.options.instance, timeline, page_number, len(statuses))
+            log.info(
+                "Mastodon %s %s page %d: %d statuses",
+                self.options.instance,
+                timeline,
+                page_number,
+                len(statuses),
+            )
             if not statuses:
                 return
             if page_number == 1:
@@ -109,25 +120,39 @@ class MastodonCollector(Collector):
             if media.get("type") != "image" or not media.get("url"):
                 self.skip(f"not an image ({media.get('type')})")
                 continue
-            yield Candidate(post_id=str(post["id"]), media_url=media["url"],
-                            post_url=post.get("url") or post.get("uri"),
-                            author=f"mastodon:{author}" if author else None,
-                            created_at=post.get("created_at"), alt_text=media.get("description"))
+            yield Candidate(
+                post_id=str(post["id"]),
+                media_url=media["url"],
+                post_url=post.get("url") or post.get("uri"),
+                author=f"mastodon:{author}" if author else None,
+                created_at=post.get("created_at"),
+                alt_text=media.get("description"),
+            )
 
-    def _get(self, path: str, params: dict[str, str], session: requests.Session) -> tuple[list[dict], str | None]:
+    def _get(
+        self, path: str, params: dict[str, str], session: requests.Session
+    ) -> tuple[list[dict], str | None]:
         url = self.options.instance + path + "?" + "&".join(f"{k}={quote(v)}" for k, v in params.items())
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
         try:
-            got = net.fetch(url, self.settings.download, session=session, accept="application/json", headers=headers)
+            got = net.fetch(
+                url, self.settings.download, session=session, accept="application/json", headers=headers
+            )
         except net.FetchError as exc:
-            hint = (f" (this instance may require an access token: set {self.credential.describe()})"
-                    if exc.status in (401, 403) else "")
-            raise CollectError(f"Mastodon timeline of source {self.source.name!r} failed: {exc}{hint}") from None
+            hint = (
+                f" (this instance may require an access token: set {self.credential.describe()})"
+                if exc.status in (401, 403)
+                else ""
+            )
+            raise CollectError(
+                f"Mastodon timeline of source {self.source.name!r} failed: {exc}{hint}"
+            ) from None
         try:
             statuses = json.loads(got.data)
         except ValueError:
-            raise CollectError(f"{url}: the answer is not JSON "
-                               f"(is {self.options.instance} a Mastodon instance?)") from None
+            raise CollectError(
+                f"{url}: the answer is not JSON (is {self.options.instance} a Mastodon instance?)"
+            ) from None
         if not isinstance(statuses, list):
             raise CollectError(f"{url}: expected a list of statuses, got {type(statuses).__name__}")
         return statuses, got.headers.get("Link")

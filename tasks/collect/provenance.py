@@ -55,7 +55,9 @@ def detect(data: bytes) -> Provenance | None:
     """The provenance label carried by the image bytes, or None when they say nothing."""
     meta = _extract(data)
     for manifest in meta.c2pa:
-        if b"c2pa" in manifest and _fake_type(m.decode("ascii", "replace") for m in _SOURCE_TYPE_URI.findall(manifest)):
+        if b"c2pa" in manifest and _fake_type(
+            m.decode("ascii", "replace") for m in _SOURCE_TYPE_URI.findall(manifest)
+        ):
             return Provenance("fake", "c2pa")
     for packet in meta.xmp:
         if _fake_type(value.rstrip("/").rsplit("/", 1)[-1] for value in _XMP_SOURCE_TYPE.findall(packet)):
@@ -63,8 +65,13 @@ def detect(data: bytes) -> Provenance | None:
     return _generator_text(meta.text)
 
 
-def weak_label(prior: str, *, label: str | None = None, label_source: str | None = None,
-               provenance: Provenance | None = None) -> tuple[str, str]:
+def weak_label(
+    prior: str,
+    *,
+    label: str | None = None,
+    label_source: str | None = None,
+    provenance: Provenance | None = None,
+) -> tuple[str, str]:
     """(label, label_source) by the precedence in the module docstring."""
     if label:
         return label, label_source or "folder"
@@ -80,7 +87,9 @@ def _fake_type(values: Iterator[str]) -> bool:
 def _generator_text(text: dict[str, str]) -> Provenance | None:
     if text.get("parameters"):
         model = re.search(r"Model: ([^,\n]+)", text["parameters"])
-        return Provenance("fake", "png_parameters", model.group(1).strip() if model else "stable-diffusion-webui")
+        return Provenance(
+            "fake", "png_parameters", model.group(1).strip() if model else "stable-diffusion-webui"
+        )
     for keyword in ("prompt", "workflow"):
         if _is_json_object(text.get(keyword)):
             return Provenance("fake", "png_comfyui", "comfyui")
@@ -102,6 +111,7 @@ def _is_json_object(value: str | None) -> bool:
 
 # -- container walking -------------------------------------------------------------------------------
 
+
 def _extract(data: bytes) -> _Metadata:
     meta = _Metadata([], [], {})
     if data.startswith(b"\x89PNG\r\n\x1a\n"):
@@ -116,8 +126,8 @@ def _extract(data: bytes) -> _Metadata:
 def _png(data: bytes, meta: _Metadata) -> None:
     pos = 8
     while pos + 8 <= len(data):
-        length, ctype = struct.unpack(">I4s", data[pos:pos + 8])
-        body = data[pos + 8:pos + 8 + length]
+        length, ctype = struct.unpack(">I4s", data[pos : pos + 8])
+        body = data[pos + 8 : pos + 8 + length]
         pos += 12 + length
         if ctype == b"IEND":
             break
@@ -169,11 +179,11 @@ def _jpeg(data: bytes, meta: _Metadata) -> None:
             continue
         if marker in (0xDA, 0xD9):  # start of scan / end of image: no metadata after this
             break
-        (length,) = struct.unpack(">H", data[pos + 2:pos + 4])
-        body = data[pos + 4:pos + 2 + length]
+        (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
+        body = data[pos + 4 : pos + 2 + length]
         pos += 2 + length
         if marker == 0xE1 and body.startswith(_XMP_JPEG_HEADER):
-            meta.xmp.append(body[len(_XMP_JPEG_HEADER):].decode("utf-8", "replace"))
+            meta.xmp.append(body[len(_XMP_JPEG_HEADER) :].decode("utf-8", "replace"))
         elif marker == 0xEB and body[:2] == b"JP" and len(body) >= 8:
             # Common identifier "JP", box instance (2 bytes), packet sequence number (4 bytes), box data.
             instance, sequence = body[2:4], struct.unpack(">I", body[4:8])[0]
@@ -187,8 +197,8 @@ def _jpeg(data: bytes, meta: _Metadata) -> None:
 def _webp(data: bytes, meta: _Metadata) -> None:
     pos = 12
     while pos + 8 <= len(data):
-        ctype, length = struct.unpack("<4sI", data[pos:pos + 8])
-        body = data[pos + 8:pos + 8 + length]
+        ctype, length = struct.unpack("<4sI", data[pos : pos + 8])
+        body = data[pos + 8 : pos + 8 + length]
         pos += 8 + length + (length & 1)
         if ctype == b"XMP ":
             meta.xmp.append(body.decode("utf-8", "replace"))

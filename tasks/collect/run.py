@@ -48,22 +48,32 @@ def load_cursor(store: ObjectStore, source: Source) -> dict[str, Any]:
         return {}
     saved = store.read_json(key)
     if saved.get("kind") != source.kind:
-        log.warning("cursor %s was written by a %s source; starting over as %s", key, saved.get("kind"), source.kind)
+        log.warning(
+            "cursor %s was written by a %s source; starting over as %s", key, saved.get("kind"), source.kind
+        )
         return {}
     return saved.get("state", {})
 
 
-def collect(source_name: str, settings: Settings | None = None, store: ObjectStore | None = None,
-            token: str | None = None, max_images: int | None = None) -> dict[str, Any]:
+def collect(
+    source_name: str,
+    settings: Settings | None = None,
+    store: ObjectStore | None = None,
+    token: str | None = None,
+    max_images: int | None = None,
+) -> dict[str, Any]:
     """Collect new images of one source into a raw batch; returns a JSON-able run summary."""
     settings = settings or Settings()
     store = store or ObjectStore.from_settings(settings)
     source = load_sources(settings).get(source_name)
     if not source.enabled:
-        log.warning("source %r is disabled in sources.yaml; collecting anyway because it was asked for by name",
-                    source.name)
-    collector = KINDS[source.kind](source, settings, cursor=load_cursor(store, source), token=token,
-                                   limit=max_images)
+        log.warning(
+            "source %r is disabled in sources.yaml; collecting anyway because it was asked for by name",
+            source.name,
+        )
+    collector = KINDS[source.kind](
+        source, settings, cursor=load_cursor(store, source), token=token, limit=max_images
+    )
     log.info("collecting up to %d new images from source %r (%s)", collector.limit, source.name, source.kind)
     run = _Run(source, collector, settings, store)
     for candidate in collector.candidates():
@@ -98,27 +108,50 @@ class _Run:
             self.collector.skip("same image twice in this run")
             return
         self.shas.add(sha)
-        key = batches.raw_key(self.source.name, sha, EXTENSIONS.get(fmt) or _extension(item.original_name), self.when)
+        key = batches.raw_key(
+            self.source.name, sha, EXTENSIONS.get(fmt) or _extension(item.original_name), self.when
+        )
         if not self.store.exists(key):
             self.store.write_bytes(key, data)
         found = provenance.detect(data)
-        label, label_source = provenance.weak_label(self.source.label_prior, label=item.label,
-                                                    label_source=item.label_source, provenance=found)
+        label, label_source = provenance.weak_label(
+            self.source.label_prior, label=item.label, label_source=item.label_source, provenance=found
+        )
         if found and item.label and item.label != found.label:
             self.conflicts += 1
-            log.warning("%s is labeled %s by the %s but its %s metadata says %s; keeping %s",
-                        item.post_id, item.label, item.label_source, found.label_source, found.label, item.label)
-        self.rows.append({
-            "sha256": sha, "raw_key": key, "format": fmt, "size_bytes": len(data),
-            "source": self.source.name, "source_kind": self.source.kind, "post_id": item.post_id,
-            "post_url": item.post_url, "media_url": item.media_url,
-            "author_hash": hashlib.sha256(item.author.encode()).hexdigest() if item.author else None,
-            "created_at": _iso_utc(item.created_at), "collected_at": self.when.isoformat(),
-            "alt_text": item.alt_text, "license": item.license, "label": label, "label_source": label_source,
-            "split": item.split, "dataset": item.dataset,
-            "generator": item.generator or (found.generator if found and label == found.label else None),
-            "original_name": item.original_name,
-        })
+            log.warning(
+                "%s is labeled %s by the %s but its %s metadata says %s; keeping %s",
+                item.post_id,
+                item.label,
+                item.label_source,
+                found.label_source,
+                found.label,
+                item.label,
+            )
+        self.rows.append(
+            {
+                "sha256": sha,
+                "raw_key": key,
+                "format": fmt,
+                "size_bytes": len(data),
+                "source": self.source.name,
+                "source_kind": self.source.kind,
+                "post_id": item.post_id,
+                "post_url": item.post_url,
+                "media_url": item.media_url,
+                "author_hash": hashlib.sha256(item.author.encode()).hexdigest() if item.author else None,
+                "created_at": _iso_utc(item.created_at),
+                "collected_at": self.when.isoformat(),
+                "alt_text": item.alt_text,
+                "license": item.license,
+                "label": label,
+                "label_source": label_source,
+                "split": item.split,
+                "dataset": item.dataset,
+                "generator": item.generator or (found.generator if found and label == found.label else None),
+                "original_name": item.original_name,
+            }
+        )
 
     def _download(self, item: Candidate) -> bytes | None:
         try:
@@ -133,10 +166,13 @@ class _Run:
             self.session.close()
         name = self.source.name
         batch = batches.write_batch(self.store, name, self.rows, self.when) if self.rows else None
-        self.store.write_json(cursor_key(name), {"kind": self.source.kind, "state": self.collector.state,
-                                                 "updated_at": self.when.isoformat()})
+        self.store.write_json(
+            cursor_key(name),
+            {"kind": self.source.kind, "state": self.collector.state, "updated_at": self.when.isoformat()},
+        )
         summary = {
-            "source": name, "kind": self.source.kind,
+            "source": name,
+            "kind": self.source.kind,
             "batch_id": batch.batch_id if batch else None,
             "manifest": self.store.uri(batch.key) if batch else None,
             "images": len(self.rows),
@@ -152,13 +188,16 @@ class _Run:
 
 def describe(summary: dict[str, Any]) -> str:
     """The run summary in plain words, for logs and the CLI."""
+
     def counts(d: dict[str, int]) -> str:
         return ", ".join(f"{k} {v}" for k, v in sorted(d.items())) or "none"
 
     if summary["batch_id"]:
-        text = (f"source {summary['source']}: stored {summary['images']} new images in batch {summary['batch_id']} "
-                f"(labels: {counts(summary['labels'])}; label sources: {counts(summary['label_sources'])}); "
-                f"manifest {summary['manifest']}")
+        text = (
+            f"source {summary['source']}: stored {summary['images']} new images in batch {summary['batch_id']} "
+            f"(labels: {counts(summary['labels'])}; label sources: {counts(summary['label_sources'])}); "
+            f"manifest {summary['manifest']}"
+        )
     else:
         text = f"source {summary['source']}: nothing new"
     if summary["skipped"]:

@@ -29,7 +29,9 @@ class Query(Section):
     @field_validator("terms", "hashtags", "accounts")
     @classmethod
     def _clean(cls, values: list[str], info: ValidationInfo) -> list[str]:
-        cleaned = [v.strip().lstrip({"hashtags": "#", "accounts": "@"}.get(info.field_name, "")) for v in values]
+        cleaned = [
+            v.strip().lstrip({"hashtags": "#", "accounts": "@"}.get(info.field_name, "")) for v in values
+        ]
         if any(not v for v in cleaned):
             raise ValueError("entries must not be empty")
         return cleaned
@@ -38,24 +40,32 @@ class Query(Section):
 class Source(Section):
     """One source of images."""
 
-    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,49}$",
-                      description="Slug (lower case, digits, '_'); the DAG is collect_<name>.")
+    name: str = Field(
+        pattern=r"^[a-z][a-z0-9_]{0,49}$",
+        description="Slug (lower case, digits, '_'); the DAG is collect_<name>.",
+    )
     kind: str = Field(description="One of the registered kinds: x, mastodon, folder.")
     enabled: bool = Field(True, description="Only enabled sources get a DAG.")
-    schedule: str | None = Field(description="Cron expression or preset (@hourly, @daily, ...); null = manual only.")
+    schedule: str | None = Field(
+        description="Cron expression or preset (@hourly, @daily, ...); null = manual only."
+    )
     description: str = Field("", description="Shown in the DAG's documentation.")
     query: Query = Field(default_factory=Query)
     max_images: int = Field(100, gt=0, le=10_000, description="Most new images stored per run.")
     label_prior: Literal["fake", "real", "unknown"] = Field(
-        "unknown", description="Label of images that carry no stronger evidence (folder label, provenance).")
+        "unknown", description="Label of images that carry no stronger evidence (folder label, provenance)."
+    )
     options: Any = Field(default_factory=dict, description="Kind-specific options, validated by the kind.")
 
     @field_validator("kind")
     @classmethod
     def _known_kind(cls, kind: str) -> str:
         if kind not in KINDS:
-            raise PydanticCustomError("unknown_kind", "unknown source kind '{kind}'; accepted: {accepted}",
-                                      {"kind": kind, "accepted": ", ".join(sorted(KINDS))})
+            raise PydanticCustomError(
+                "unknown_kind",
+                "unknown source kind '{kind}'; accepted: {accepted}",
+                {"kind": kind, "accepted": ", ".join(sorted(KINDS))},
+            )
         return kind
 
     @field_validator("schedule")
@@ -83,8 +93,9 @@ class Source(Section):
         try:
             return KINDS[kind].options_model.model_validate(options or {})
         except ValidationError as exc:
-            raise PydanticCustomError("invalid_options", "{detail}",
-                                      {"detail": describe_validation_error(exc, options)}) from None
+            raise PydanticCustomError(
+                "invalid_options", "{detail}", {"detail": describe_validation_error(exc, options)}
+            ) from None
 
     @model_validator(mode="after")
     def _query_fits_kind(self) -> Source:
@@ -92,8 +103,10 @@ class Source(Section):
         for field_name in ("terms", "hashtags", "accounts"):
             if getattr(self.query, field_name) and field_name not in supported:
                 accepted = ", ".join(sorted(supported)) or "none"
-                raise ValueError(f"query.{field_name} is not supported by kind {self.kind!r} "
-                                 f"(supported query fields: {accepted})")
+                raise ValueError(
+                    f"query.{field_name} is not supported by kind {self.kind!r} "
+                    f"(supported query fields: {accepted})"
+                )
         return self
 
 
@@ -106,8 +119,10 @@ class SourcesFile(Section):
         seen: dict[str, int] = {}
         for i, source in enumerate(sources):
             if source.name in seen:
-                raise ValueError(f"duplicate source name {source.name!r} (sources[{seen[source.name]}] and "
-                                 f"sources[{i}]); names must be unique")
+                raise ValueError(
+                    f"duplicate source name {source.name!r} (sources[{seen[source.name]}] and "
+                    f"sources[{i}]); names must be unique"
+                )
             seen[source.name] = i
         return sources
 
@@ -127,4 +142,3 @@ def load_sources(settings: Settings | None = None) -> SourcesFile:
     """Read and validate ``<include_dir>/sources.yaml``; raises ConfigError naming source and field."""
     settings = settings or Settings()
     return load_yaml(settings.include(SOURCES_FILE), SourcesFile)
-

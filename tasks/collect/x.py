@@ -36,7 +36,8 @@ MEDIA_FIELDS = ["url", "type", "width", "height", "alt_text"]
 class XOptions(Options):
     api_base_url: str = Field(X_API, description="API root; only tests change it.")
     max_rate_limit_wait_s: float = Field(
-        900, ge=0, description="Longest wait for a rate-limit window to reset (X windows are 15 minutes).")
+        900, ge=0, description="Longest wait for a rate-limit window to reset (X windows are 15 minutes)."
+    )
 
     @field_validator("api_base_url")
     @classmethod
@@ -54,7 +55,7 @@ class _ApiBase(HTTPAdapter):
         self.base, self.timeout_s = base, timeout_s
 
     def send(self, request, **kwargs):  # type: ignore[no-untyped-def]
-        request.url = self.base + request.url[len(X_API):]
+        request.url = self.base + request.url[len(X_API) :]
         if kwargs.get("timeout") is None:
             kwargs["timeout"] = (self.timeout_s, self.timeout_s)
         return super().send(request, **kwargs)
@@ -83,7 +84,9 @@ class XCollector(Collector):
 
         query = self.source.query
         if not (query.terms or query.hashtags or query.accounts):
-            raise CollectConfigError(f"source {self.source.name!r}: an x source needs query terms, hashtags or accounts")
+            raise CollectConfigError(
+                f"source {self.source.name!r}: an x source needs query terms, hashtags or accounts"
+            )
         logging.getLogger("tweepy").setLevel(logging.INFO)  # its DEBUG log prints the Authorization header
         client = tweepy.Client(bearer_token=self.token, return_type=dict, wait_on_rate_limit=False)
         client.session.mount(X_API, _ApiBase(self.options.api_base_url, self.settings.download.timeout_s))
@@ -119,10 +122,15 @@ class XCollector(Collector):
                 return
             params["next_token"] = meta["next_token"]
 
-    def _photos(self, tweet: dict, media: dict[str, dict], users: dict[str, str | None]) -> Iterator[Candidate]:
+    def _photos(
+        self, tweet: dict, media: dict[str, dict], users: dict[str, str | None]
+    ) -> Iterator[Candidate]:
         username = users.get(tweet.get("author_id", ""))
-        post_url = (f"https://x.com/{username}/status/{tweet['id']}" if username
-                    else f"https://x.com/i/web/status/{tweet['id']}")
+        post_url = (
+            f"https://x.com/{username}/status/{tweet['id']}"
+            if username
+            else f"https://x.com/i/web/status/{tweet['id']}"
+        )
         for key in tweet.get("attachments", {}).get("media_keys", []):
             item = media.get(key)
             if item is None:
@@ -130,10 +138,14 @@ class XCollector(Collector):
             elif item.get("type") != "photo" or not item.get("url"):
                 self.skip(f"not a photo ({item.get('type')})")
             else:
-                yield Candidate(post_id=tweet["id"], media_url=item["url"], post_url=post_url,
-                                author=f"x:{tweet['author_id']}" if tweet.get("author_id") else None,
-                                created_at=tweet.get("created_at"),
-                                alt_text=item.get("alt_text"))
+                yield Candidate(
+                    post_id=tweet["id"],
+                    media_url=item["url"],
+                    post_url=post_url,
+                    author=f"x:{tweet['author_id']}" if tweet.get("author_id") else None,
+                    created_at=tweet.get("created_at"),
+                    alt_text=item.get("alt_text"),
+                )
 
     def _search(self, client, params: dict[str, Any]) -> dict:  # type: ignore[no-untyped-def]
         """One search call; waits out rate limits, retries server errors, explains the rest."""
@@ -152,12 +164,15 @@ class XCollector(Collector):
                     raise CollectError(
                         f"X rate limit reached for source {self.source.name!r}; the window resets in {wait:.0f}s "
                         f"(options.max_rate_limit_wait_s={self.options.max_rate_limit_wait_s:g}); "
-                        "the next run continues where this one stopped") from None
+                        "the next run continues where this one stopped"
+                    ) from None
                 log.warning("X rate limit reached; waiting %.1fs for the window to reset", wait)
                 time.sleep(wait)
             except tweepy.TwitterServerError as exc:
                 if last:
-                    raise CollectError(f"X API server error after {attempt + 1} attempts: {_one_line(exc)}") from None
+                    raise CollectError(
+                        f"X API server error after {attempt + 1} attempts: {_one_line(exc)}"
+                    ) from None
                 self._backoff(attempt, _one_line(exc))
             except requests.RequestException as exc:
                 if last:
@@ -166,10 +181,14 @@ class XCollector(Collector):
             except tweepy.Forbidden as exc:
                 raise CollectConfigError(self._forbidden_message(exc)) from None
             except tweepy.Unauthorized:
-                raise CollectConfigError(f"X rejected the bearer token (401 Unauthorized) for source {self.source.name!r}: "
-                                   f"check {self.credential.describe()}") from None
+                raise CollectConfigError(
+                    f"X rejected the bearer token (401 Unauthorized) for source {self.source.name!r}: "
+                    f"check {self.credential.describe()}"
+                ) from None
             except tweepy.HTTPException as exc:
-                raise CollectConfigError(f"X refused the search {params['query']!r}: {_one_line(exc)}") from None
+                raise CollectConfigError(
+                    f"X refused the search {params['query']!r}: {_one_line(exc)}"
+                ) from None
         raise AssertionError("unreachable")
 
     def _backoff(self, attempt: int, what: str) -> None:
@@ -183,10 +202,12 @@ class XCollector(Collector):
         except ValueError:
             body = {}
         if 453 in exc.api_codes or body.get("reason") == "client-not-enrolled":
-            return (f"X refused the recent search for source {self.source.name!r} (HTTP 403, "
-                    f"{'error 453' if 453 in exc.api_codes else 'client-not-enrolled'}): this token's access tier "
-                    "does not include reading tweets. Recent search needs a paid X API access tier (Basic or higher) "
-                    "and an app attached to a project; see https://developer.x.com/en/portal/products")
+            return (
+                f"X refused the recent search for source {self.source.name!r} (HTTP 403, "
+                f"{'error 453' if 453 in exc.api_codes else 'client-not-enrolled'}): this token's access tier "
+                "does not include reading tweets. Recent search needs a paid X API access tier (Basic or higher) "
+                "and an app attached to a project; see https://developer.x.com/en/portal/products"
+            )
         return f"X refused the search for source {self.source.name!r} (403 Forbidden): {_one_line(exc)}"
 
 

@@ -235,7 +235,9 @@ class BatchCurator:
         relabels = {
             r["sha256"]: r["label"]
             for r, is_known in zip(records, known)
-            if is_known and r.get("label_source") == HUMAN_LABEL and r.get("label") in LABEL_DIRS
+            if is_known
+            and r.get("label_source") == HUMAN_LABEL
+            and r.get("label") in LABEL_DIRS
             and r["label"] != self.index.raw_labels[r["sha256"]]
         }
         decoded = iter(self.pool.map([(r["sha256"], r["raw_key"]) for r, k in zip(records, known) if not k]))
@@ -398,7 +400,12 @@ class BatchCurator:
 
 
 def _counts(
-    images: int, accepted: int, quarantined: int, verdicts: Counter, new: int, overridden: int = 0,
+    images: int,
+    accepted: int,
+    quarantined: int,
+    verdicts: Counter,
+    new: int,
+    overridden: int = 0,
     relabelled: int = 0,
 ) -> dict[str, int]:
     return {
@@ -483,7 +490,9 @@ def _snapshot_table(
         kept.loc[hit, "label_source"] = HUMAN_LABEL
         kept.loc[hit, "path"] = [
             export_path(split, label, image_id)
-            for split, label, image_id in zip(kept.loc[hit, "split"], kept.loc[hit, "label"], kept.loc[hit, "image_id"])
+            for split, label, image_id in zip(
+                kept.loc[hit, "split"], kept.loc[hit, "label"], kept.loc[hit, "image_id"]
+            )
         ]
     return pd.concat([kept, new], ignore_index=True) if rows else kept
 

@@ -51,7 +51,10 @@ def resize_half(image: Image.Image) -> Image.Image:
     return image.resize((max(1, image.width // 2), max(1, image.height // 2)), PILImage.BICUBIC)
 
 
-PERTURBATIONS: dict[str, Callable[[Image.Image], Image.Image]] = {"jpeg_q75": jpeg_q75, "resize_0.5x": resize_half}
+PERTURBATIONS: dict[str, Callable[[Image.Image], Image.Image]] = {
+    "jpeg_q75": jpeg_q75,
+    "resize_0.5x": resize_half,
+}
 
 
 def _values(column) -> list[str]:
@@ -77,8 +80,9 @@ def slice_metrics(frame: Frame, scores: np.ndarray, threshold: float) -> dict[st
     return out
 
 
-def robustness(detector: Detector, images: list, labels: np.ndarray, clean: np.ndarray,
-               clean_metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def robustness(
+    detector: Detector, images: list, labels: np.ndarray, clean: np.ndarray, clean_metrics: dict[str, Any]
+) -> dict[str, dict[str, Any]]:
     """Metrics after each perturbation and their deltas to the clean images (negative = worse)."""
     out = {}
     threshold = detector.threshold
@@ -89,12 +93,16 @@ def robustness(detector: Detector, images: list, labels: np.ndarray, clean: np.n
         for key in ("roc_auc", "accuracy", "balanced_accuracy"):
             before, after = clean_metrics[key], metrics[key]
             entry[f"delta_{key}"] = None if before is None or after is None else after - before
-        entry["flip_rate"] = float(np.mean((scores >= threshold) != (clean >= threshold))) if len(scores) else None
+        entry["flip_rate"] = (
+            float(np.mean((scores >= threshold) != (clean >= threshold))) if len(scores) else None
+        )
         out[name] = entry
     return out
 
 
-def roc_points(labels: np.ndarray, scores: np.ndarray, max_points: int = 200) -> dict[str, list[float]] | None:
+def roc_points(
+    labels: np.ndarray, scores: np.ndarray, max_points: int = 200
+) -> dict[str, list[float]] | None:
     from sklearn.metrics import roc_curve
 
     if len(set(labels.tolist())) < 2:
@@ -106,8 +114,9 @@ def roc_points(labels: np.ndarray, scores: np.ndarray, max_points: int = 200) ->
     return {"fpr": [float(x) for x in fpr], "tpr": [float(x) for x in tpr]}
 
 
-def evaluate_detector(detector: Detector, frame: Frame, *, with_robustness: bool = True,
-                      keep_scores: bool = False) -> dict[str, Any]:
+def evaluate_detector(
+    detector: Detector, frame: Frame, *, with_robustness: bool = True, keep_scores: bool = False
+) -> dict[str, Any]:
     """The full report of ``detector`` on ``frame`` (see the module docstring)."""
     if len(frame) == 0:
         raise ValueError(f"{frame.name}: no labeled images to evaluate")
@@ -125,17 +134,32 @@ def evaluate_detector(detector: Detector, frame: Frame, *, with_robustness: bool
     if keep_scores:
         report["scores"] = [float(s) for s in scores]
         report["image_ids"] = [str(i) for i in frame.table["image_id"]]
-    log.info("%s on %s: AUC %s, balanced accuracy %s, n=%d", detector.name, frame.name,
-             _fmt(overall["roc_auc"]), _fmt(overall["balanced_accuracy"]), len(frame))
+    log.info(
+        "%s on %s: AUC %s, balanced accuracy %s, n=%d",
+        detector.name,
+        frame.name,
+        _fmt(overall["roc_auc"]),
+        _fmt(overall["balanced_accuracy"]),
+        len(frame),
+    )
     return report
 
 
-def compare(detectors: dict[str, Detector], frames: dict[str, Frame], *, with_robustness: bool = True,
-            keep_scores: bool = False) -> dict[str, dict[str, dict[str, Any]]]:
+def compare(
+    detectors: dict[str, Detector],
+    frames: dict[str, Frame],
+    *,
+    with_robustness: bool = True,
+    keep_scores: bool = False,
+) -> dict[str, dict[str, dict[str, Any]]]:
     """Every detector on every frame (the same frozen frames for all): ``{frame: {detector: report}}``."""
-    return {frame_name: {name: evaluate_detector(det, frame, with_robustness=with_robustness, keep_scores=keep_scores)
-                         for name, det in detectors.items()}
-            for frame_name, frame in frames.items()}
+    return {
+        frame_name: {
+            name: evaluate_detector(det, frame, with_robustness=with_robustness, keep_scores=keep_scores)
+            for name, det in detectors.items()
+        }
+        for frame_name, frame in frames.items()
+    }
 
 
 def _fmt(value: float | None) -> str:

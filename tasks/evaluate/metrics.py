@@ -45,9 +45,17 @@ def reliability_bins(labels: np.ndarray, scores: np.ndarray, bins: int = 10) -> 
     """Per bin: mean score, observed fake share and count (the reliability diagram's data)."""
     labels, scores = np.asarray(labels), np.asarray(scores, dtype=np.float64)
     idx = np.minimum((scores * bins).astype(int), bins - 1)
-    return [{"bin_low": b / bins, "bin_high": (b + 1) / bins, "mean_score": float(scores[idx == b].mean()),
-             "fake_share": float(labels[idx == b].mean()), "count": int((idx == b).sum())}
-            for b in range(bins) if (idx == b).any()]
+    return [
+        {
+            "bin_low": b / bins,
+            "bin_high": (b + 1) / bins,
+            "mean_score": float(scores[idx == b].mean()),
+            "fake_share": float(labels[idx == b].mean()),
+            "count": int((idx == b).sum()),
+        }
+        for b in range(bins)
+        if (idx == b).any()
+    ]
 
 
 def _ratio(num: float, den: float) -> float | None:
@@ -72,13 +80,19 @@ def binary_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float) -> 
     precision = _ratio(tp, tp + fp)
     f1 = None if n_fake == 0 else (2 * tp / (2 * tp + fp + fn))
     return {
-        "n": int(labels.size), "n_real": n_real, "n_fake": n_fake, "threshold": float(threshold),
+        "n": int(labels.size),
+        "n_real": n_real,
+        "n_fake": n_fake,
+        "threshold": float(threshold),
         "accuracy": _ratio(tp + tn, labels.size),
         "balanced_accuracy": (recall + tnr) / 2 if both else None,
         "roc_auc": float(roc_auc_score(labels, scores)) if both else None,
         "average_precision": float(average_precision_score(labels, scores)) if both else None,
-        "precision": precision, "recall": recall, "f1": None if f1 is None else float(f1),
-        "tnr": tnr, "fpr": None if tnr is None else 1.0 - tnr,
+        "precision": precision,
+        "recall": recall,
+        "f1": None if f1 is None else float(f1),
+        "tnr": tnr,
+        "fpr": None if tnr is None else 1.0 - tnr,
         "ece": expected_calibration_error(labels, scores),
         "confusion": {"tn": tn, "fp": fp, "fn": fn, "tp": tp},
     }

@@ -7,8 +7,19 @@ from pathlib import Path
 from typing import Any
 
 REPORT_FILES = ("report.json", "report.md", "roc.png", "reliability.png", "confusion.png")
-MAIN_METRICS = ("n", "n_real", "n_fake", "roc_auc", "average_precision", "accuracy", "balanced_accuracy",
-                "f1", "recall", "tnr", "ece")
+MAIN_METRICS = (
+    "n",
+    "n_real",
+    "n_fake",
+    "roc_auc",
+    "average_precision",
+    "accuracy",
+    "balanced_accuracy",
+    "f1",
+    "recall",
+    "tnr",
+    "ece",
+)
 
 
 def _cell(value: Any) -> str:
@@ -22,29 +33,58 @@ def _cell(value: Any) -> str:
 def markdown(report: dict[str, Any]) -> str:
     model, data, overall = report["model"], report["data"], report["overall"]
     version = f" version {model['version']}" if model.get("version") else ""
-    lines = [f"# Evaluation of {model['name']}{version} on {data['name']}", "",
-             f"Threshold {overall['threshold']:.4f} (P(fake) at or above it means synthetic); "
-             f"{data['n']} images ({', '.join(f'{v} {k}' for k, v in sorted(data['counts'].items()))}).", "",
-             "## Overall", "", "| metric | value |", "| --- | --- |"]
+    lines = [
+        f"# Evaluation of {model['name']}{version} on {data['name']}",
+        "",
+        f"Threshold {overall['threshold']:.4f} (P(fake) at or above it means synthetic); "
+        f"{data['n']} images ({', '.join(f'{v} {k}' for k, v in sorted(data['counts'].items()))}).",
+        "",
+        "## Overall",
+        "",
+        "| metric | value |",
+        "| --- | --- |",
+    ]
     lines += [f"| {key} | {_cell(overall[key])} |" for key in MAIN_METRICS]
     c = overall["confusion"]
-    lines += ["", "Confusion matrix (rows: true, columns: predicted):", "", "| | real | fake |", "| --- | --- | --- |",
-              f"| **real** | {c['tn']} | {c['fp']} |", f"| **fake** | {c['fn']} | {c['tp']} |"]
+    lines += [
+        "",
+        "Confusion matrix (rows: true, columns: predicted):",
+        "",
+        "| | real | fake |",
+        "| --- | --- | --- |",
+        f"| **real** | {c['tn']} | {c['fp']} |",
+        f"| **fake** | {c['fn']} | {c['tp']} |",
+    ]
     for column, groups in report["slices"].items():
         if not groups:
             continue
         lines += ["", f"## By {column.replace('_', ' ')}", ""]
         if column == "generator":
             lines += ["Each generator slice holds every real image plus that generator's fakes.", ""]
-        lines += ["| " + " | ".join([column, *MAIN_METRICS]) + " |", "| " + " | ".join(["---"] * (len(MAIN_METRICS) + 1)) + " |"]
-        lines += ["| " + " | ".join([name, *(_cell(m[k]) for k in MAIN_METRICS)]) + " |" for name, m in groups.items()]
+        lines += [
+            "| " + " | ".join([column, *MAIN_METRICS]) + " |",
+            "| " + " | ".join(["---"] * (len(MAIN_METRICS) + 1)) + " |",
+        ]
+        lines += [
+            "| " + " | ".join([name, *(_cell(m[k]) for k in MAIN_METRICS)]) + " |"
+            for name, m in groups.items()
+        ]
     if report.get("robustness"):
-        lines += ["", "## Robustness", "", "Deltas are perturbed minus clean (negative = worse); flip rate is the "
-                  "share of verdicts that changed.", "",
-                  "| perturbation | roc_auc | delta_roc_auc | accuracy | delta_accuracy | flip_rate |",
-                  "| --- | --- | --- | --- | --- | --- |"]
-        lines += [f"| {name} | {_cell(r['roc_auc'])} | {_cell(r['delta_roc_auc'])} | {_cell(r['accuracy'])} | "
-                  f"{_cell(r['delta_accuracy'])} | {_cell(r['flip_rate'])} |" for name, r in report["robustness"].items()]
+        lines += [
+            "",
+            "## Robustness",
+            "",
+            "Deltas are perturbed minus clean (negative = worse); flip rate is the "
+            "share of verdicts that changed.",
+            "",
+            "| perturbation | roc_auc | delta_roc_auc | accuracy | delta_accuracy | flip_rate |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        lines += [
+            f"| {name} | {_cell(r['roc_auc'])} | {_cell(r['delta_roc_auc'])} | {_cell(r['accuracy'])} | "
+            f"{_cell(r['delta_accuracy'])} | {_cell(r['flip_rate'])} |"
+            for name, r in report["robustness"].items()
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -58,8 +98,13 @@ def plot_roc(report: dict[str, Any], path: Path) -> None:
     else:
         ax.text(0.5, 0.5, "ROC undefined (one class)", ha="center")
     ax.plot([0, 1], [0, 1], "--", color="grey", linewidth=0.8)
-    ax.set(xlabel="false positive rate (real flagged)", ylabel="true positive rate (fakes caught)", title="ROC curve",
-           xlim=(0, 1), ylim=(0, 1.01))
+    ax.set(
+        xlabel="false positive rate (real flagged)",
+        ylabel="true positive rate (fakes caught)",
+        title="ROC curve",
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+    )
     if roc:
         ax.legend(loc="lower right")
     fig.tight_layout()
@@ -74,11 +119,23 @@ def plot_reliability(report: dict[str, Any], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
     ax.plot([0, 1], [0, 1], "--", color="grey", linewidth=0.8, label="perfect calibration")
     if bins:
-        ax.bar([b["bin_low"] for b in bins], [b["fake_share"] for b in bins], width=0.1, align="edge", alpha=0.6,
-               edgecolor="black", label="observed fake share")
+        ax.bar(
+            [b["bin_low"] for b in bins],
+            [b["fake_share"] for b in bins],
+            width=0.1,
+            align="edge",
+            alpha=0.6,
+            edgecolor="black",
+            label="observed fake share",
+        )
         ax.plot([b["mean_score"] for b in bins], [b["fake_share"] for b in bins], "o", color="C1")
-    ax.set(xlabel="P(fake)", ylabel="share of fakes", xlim=(0, 1), ylim=(0, 1),
-           title=f"Reliability (ECE {_cell(report['overall']['ece'])})")
+    ax.set(
+        xlabel="P(fake)",
+        ylabel="share of fakes",
+        xlim=(0, 1),
+        ylim=(0, 1),
+        title=f"Reliability (ECE {_cell(report['overall']['ece'])})",
+    )
     ax.legend(loc="upper left")
     fig.tight_layout()
     fig.savefig(path)
@@ -94,9 +151,18 @@ def plot_confusion(report: dict[str, Any], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(3.8, 3.4), dpi=100)
     ax.imshow(matrix, cmap="Blues")
     for (i, j), value in np.ndenumerate(matrix):
-        ax.text(j, i, str(value), ha="center", va="center", color="black" if value < matrix.max() / 2 else "white")
-    ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=["real", "fake"], yticklabels=["real", "fake"],
-           xlabel="predicted", ylabel="true", title=f"threshold {report['overall']['threshold']:.3f}")
+        ax.text(
+            j, i, str(value), ha="center", va="center", color="black" if value < matrix.max() / 2 else "white"
+        )
+    ax.set(
+        xticks=[0, 1],
+        yticks=[0, 1],
+        xticklabels=["real", "fake"],
+        yticklabels=["real", "fake"],
+        xlabel="predicted",
+        ylabel="true",
+        title=f"threshold {report['overall']['threshold']:.3f}",
+    )
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -120,8 +186,11 @@ def write_report(report: dict[str, Any], dest: Path) -> dict[str, Path]:
 
 def flat_metrics(report: dict[str, Any], prefix: str) -> dict[str, float]:
     """Overall metrics and robustness deltas as MLflow metrics (``<prefix>_roc_auc``...); undefined ones left out."""
-    out = {f"{prefix}_{k}": float(v) for k, v in report["overall"].items()
-           if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    out = {
+        f"{prefix}_{k}": float(v)
+        for k, v in report["overall"].items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
     for name, entry in report.get("robustness", {}).items():
         for key, value in entry.items():
             if value is not None:

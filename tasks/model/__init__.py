@@ -14,9 +14,12 @@ Names are imported lazily, so that ``tasks.model.config`` (and ``vigil --help``)
 from importlib import import_module
 
 _EXPORTS = {
-    "Detector": "tasks.model.detector", "DetectorCard": "tasks.model.detector",
-    "InferenceSettings": "tasks.model.detector", "Preprocessor": "tasks.model.processing",
-    "QUESTION": "tasks.model.processing", "load_image": "tasks.model.processing",
+    "Detector": "tasks.model.detector",
+    "DetectorCard": "tasks.model.detector",
+    "InferenceSettings": "tasks.model.detector",
+    "Preprocessor": "tasks.model.processing",
+    "QUESTION": "tasks.model.processing",
+    "load_image": "tasks.model.processing",
     "prepare_image": "tasks.model.processing",
 }
 __all__ = sorted(_EXPORTS)

@@ -11,19 +11,32 @@ from pathlib import Path
 def register(sub) -> None:
     from tasks.train.launch import add_arguments
 
-    train = sub.add_parser("train", help="train a detector on a dataset snapshot and register it as challenger")
+    train = sub.add_parser(
+        "train", help="train a detector on a dataset snapshot and register it as challenger"
+    )
     add_arguments(train)
     train.set_defaults(func=_train)
 
     ev = sub.add_parser("evaluate", help="evaluate a detector on a snapshot split or an ImageFolder folder")
-    ev.add_argument("--model", required=True,
-                    help="models:/<name>@<alias>, models:/<name>/<version>, runs:/<id>/model or a detector folder")
-    ev.add_argument("--data", required=True, help="snapshot version (v0003, latest) or folder ({0_real,1_fake} layout)")
-    ev.add_argument("--split", default="test", help="split of a snapshot or of a folder with split folders (default test)")
-    ev.add_argument("--out", help="folder for report.json/.md and the plots (default: <home>/evaluations/<time>)")
+    ev.add_argument(
+        "--model",
+        required=True,
+        help="models:/<name>@<alias>, models:/<name>/<version>, runs:/<id>/model or a detector folder",
+    )
+    ev.add_argument(
+        "--data", required=True, help="snapshot version (v0003, latest) or folder ({0_real,1_fake} layout)"
+    )
+    ev.add_argument(
+        "--split", default="test", help="split of a snapshot or of a folder with split folders (default test)"
+    )
+    ev.add_argument(
+        "--out", help="folder for report.json/.md and the plots (default: <home>/evaluations/<time>)"
+    )
     ev.add_argument("--json", action="store_true", help="print the report as JSON instead of Markdown")
     ev.add_argument("--no-robustness", action="store_true", help="skip the JPEG and resize re-scoring")
-    ev.add_argument("--mlflow", action="store_true", help="also log the report to a run of experiment vigil-evaluation")
+    ev.add_argument(
+        "--mlflow", action="store_true", help="also log the report to a run of experiment vigil-evaluation"
+    )
     ev.set_defaults(func=_evaluate)
 
 
@@ -33,8 +46,16 @@ def _train(args: argparse.Namespace) -> int:
     return run(args)
 
 
-def evaluate(model: str, data: str, split: str | None = "test", out: str | None = None, *, robustness: bool = True,
-             log_to_mlflow: bool = False, settings=None) -> tuple[dict, Path]:
+def evaluate(
+    model: str,
+    data: str,
+    split: str | None = "test",
+    out: str | None = None,
+    *,
+    robustness: bool = True,
+    log_to_mlflow: bool = False,
+    settings=None,
+) -> tuple[dict, Path]:
     """Evaluate ``model`` on ``data``; writes the report files and returns (report, folder)."""
     from tasks.evaluate import evaluate_detector
     from tasks.evaluate.report import log_report, write_report
@@ -49,7 +70,11 @@ def evaluate(model: str, data: str, split: str | None = "test", out: str | None 
     frame = load_frame(data, split, store, Path(settings.home) / "cache" / "images")
     detector = Detector.load(model, settings=settings)
     report = evaluate_detector(detector, frame, with_robustness=robustness)
-    dest = Path(out) if out else Path(settings.home) / "evaluations" / datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    dest = (
+        Path(out)
+        if out
+        else Path(settings.home) / "evaluations" / datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    )
     write_report(report, dest)
     if log_to_mlflow:
         import mlflow
@@ -69,8 +94,14 @@ def _evaluate(args: argparse.Namespace) -> int:
     from tasks.train.launch import setup_logging
 
     setup_logging()
-    report, dest = evaluate(args.model, args.data, args.split, args.out, robustness=not args.no_robustness,
-                            log_to_mlflow=args.mlflow)
+    report, dest = evaluate(
+        args.model,
+        args.data,
+        args.split,
+        args.out,
+        robustness=not args.no_robustness,
+        log_to_mlflow=args.mlflow,
+    )
     if args.json:
         print(json.dumps(report, indent=2, sort_keys=True, default=str))
     else:

@@ -26,23 +26,33 @@ PROFILE_BASE_MODELS: dict[str, str | None] = {"tiny": None, "qwen2.5-vl-3b": "Qw
 class TinyArchitecture(Section):
     """Sizes of the randomly initialised tiny Qwen2.5-VL (profile ``tiny`` only)."""
 
-    hidden_size: int = Field(128, ge=32, description="Text model width; also the vision tower's output width.")
+    hidden_size: int = Field(
+        128, ge=32, description="Text model width; also the vision tower's output width."
+    )
     layers: int = Field(2, ge=1, description="Text decoder layers.")
     heads: int = Field(4, ge=1, description="Text attention heads (head_dim = hidden_size / heads).")
     intermediate_size: int = Field(256, ge=8, description="Text MLP width.")
     vision_depth: int = Field(2, ge=1, description="Vision transformer blocks.")
     vision_hidden_size: int = Field(64, ge=16, description="Vision transformer width.")
     vision_heads: int = Field(2, ge=1)
-    vocab_size: int = Field(400, ge=300, le=5000, description="Target size of the BPE vocabulary built offline.")
-    seed: int = Field(0, description="Seed of the random initialisation (the base is a pure function of these sizes).")
+    vocab_size: int = Field(
+        400, ge=300, le=5000, description="Target size of the BPE vocabulary built offline."
+    )
+    seed: int = Field(
+        0, description="Seed of the random initialisation (the base is a pure function of these sizes)."
+    )
 
     @model_validator(mode="after")
     def _head_dim(self) -> TinyArchitecture:
         if self.hidden_size % self.heads or (self.hidden_size // self.heads) % 8:
-            raise ValueError(f"hidden_size/heads must be a multiple of 8, got {self.hidden_size}/{self.heads}")
+            raise ValueError(
+                f"hidden_size/heads must be a multiple of 8, got {self.hidden_size}/{self.heads}"
+            )
         if self.vision_hidden_size % self.vision_heads:
-            raise ValueError(f"vision_hidden_size must be divisible by vision_heads, got "
-                             f"{self.vision_hidden_size}/{self.vision_heads}")
+            raise ValueError(
+                f"vision_hidden_size must be divisible by vision_heads, got "
+                f"{self.vision_hidden_size}/{self.vision_heads}"
+            )
         return self
 
 
@@ -53,15 +63,23 @@ class LoraSettings(Section):
     alpha: int = Field(32, ge=1, description="Scaling numerator (scale = alpha / r).")
     dropout: float = Field(0.05, ge=0, lt=1)
     targets: Literal["language", "language+vision"] = Field(
-        "language", description="language: attention + MLP projections of the language model; +vision: also the vision tower's.")
-    modules_to_save: tuple[str, ...] = Field((), description="Modules trained in full next to the adapters, e.g. lm_head.")
+        "language",
+        description="language: attention + MLP projections of the language model; +vision: also the vision tower's.",
+    )
+    modules_to_save: tuple[str, ...] = Field(
+        (), description="Modules trained in full next to the adapters, e.g. lm_head."
+    )
 
 
 class ImageSize(Section):
     """How images are resized before the vision tower (Qwen2-VL smart resize: aspect kept, sides multiples of 28)."""
 
-    min_pixels: int = Field(56 * 56, ge=28 * 28, description="Smaller images are upscaled to at least this many pixels.")
-    max_pixels: int = Field(56 * 56, ge=28 * 28, description="Larger images are downscaled to at most this many pixels.")
+    min_pixels: int = Field(
+        56 * 56, ge=28 * 28, description="Smaller images are upscaled to at least this many pixels."
+    )
+    max_pixels: int = Field(
+        56 * 56, ge=28 * 28, description="Larger images are downscaled to at most this many pixels."
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> ImageSize:
@@ -76,18 +94,32 @@ class TrainSettings(Section):
     epochs: int = Field(8, ge=1, le=1000)
     batch_size: int = Field(32, ge=1, description="Images per device and optimizer micro-step.")
     grad_accumulation: int = Field(1, ge=1, description="Micro-steps per optimizer step.")
-    eval_batch_size: int = Field(64, ge=1, description="Images per forward pass when scoring the validation split.")
+    eval_batch_size: int = Field(
+        64, ge=1, description="Images per forward pass when scoring the validation split."
+    )
     learning_rate: float = Field(1e-3, gt=0, lt=1)
     lr_schedule: Literal["constant", "linear", "cosine"] = "cosine"
-    warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Share of the optimizer steps spent warming up.")
+    warmup_ratio: float = Field(
+        0.05, ge=0, lt=1, description="Share of the optimizer steps spent warming up."
+    )
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float = Field(1.0, gt=0)
-    early_stopping_patience: int = Field(3, ge=1, description="Stop after this many epochs without a better val AUC.")
-    gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass (less memory).")
-    dataloader_workers: int = Field(0, ge=0, description="Processes decoding and preprocessing training images.")
-    precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="auto: bf16 on a GPU that supports it, else fp32.")
+    early_stopping_patience: int = Field(
+        3, ge=1, description="Stop after this many epochs without a better val AUC."
+    )
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations in the backward pass (less memory)."
+    )
+    dataloader_workers: int = Field(
+        0, ge=0, description="Processes decoding and preprocessing training images."
+    )
+    precision: Literal["auto", "bf16", "fp32"] = Field(
+        "auto", description="auto: bf16 on a GPU that supports it, else fp32."
+    )
     distributed: Literal["ddp", "deepspeed-zero2"] = Field(
-        "ddp", description="With several GPUs: plain data parallel, or DeepSpeed ZeRO-2 (include/deepspeed_zero2.json).")
+        "ddp",
+        description="With several GPUs: plain data parallel, or DeepSpeed ZeRO-2 (include/deepspeed_zero2.json).",
+    )
 
 
 class DataSettings(Section):
@@ -95,9 +127,12 @@ class DataSettings(Section):
 
     snapshot: str = Field("latest", pattern=r"^(latest|v\d{4,})$", description="Dataset snapshot version.")
     replay: float = Field(
-        0.5, ge=0, le=1,
+        0.5,
+        ge=0,
+        le=1,
         description="Share of the already-seen training images (those of the snapshot the starting model was trained "
-                    "on) mixed with all new ones; only when continuing from the champion.")
+        "on) mixed with all new ones; only when continuing from the champion.",
+    )
 
 
 class ModelConfig(Section):
@@ -110,17 +145,23 @@ class ModelConfig(Section):
     method: Literal["full", "lora"] = "full"
     lora: LoraSettings = LoraSettings()
     init_from: Literal["base", "champion"] = Field(
-        "champion", description="Continue from the current champion (when it has this profile and method), else the base.")
+        "champion",
+        description="Continue from the current champion (when it has this profile and method), else the base.",
+    )
     images: ImageSize = ImageSize()
     train: TrainSettings = TrainSettings()
     data: DataSettings = DataSettings()
-    target_fpr: float = Field(0.05, gt=0, lt=0.5, description="Share of real val images allowed above the threshold.")
+    target_fpr: float = Field(
+        0.05, gt=0, lt=0.5, description="Share of real val images allowed above the threshold."
+    )
     seed: int = 0
 
     @model_validator(mode="after")
     def _profile_base(self) -> ModelConfig:
         if self.profile == "tiny" and self.base_model is not None:
-            raise ValueError("base_model must be null for profile 'tiny' (its base is built offline from `tiny:`)")
+            raise ValueError(
+                "base_model must be null for profile 'tiny' (its base is built offline from `tiny:`)"
+            )
         return self
 
     @property
@@ -180,11 +221,15 @@ def config_path(settings: Settings, profile: str | None = None) -> Path:
         return default
     candidate = settings.include(f"model_config.{profile}.yaml")
     if not candidate.exists():
-        raise ConfigError(f"no config for profile {profile!r}: {default} is for another profile and {candidate} is missing")
+        raise ConfigError(
+            f"no config for profile {profile!r}: {default} is for another profile and {candidate} is missing"
+        )
     return candidate
 
 
-def load_config(path: str | Path | None = None, settings: Settings | None = None, profile: str | None = None) -> ModelConfig:
+def load_config(
+    path: str | Path | None = None, settings: Settings | None = None, profile: str | None = None
+) -> ModelConfig:
     """Load and validate a training setup (default: the configured file, or the profile's file)."""
     path = Path(path) if path else config_path(settings or Settings(), profile)
     config = load_yaml(path, ModelConfig)

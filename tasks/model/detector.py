@@ -70,9 +70,16 @@ class DetectorCard(BaseModel):
 
     @classmethod
     def from_config(cls, config: ModelConfig, **kwargs: Any) -> DetectorCard:
-        return cls(profile=config.profile, method=config.method, base_model=config.resolved_base_model,
-                   revision=config.revision, tiny=config.tiny if config.profile == "tiny" else None,
-                   images=config.images, target_fpr=config.target_fpr, **kwargs)
+        return cls(
+            profile=config.profile,
+            method=config.method,
+            base_model=config.resolved_base_model,
+            revision=config.revision,
+            tiny=config.tiny if config.profile == "tiny" else None,
+            images=config.images,
+            target_fpr=config.target_fpr,
+            **kwargs,
+        )
 
 
 class InferenceSettings(BaseModel):
@@ -82,11 +89,18 @@ class InferenceSettings(BaseModel):
 
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when available, else cpu.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="auto: bfloat16 on a GPU that supports it, else float32.")
-    threads: int | None = Field(None, ge=1, description="torch intra-op threads (process-wide); None keeps torch's default.")
+        "auto", description="auto: bfloat16 on a GPU that supports it, else float32."
+    )
+    threads: int | None = Field(
+        None, ge=1, description="torch intra-op threads (process-wide); None keeps torch's default."
+    )
     batch_size: int = Field(32, ge=1, description="Most images per forward pass.")
-    max_pixels: int | None = Field(None, ge=28 * 28, description="Downscale larger images to this many pixels; None: as trained.")
-    quantization: Literal["none", "int8-dynamic"] = Field("none", description="int8-dynamic: torch dynamic quantization of Linear layers (CPU).")
+    max_pixels: int | None = Field(
+        None, ge=28 * 28, description="Downscale larger images to this many pixels; None: as trained."
+    )
+    quantization: Literal["none", "int8-dynamic"] = Field(
+        "none", description="int8-dynamic: torch dynamic quantization of Linear layers (CPU)."
+    )
     compile: bool = Field(False, description="torch.compile the forward pass used for scoring.")
 
     @classmethod
@@ -96,6 +110,7 @@ class InferenceSettings(BaseModel):
 
 # -- building blocks shared by training and inference -----------------------------------------------
 
+
 def lora_targets(targets: str) -> str:
     return LANGUAGE_TARGETS if targets == "language" else f"({LANGUAGE_TARGETS})|({VISION_TARGETS})"
 
@@ -104,33 +119,56 @@ def apply_lora(model, lora: LoraSettings):
     """Wrap ``model`` with fresh LoRA adapters on the configured targets."""
     from peft import LoraConfig, get_peft_model
 
-    config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                        target_modules=lora_targets(lora.targets), modules_to_save=list(lora.modules_to_save) or None,
-                        task_type="CAUSAL_LM")
+    config = LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora_targets(lora.targets),
+        modules_to_save=list(lora.modules_to_save) or None,
+        task_type="CAUSAL_LM",
+    )
     return get_peft_model(model, config)
 
 
-def load_base(config_or_card: ModelConfig | DetectorCard, cache_dir: Path, dtype: torch.dtype = torch.float32):
+def load_base(
+    config_or_card: ModelConfig | DetectorCard, cache_dir: Path, dtype: torch.dtype = torch.float32
+):
     """The base model and preprocessor of a setup: the hub checkpoint (revision pinned) or the offline tiny one."""
     from transformers import AutoModelForImageTextToText
 
     from tasks.model.tiny import tiny_base_dir
 
     if config_or_card.profile == "tiny":
-        source, revision = tiny_base_dir(config_or_card.tiny or TinyArchitecture(), config_or_card.images, cache_dir), None
+        source, revision = (
+            tiny_base_dir(config_or_card.tiny or TinyArchitecture(), config_or_card.images, cache_dir),
+            None,
+        )
     else:
-        source = (config_or_card.resolved_base_model if isinstance(config_or_card, ModelConfig)
-                  else config_or_card.base_model)
+        source = (
+            config_or_card.resolved_base_model
+            if isinstance(config_or_card, ModelConfig)
+            else config_or_card.base_model
+        )
         revision = config_or_card.revision
     model = AutoModelForImageTextToText.from_pretrained(source, revision=revision, dtype=dtype)
-    preprocessor = Preprocessor.load(source, revision=revision, subfolders=False,
-                                     min_pixels=config_or_card.images.min_pixels,
-                                     max_pixels=config_or_card.images.max_pixels)
+    preprocessor = Preprocessor.load(
+        source,
+        revision=revision,
+        subfolders=False,
+        min_pixels=config_or_card.images.min_pixels,
+        max_pixels=config_or_card.images.max_pixels,
+    )
     return model, preprocessor
 
 
-def load_weights(folder: Path, card: DetectorCard, cache_dir: Path, *, trainable: bool = False,
-                 dtype: torch.dtype = torch.float32):
+def load_weights(
+    folder: Path,
+    card: DetectorCard,
+    cache_dir: Path,
+    *,
+    trainable: bool = False,
+    dtype: torch.dtype = torch.float32,
+):
     """The model of a saved detector: full weights, or base + adapter (merged unless it is to be trained further)."""
     from transformers import AutoModelForImageTextToText
 
@@ -143,8 +181,9 @@ def load_weights(folder: Path, card: DetectorCard, cache_dir: Path, *, trainable
     return model if trainable else model.merge_and_unload()
 
 
-def save_detector(dest: Path, model, preprocessor: Preprocessor, card: DetectorCard,
-                  config: ModelConfig | None = None) -> Path:
+def save_detector(
+    dest: Path, model, preprocessor: Preprocessor, card: DetectorCard, config: ModelConfig | None = None
+) -> Path:
     """Write a detector folder (weights or adapter, tokenizer, image processor, card, config)."""
     dest = Path(dest)
     if dest.exists():
@@ -166,8 +205,9 @@ def model_device(model) -> torch.device:
 
 
 @torch.inference_mode()
-def score_images(model, preprocessor: Preprocessor, images: Sequence[Image.Image], batch_size: int = 32,
-                 forward=None) -> np.ndarray:
+def score_images(
+    model, preprocessor: Preprocessor, images: Sequence[Image.Image], batch_size: int = 32, forward=None
+) -> np.ndarray:
     """P(fake) for every image: one forward pass per batch, softmax over the Yes/No logits of the first answer token."""
     forward = model if forward is None else forward
     device = model_device(model)
@@ -182,8 +222,14 @@ def score_images(model, preprocessor: Preprocessor, images: Sequence[Image.Image
 
 
 @torch.inference_mode()
-def generate_answers(model, preprocessor: Preprocessor, images: Sequence[Image.Image], *,
-                     prefix_ids: Sequence[int] | None = None, max_new_tokens: int = 24) -> list[str]:
+def generate_answers(
+    model,
+    preprocessor: Preprocessor,
+    images: Sequence[Image.Image],
+    *,
+    prefix_ids: Sequence[int] | None = None,
+    max_new_tokens: int = 24,
+) -> list[str]:
     """Greedy answers to the question; with ``prefix_ids``, each answer starts with that (verdict) token."""
     batch = preprocessor.encode(images)
     if prefix_ids is not None:
@@ -194,12 +240,20 @@ def generate_answers(model, preprocessor: Preprocessor, images: Sequence[Image.I
     device = model_device(model)
     batch = {k: v.to(device) for k, v in batch.items()}
     start = batch["input_ids"].shape[1] - (0 if prefix_ids is None else 1)
-    out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
-                         eos_token_id=preprocessor.end_id, pad_token_id=preprocessor.pad_id)
-    return [text.strip() for text in preprocessor.tokenizer.batch_decode(out[:, start:], skip_special_tokens=True)]
+    out = model.generate(
+        **batch,
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        eos_token_id=preprocessor.end_id,
+        pad_token_id=preprocessor.pad_id,
+    )
+    return [
+        text.strip() for text in preprocessor.tokenizer.batch_decode(out[:, start:], skip_special_tokens=True)
+    ]
 
 
 # -- the detector ---------------------------------------------------------------------------------
+
 
 class Detector:
     """A loaded detector. ``score`` for verdicts and metrics, ``explain`` for reasons.
@@ -207,9 +261,18 @@ class Detector:
     Thread-safe: calls into the model are serialised (serving micro-batches requests instead).
     """
 
-    def __init__(self, model, preprocessor: Preprocessor, card: DetectorCard, *, path: Path | None = None,
-                 name: str | None = None, version: str | None = None, source: str | None = None,
-                 inference: InferenceSettings | None = None) -> None:
+    def __init__(
+        self,
+        model,
+        preprocessor: Preprocessor,
+        card: DetectorCard,
+        *,
+        path: Path | None = None,
+        name: str | None = None,
+        version: str | None = None,
+        source: str | None = None,
+        inference: InferenceSettings | None = None,
+    ) -> None:
         self.card = card
         self.path = path
         self.name = name or card.name
@@ -221,8 +284,13 @@ class Detector:
 
     # -- loading --------------------------------------------------------------------------------
     @classmethod
-    def load(cls, source: str | Path, inference: InferenceSettings | dict | str | Path | None = None, *,
-             settings=None) -> Detector:
+    def load(
+        cls,
+        source: str | Path,
+        inference: InferenceSettings | dict | str | Path | None = None,
+        *,
+        settings=None,
+    ) -> Detector:
         """Load from ``models:/name@alias``, ``models:/name/3``, a ``runs:/`` URI or a local folder.
 
         ``inference``: settings, a dict, or a path to an ``inference.json``; default: the folder's
@@ -238,8 +306,16 @@ class Detector:
         dtype = _resolve_dtype(inference)
         model = load_weights(folder, card, resolved.cache_dir, dtype=dtype)
         preprocessor = Preprocessor.load(folder)
-        return cls(model, preprocessor, card, path=folder, name=resolved.name, version=resolved.version,
-                   source=str(source), inference=inference)
+        return cls(
+            model,
+            preprocessor,
+            card,
+            path=folder,
+            name=resolved.name,
+            version=resolved.version,
+            source=str(source),
+            inference=inference,
+        )
 
     def with_inference(self, inference: InferenceSettings) -> Detector:
         """The same saved model loaded again with other inference settings (tuning benchmarks these)."""
@@ -260,24 +336,34 @@ class Detector:
             return np.zeros(0)
         with self._lock:
             self.model.eval()
-            return score_images(self.model, self.preprocessor, images, self.inference.batch_size, self._forward)
+            return score_images(
+                self.model, self.preprocessor, images, self.inference.batch_size, self._forward
+            )
 
     def is_fake(self, p_fake: np.ndarray) -> np.ndarray:
         return np.asarray(p_fake) >= self.threshold
 
-    def explain(self, images: Sequence[Image.Image], p_fake: Sequence[float] | None = None,
-                max_new_tokens: int = 24) -> list[str]:
+    def explain(
+        self, images: Sequence[Image.Image], p_fake: Sequence[float] | None = None, max_new_tokens: int = 24
+    ) -> list[str]:
         """An answer per image ("Yes. ..."/"No. ..."): the verdict word follows the score and threshold, the model writes the rest."""
         if not images:
             return []
         scores = self.score(images) if p_fake is None else np.asarray(p_fake)
-        verdicts = [self.preprocessor.yes_id if p >= self.threshold else self.preprocessor.no_id for p in scores]
+        verdicts = [
+            self.preprocessor.yes_id if p >= self.threshold else self.preprocessor.no_id for p in scores
+        ]
         answers: list[str] = []
         with self._lock:
             for start in range(0, len(images), self.inference.batch_size):
                 chunk = slice(start, start + self.inference.batch_size)
-                answers += generate_answers(self.model, self.preprocessor, images[chunk], prefix_ids=verdicts[chunk],
-                                            max_new_tokens=max_new_tokens)
+                answers += generate_answers(
+                    self.model,
+                    self.preprocessor,
+                    images[chunk],
+                    prefix_ids=verdicts[chunk],
+                    max_new_tokens=max_new_tokens,
+                )
         return answers
 
     def answer(self, images: Sequence[Image.Image], max_new_tokens: int = 24) -> list[str]:
@@ -287,9 +373,17 @@ class Detector:
 
     def describe(self) -> dict[str, Any]:
         """Name, version, threshold and provenance, for serving responses and reports."""
-        return {"name": self.name, "version": self.version, "source": self.source, "threshold": self.threshold,
-                "profile": self.card.profile, "method": self.card.method, "base_model": self.card.base_model,
-                "snapshot": self.card.snapshot, "inference": self.inference.model_dump()}
+        return {
+            "name": self.name,
+            "version": self.version,
+            "source": self.source,
+            "threshold": self.threshold,
+            "profile": self.card.profile,
+            "method": self.card.method,
+            "base_model": self.card.base_model,
+            "snapshot": self.card.snapshot,
+            "inference": self.inference.model_dump(),
+        }
 
     def __repr__(self) -> str:
         return f"Detector(name={self.name!r}, version={self.version!r}, threshold={self.threshold:.4f})"
@@ -318,8 +412,10 @@ def _inference_settings(value, folder: Path, resolved) -> InferenceSettings:
     try:
         return InferenceSettings.model_validate_json(resolved.inference)
     except ValueError as exc:
-        raise ValueError(f"the 'inference' tag of {resolved.name} version {resolved.version} is not valid "
-                         f"InferenceSettings ({exc}); fix or delete the tag, or re-run inference tuning") from exc
+        raise ValueError(
+            f"the 'inference' tag of {resolved.name} version {resolved.version} is not valid "
+            f"InferenceSettings ({exc}); fix or delete the tag, or re-run inference tuning"
+        ) from exc
 
 
 def _resolve_device(inference: InferenceSettings) -> torch.device:
@@ -345,8 +441,10 @@ def _apply_inference(model, preprocessor: Preprocessor, inference: InferenceSett
     model = model.to(device=device, dtype=dtype).eval()
     if inference.quantization == "int8-dynamic":
         if device.type != "cpu" or dtype != torch.float32:
-            raise ValueError("int8-dynamic quantization needs device cpu and dtype float32, "
-                             f"got {device.type}/{str(dtype).removeprefix('torch.')}")
+            raise ValueError(
+                "int8-dynamic quantization needs device cpu and dtype float32, "
+                f"got {device.type}/{str(dtype).removeprefix('torch.')}"
+            )
         model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
     if inference.max_pixels:
         preprocessor = preprocessor.with_max_pixels(inference.max_pixels)

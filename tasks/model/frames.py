@@ -29,7 +29,16 @@ if TYPE_CHECKING:
 
     from tasks.storage import ObjectStore
 
-FRAME_COLUMNS = ("image_id", "file", "label", "split", "source", "label_source", "generator", "original_format")
+FRAME_COLUMNS = (
+    "image_id",
+    "file",
+    "label",
+    "split",
+    "source",
+    "label_source",
+    "generator",
+    "original_format",
+)
 FOLDER_LABELS = {v: k for k, v in LABEL_DIRS.items()}  # 0_real -> real, 1_fake -> fake
 
 
@@ -58,7 +67,9 @@ class Frame:
         return {str(k): int(v) for k, v in self.table["label"].value_counts().items()}
 
 
-def snapshot_frame(store: ObjectStore, version: str, splits: tuple[str, ...] | None, cache_dir: Path) -> Frame:
+def snapshot_frame(
+    store: ObjectStore, version: str, splits: tuple[str, ...] | None, cache_dir: Path
+) -> Frame:
     """The labeled rows of a snapshot (optionally only some splits), with local files."""
     snapshot = read_snapshot(store, version)
     table = snapshot.labeled()
@@ -75,6 +86,7 @@ def snapshot_frame(store: ObjectStore, version: str, splits: tuple[str, ...] | N
 
 def localize(store: ObjectStore, keys: list[str], cache_dir: Path, workers: int = 8) -> list[str]:
     """Local paths for store objects: in place for a local store, else downloaded once into ``cache_dir``."""
+
     def fetch(key: str) -> str:
         local = store.local_path(key)
         if local is not None:
@@ -99,8 +111,9 @@ def folder_frame(root: str | Path, split: str | None = None) -> Frame:
     has_splits = any((root / s).is_dir() for s in SPLITS)
     if has_splits and split:
         if not (root / split).is_dir():
-            raise FileNotFoundError(f"{root} has no {split!r} split; found "
-                                    f"{sorted(s for s in SPLITS if (root / s).is_dir())}")
+            raise FileNotFoundError(
+                f"{root} has no {split!r} split; found {sorted(s for s in SPLITS if (root / s).is_dir())}"
+            )
         bases = [(split, root / split)]
     elif has_splits:
         bases = [(s, root / s) for s in SPLITS if (root / s).is_dir()]
@@ -118,12 +131,25 @@ def folder_frame(root: str | Path, split: str | None = None) -> Frame:
                 if fmt is None:
                     continue
                 meta = metadata.get(path.relative_to(root).as_posix(), {})
-                rows.append({"image_id": path.relative_to(root).as_posix(), "file": str(path), "label": label,
-                             "split": split_name, "source": root.name, "label_source": "folder",
-                             "generator": meta.get("generator"), "original_format": fmt})
+                rows.append(
+                    {
+                        "image_id": path.relative_to(root).as_posix(),
+                        "file": str(path),
+                        "label": label,
+                        "split": split_name,
+                        "source": root.name,
+                        "label_source": "folder",
+                        "generator": meta.get("generator"),
+                        "original_format": fmt,
+                    }
+                )
     if not rows:
-        raise ValueError(f"no images found under {root} in {{0_real,1_fake}} or {{train,val,test}}/{{0_real,1_fake}}")
-    return Frame(pd.DataFrame(rows, columns=list(FRAME_COLUMNS)), f"folder {root}" + (f" {split}" if split else ""))
+        raise ValueError(
+            f"no images found under {root} in {{0_real,1_fake}} or {{train,val,test}}/{{0_real,1_fake}}"
+        )
+    return Frame(
+        pd.DataFrame(rows, columns=list(FRAME_COLUMNS)), f"folder {root}" + (f" {split}" if split else "")
+    )
 
 
 def _folder_metadata(root: Path) -> dict[str, dict]:

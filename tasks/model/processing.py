@@ -62,7 +62,9 @@ def prepare_image(image: Image.Image) -> Image.Image:
 class _Processor(Qwen2_5_VLProcessor):
     """Qwen2.5-VL's processor without a video processor (whose default needs torchvision)."""
 
-    def __init__(self, image_processor=None, tokenizer=None, video_processor=None, chat_template=None, **kwargs):
+    def __init__(
+        self, image_processor=None, tokenizer=None, video_processor=None, chat_template=None, **kwargs
+    ):
         super().__init__(image_processor, tokenizer, video_processor, chat_template=chat_template, **kwargs)
 
     def check_argument_for_proper_class(self, argument_name, argument):
@@ -74,7 +76,9 @@ class _Processor(Qwen2_5_VLProcessor):
 def single_token_id(tokenizer: PreTrainedTokenizerBase, text: str) -> int:
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     if len(ids) != 1:
-        raise ValueError(f"the tokenizer splits {text!r} into {len(ids)} tokens {ids}; the detector needs one token")
+        raise ValueError(
+            f"the tokenizer splits {text!r} into {len(ids)} tokens {ids}; the detector needs one token"
+        )
     return ids[0]
 
 
@@ -95,8 +99,15 @@ class Preprocessor:
 
     # -- persistence: the tokenizer and the image processor are saved separately (the processor cannot be) --
     @classmethod
-    def load(cls, path: str | Path, *, revision: str | None = None, min_pixels: int | None = None,
-             max_pixels: int | None = None, subfolders: bool = True) -> Preprocessor:
+    def load(
+        cls,
+        path: str | Path,
+        *,
+        revision: str | None = None,
+        min_pixels: int | None = None,
+        max_pixels: int | None = None,
+        subfolders: bool = True,
+    ) -> Preprocessor:
         """Load from a detector folder (``tokenizer/`` + ``image_processor/``) or, with ``subfolders=False``,
         from a hub id or checkpoint folder. ``min_pixels``/``max_pixels`` override the saved sizes."""
         tok_src = Path(path) / TOKENIZER_DIR if subfolders else path
@@ -123,7 +134,9 @@ class Preprocessor:
         return int(size["shortest_edge"]), int(size["longest_edge"])
 
     # -- the one encoding function ------------------------------------------------------------------
-    def encode(self, images: Sequence[Image.Image], answers: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+    def encode(
+        self, images: Sequence[Image.Image], answers: Sequence[str] | None = None
+    ) -> dict[str, torch.Tensor]:
         """Model inputs for ``images`` (left-padded); with ``answers``, also ``labels`` for the answer tokens only."""
         if not images:
             raise ValueError("encode() needs at least one image")
@@ -133,11 +146,18 @@ class Preprocessor:
         feats = self.processor(text=[self.prompt] * len(images), images=images, padding=False)
         rows = []
         for i, prompt_ids in enumerate(feats["input_ids"]):
-            answer_ids = [] if answers is None else (
-                self.tokenizer(answers[i], add_special_tokens=False)["input_ids"] + [self.end_id])
-            rows.append((list(prompt_ids) + answer_ids,
-                         [IGNORE_INDEX] * len(prompt_ids) + answer_ids,
-                         list(feats["mm_token_type_ids"][i]) + [0] * len(answer_ids)))
+            answer_ids = (
+                []
+                if answers is None
+                else (self.tokenizer(answers[i], add_special_tokens=False)["input_ids"] + [self.end_id])
+            )
+            rows.append(
+                (
+                    list(prompt_ids) + answer_ids,
+                    [IGNORE_INDEX] * len(prompt_ids) + answer_ids,
+                    list(feats["mm_token_type_ids"][i]) + [0] * len(answer_ids),
+                )
+            )
         width = max(len(ids) for ids, _, _ in rows)
         input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
         attention = torch.zeros((len(rows), width), dtype=torch.long)
@@ -161,8 +181,9 @@ class Preprocessor:
         return batch
 
 
-def resized(image_processor: Qwen2VLImageProcessorPil, min_pixels: int | None,
-            max_pixels: int | None) -> Qwen2VLImageProcessorPil:
+def resized(
+    image_processor: Qwen2VLImageProcessorPil, min_pixels: int | None, max_pixels: int | None
+) -> Qwen2VLImageProcessorPil:
     """A copy of ``image_processor`` with other pixel bounds (min is lowered to max when needed)."""
     low, high = int(image_processor.size["shortest_edge"]), int(image_processor.size["longest_edge"])
     high = max_pixels or high
@@ -190,4 +211,6 @@ def _processor_chat_template(source: str, revision: str | None) -> str:
                 continue
         text = path.read_text()
         return json.loads(text)["chat_template"] if name.endswith(".json") else text
-    raise ValueError(f"{source}: the tokenizer has no chat template and there is no chat_template.jinja/.json")
+    raise ValueError(
+        f"{source}: the tokenizer has no chat template and there is no chat_template.jinja/.json"
+    )

@@ -31,8 +31,19 @@ def pip_requirements() -> list[str]:
     from importlib.metadata import version
 
     pins = []
-    for package in ("torch", "transformers", "peft", "pillow", "numpy", "pandas", "pydantic", "pydantic-settings",
-                    "mlflow-skinny", "pyyaml", "fsspec"):
+    for package in (
+        "torch",
+        "transformers",
+        "peft",
+        "pillow",
+        "numpy",
+        "pandas",
+        "pydantic",
+        "pydantic-settings",
+        "mlflow-skinny",
+        "pyyaml",
+        "fsspec",
+    ):
         try:
             pins.append(f"{package}=={version(package).split('+')[0]}")
         except Exception:  # noqa: BLE001 - a package missing here is simply not pinned

@@ -84,8 +84,13 @@ def resolve_model(source: str, settings: Settings | None = None) -> ResolvedMode
             found = client(settings).get_model_version(name, match["version"])
         version = str(found.version)
         dest = cache / "models" / name / version
-        return ResolvedModel(_download(f"models:/{name}/{version}", dest, settings), name, version, cache,
-                             found.tags.get(INFERENCE_TAG))
+        return ResolvedModel(
+            _download(f"models:/{name}/{version}", dest, settings),
+            name,
+            version,
+            cache,
+            found.tags.get(INFERENCE_TAG),
+        )
     dest = cache / "downloads" / hashlib.sha256(source.encode()).hexdigest()[:16]
     return ResolvedModel(_download(source, dest, settings), None, None, cache)
 
@@ -116,8 +121,10 @@ def model_version_by_alias(name: str, alias: str, settings: Settings | None = No
     try:
         return client(settings).get_model_version_by_alias(name, alias)
     except MlflowException as exc:
-        raise LookupError(f"no version of registered model {name!r} has the alias {alias!r} "
-                          f"at {_settings(settings).mlflow_tracking_uri}") from exc
+        raise LookupError(
+            f"no version of registered model {name!r} has the alias {alias!r} "
+            f"at {_settings(settings).mlflow_tracking_uri}"
+        ) from exc
 
 
 def find_alias(name: str, alias: str, settings: Settings | None = None) -> ModelVersion | None:
@@ -130,6 +137,7 @@ def find_alias(name: str, alias: str, settings: Settings | None = None) -> Model
 
 def latest_version(name: str, settings: Settings | None = None) -> ModelVersion | None:
     """The newest registered version of ``name`` (the last training), or None."""
-    versions = client(settings).search_model_versions(f"name = '{name}'", order_by=["version_number DESC"],
-                                                       max_results=1)
+    versions = client(settings).search_model_versions(
+        f"name = '{name}'", order_by=["version_number DESC"], max_results=1
+    )
     return versions[0] if versions else None

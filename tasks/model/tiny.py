@@ -19,13 +19,22 @@ from pathlib import Path
 from tasks.model.config import ImageSize, TinyArchitecture
 from tasks.model.processing import NO, QUESTION, REASONS, YES
 
-SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
-                  "<|image_pad|>", "<|video_pad|>")
+SPECIAL_TOKENS = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+)
 SYSTEM_PROMPT = "You are a helpful assistant."
 # The Qwen2-VL conversation format: a default system turn, images as <|vision_start|><|image_pad|><|vision_end|>.
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
-    "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\n" + SYSTEM_PROMPT + "<|im_end|>\n{% endif %}"
+    "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\n"
+    + SYSTEM_PROMPT
+    + "<|im_end|>\n{% endif %}"
     "<|im_start|>{{ message['role'] }}\n"
     "{% if message['content'] is string %}{{ message['content'] }}"
     "{% else %}{% for part in message['content'] %}"
@@ -35,8 +44,14 @@ CHAT_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
-CORPUS = [SYSTEM_PROMPT, "system user assistant", QUESTION, f"{YES}. {REASONS['fake']}", f"{NO}. {REASONS['real']}",
-          "The image is a photograph of a scene. It was generated, edited, resized or compressed."]
+CORPUS = [
+    SYSTEM_PROMPT,
+    "system user assistant",
+    QUESTION,
+    f"{YES}. {REASONS['fake']}",
+    f"{NO}. {REASONS['real']}",
+    "The image is a photograph of a scene. It was generated, edited, resized or compressed.",
+]
 
 
 def build_tokenizer(vocab_size: int):
@@ -46,11 +61,16 @@ def build_tokenizer(vocab_size: int):
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS), show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS),
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator(CORPUS * 20, trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                   chat_template=CHAT_TEMPLATE)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>", chat_template=CHAT_TEMPLATE
+    )
 
 
 def tiny_model_config(arch: TinyArchitecture, tokenizer):
@@ -64,20 +84,38 @@ def tiny_model_config(arch: TinyArchitecture, tokenizer):
     mrope_section = [time_part, height_part, half - time_part - height_part]
     return Qwen2_5_VLConfig(
         text_config={
-            "vocab_size": len(tokenizer), "hidden_size": arch.hidden_size, "intermediate_size": arch.intermediate_size,
-            "num_hidden_layers": arch.layers, "num_attention_heads": arch.heads,
-            "num_key_value_heads": max(1, arch.heads // 2), "max_position_embeddings": 2048,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope_section},
-            "bos_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"], "pad_token_id": ids["<|endoftext|>"],
+            "vocab_size": len(tokenizer),
+            "hidden_size": arch.hidden_size,
+            "intermediate_size": arch.intermediate_size,
+            "num_hidden_layers": arch.layers,
+            "num_attention_heads": arch.heads,
+            "num_key_value_heads": max(1, arch.heads // 2),
+            "max_position_embeddings": 2048,
+            "rope_parameters": {
+                "rope_type": "default",
+                "rope_theta": 10000.0,
+                "mrope_section": mrope_section,
+            },
+            "bos_token_id": ids["<|endoftext|>"],
+            "eos_token_id": ids["<|im_end|>"],
+            "pad_token_id": ids["<|endoftext|>"],
         },
         vision_config={
-            "depth": arch.vision_depth, "hidden_size": arch.vision_hidden_size,
-            "intermediate_size": 2 * arch.vision_hidden_size, "num_heads": arch.vision_heads,
-            "out_hidden_size": arch.hidden_size, "fullatt_block_indexes": [arch.vision_depth - 1],
-            "window_size": 112, "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2,
+            "depth": arch.vision_depth,
+            "hidden_size": arch.vision_hidden_size,
+            "intermediate_size": 2 * arch.vision_hidden_size,
+            "num_heads": arch.vision_heads,
+            "out_hidden_size": arch.hidden_size,
+            "fullatt_block_indexes": [arch.vision_depth - 1],
+            "window_size": 112,
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
         },
-        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
         tie_word_embeddings=False,
     )
 

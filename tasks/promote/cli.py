@@ -41,8 +41,10 @@ def register(sub) -> None:
     promote.add_argument("--json", action="store_true")
     promote.set_defaults(func=_promote)
 
-    deploy = sub.add_parser("deploy", help="tune, smoke-test in a sandbox, roll out and check a champion; "
-                                           "roll back on any failure")
+    deploy = sub.add_parser(
+        "deploy",
+        help="tune, smoke-test in a sandbox, roll out and check a champion; roll back on any failure",
+    )
     deploy.add_argument("--version", help="model version (default: the champion alias)")
     deploy.add_argument("--no-tune", action="store_true", help="keep the stored inference settings")
     deploy.set_defaults(func=_deploy)

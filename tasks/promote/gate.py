@@ -51,8 +51,9 @@ def _version_info(mv) -> dict[str, Any] | None:
     return {"version": str(mv.version), "run_id": mv.run_id, "snapshot": (mv.tags or {}).get("snapshot")}
 
 
-def _test_frames(store: ObjectStore, settings: Settings, policy: GatePolicy,
-                 champion_snapshot: str | None) -> tuple[str, dict[str, Frame], str | None]:
+def _test_frames(
+    store: ObjectStore, settings: Settings, policy: GatePolicy, champion_snapshot: str | None
+) -> tuple[str, dict[str, Frame], str | None]:
     """(newest snapshot, {test set name: frame}, name of the new-data set or None)."""
     from tasks.model.frames import load_frame, snapshot_frame
     from tasks.snapshots import latest_version, read_snapshot
@@ -83,35 +84,56 @@ def _test_frames(store: ObjectStore, settings: Settings, policy: GatePolicy,
 def _flat(reports: dict[str, dict], newest_set: str, new_set: str | None) -> dict[str, Any]:
     """One detector's reports in the policy's shape: overall, named slices, new data, robustness drops."""
     main = reports[newest_set]
-    slices = {f"{column}={value}": metrics
-              for column in SLICE_COLUMNS for value, metrics in main["slices"].get(column, {}).items()}
+    slices = {
+        f"{column}={value}": metrics
+        for column in SLICE_COLUMNS
+        for value, metrics in main["slices"].get(column, {}).items()
+    }
     if "golden" in reports:
         slices["golden"] = reports["golden"]["overall"]
     robustness = {}
     for name, result in main.get("robustness", {}).items():
         delta = result.get("delta_roc_auc")
         robustness[name] = {"drop": None if delta is None else -delta}
-    return {"overall": main["overall"], "slices": slices,
-            "new_data": reports[new_set]["overall"] if new_set else None, "robustness": robustness}
+    return {
+        "overall": main["overall"],
+        "slices": slices,
+        "new_data": reports[new_set]["overall"] if new_set else None,
+        "robustness": robustness,
+    }
 
 
-def _rows(challenger: dict[str, Any], champion: dict[str, Any] | None, newest_set: str,
-          new_set: str | None) -> list[dict[str, Any]]:
+def _rows(
+    challenger: dict[str, Any], champion: dict[str, Any] | None, newest_set: str, new_set: str | None
+) -> list[dict[str, Any]]:
     """The side-by-side table: one row per test set and slice."""
+
     def pick(metrics: dict[str, Any] | None) -> dict[str, Any] | None:
         return None if metrics is None else {k: metrics.get(k) for k in TABLE_METRICS}
 
     entries = [(newest_set, "overall", challenger["overall"], champion["overall"] if champion else None)]
     if new_set:
-        entries.append((new_set, "new data", challenger["new_data"], champion["new_data"] if champion else None))
+        entries.append(
+            (new_set, "new data", challenger["new_data"], champion["new_data"] if champion else None)
+        )
     for name, mine in sorted(challenger["slices"].items()):
         theirs = champion["slices"].get(name) if champion else None
         entries.append(("golden" if name == "golden" else newest_set, name, mine, theirs))
-    return [{"test_set": test_set, "slice": name, "n": mine.get("n", 0), "challenger": pick(mine),
-             "champion": pick(theirs)} for test_set, name, mine, theirs in entries]
+    return [
+        {
+            "test_set": test_set,
+            "slice": name,
+            "n": mine.get("n", 0),
+            "challenger": pick(mine),
+            "champion": pick(theirs),
+        }
+        for test_set, name, mine, theirs in entries
+    ]
 
 
-def evaluate(settings: Settings, version: str | None = None, policy: GatePolicy | None = None) -> dict[str, Any]:
+def evaluate(
+    settings: Settings, version: str | None = None, policy: GatePolicy | None = None
+) -> dict[str, Any]:
     """Evaluate challenger (``version`` or the ``challenger`` alias) and champion; decide; store the report.
 
     Aliases are not moved here (see :func:`apply`), so a human can approve in between.
@@ -136,8 +158,10 @@ def evaluate(settings: Settings, version: str | None = None, policy: GatePolicy 
     # Both under the same default inference settings: the champion's tuned ones (say bf16) would
     # compare the tuning, not the models.
     versions = {"challenger": challenger_mv} | ({"champion": champion_mv} if champion_mv is not None else {})
-    detectors = {role: Detector.load(f"models:/{registry.name}/{mv.version}", InferenceSettings(), settings=settings)
-                 for role, mv in versions.items()}
+    detectors = {
+        role: Detector.load(f"models:/{registry.name}/{mv.version}", InferenceSettings(), settings=settings)
+        for role, mv in versions.items()
+    }
     newest_set = f"{newest}/test"
     by_detector: dict[str, dict[str, dict]] = {name: {} for name in detectors}
     others = {k: f for k, f in frames.items() if k != newest_set}
@@ -159,8 +183,10 @@ def evaluate(settings: Settings, version: str | None = None, policy: GatePolicy 
         "reasons": decision.reasons,
         "checks": decision.to_dict()["checks"],
         "slices": _rows(challenger, champion, newest_set, new_set),
-        "robustness": {"challenger": challenger["robustness"],
-                       "champion": champion["robustness"] if champion else None},
+        "robustness": {
+            "challenger": challenger["robustness"],
+            "champion": champion["robustness"] if champion else None,
+        },
         "policy": policy.model_dump(),
         "human_approval": policy.human_approval,
     }
@@ -180,21 +206,37 @@ def apply(settings: Settings, report: dict[str, Any], approved_by: str | None = 
         reason = "gate passed" + (f", approved by {approved_by}" if approved_by else "")
         move = registry.promote(version, reason)
         log.info("version %s is the champion now (previous: %s)", move.champion, move.previous)
-        return {"version": version, "promoted": True, "previous": move.previous, "report_url": report["report_url"]}
+        return {
+            "version": version,
+            "promoted": True,
+            "previous": move.previous,
+            "report_url": report["report_url"],
+        }
     registry.reject(version, report["reasons"])
     log.info("version %s tagged rejected", version)
-    return {"version": version, "promoted": False, "reasons": report["reasons"], "report_url": report["report_url"]}
+    return {
+        "version": version,
+        "promoted": False,
+        "reasons": report["reasons"],
+        "report_url": report["report_url"],
+    }
 
 
 def _log_decision(report: dict[str, Any]) -> None:
     champion = report["champion"]["version"] if report["champion"] else "none (first model: floors only)"
-    log.info("gate for %s version %s vs champion %s: %s", report["model_name"], report["challenger"]["version"],
-             champion, report["decision"].upper())
+    log.info(
+        "gate for %s version %s vs champion %s: %s",
+        report["model_name"],
+        report["challenger"]["version"],
+        champion,
+        report["decision"].upper(),
+    )
     for check in report["checks"]:
         log.info("  [%s] %s", "pass" if check["passed"] else "FAIL", check["detail"])
 
 
 # -- the report -------------------------------------------------------------------------------------
+
 
 def _fmt(value: Any) -> str:
     return "–" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
@@ -209,20 +251,35 @@ def _delta(row: dict[str, Any], metric: str) -> float | None:
 
 def markdown(report: dict[str, Any]) -> str:
     champion = report["champion"]
-    lines = [f"# Gate: {report['model_name']} v{report['challenger']['version']} — {report['decision'].upper()}", "",
-             f"Champion: {'v' + champion['version'] if champion else 'none (first model: floors only)'}; "
-             f"test snapshot {report['snapshot']}; {report['created_at']}", ""]
+    lines = [
+        f"# Gate: {report['model_name']} v{report['challenger']['version']} — {report['decision'].upper()}",
+        "",
+        f"Champion: {'v' + champion['version'] if champion else 'none (first model: floors only)'}; "
+        f"test snapshot {report['snapshot']}; {report['created_at']}",
+        "",
+    ]
     if report["reasons"]:
         lines += ["## Reasons", "", *[f"- {r}" for r in report["reasons"]], ""]
-    lines += ["## Slices (champion | challenger)", "",
-              "| test set | slice | n | " + " | ".join(f"{m} champion | {m} challenger" for m in TABLE_METRICS) + " |",
-              "|---|---|---:|" + "---:|---:|" * len(TABLE_METRICS)]
+    lines += [
+        "## Slices (champion | challenger)",
+        "",
+        "| test set | slice | n | "
+        + " | ".join(f"{m} champion | {m} challenger" for m in TABLE_METRICS)
+        + " |",
+        "|---|---|---:|" + "---:|---:|" * len(TABLE_METRICS),
+    ]
     for row in report["slices"]:
         cells = []
         for metric in TABLE_METRICS:
             cells += [_fmt((row["champion"] or {}).get(metric)), _fmt((row["challenger"] or {}).get(metric))]
         lines.append(f"| {row['test_set']} | {row['slice']} | {row['n']} | " + " | ".join(cells) + " |")
-    lines += ["", "## Checks", "", *[f"- {'✅' if c['passed'] else '❌'} {c['detail']}" for c in report["checks"]], ""]
+    lines += [
+        "",
+        "## Checks",
+        "",
+        *[f"- {'✅' if c['passed'] else '❌'} {c['detail']}" for c in report["checks"]],
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -240,12 +297,20 @@ def render_html(report: dict[str, Any]) -> str:
         for metric in TABLE_METRICS:
             delta = _delta(row, metric)
             better = None if delta is None else (delta < 0 if metric == "ece" else delta > 0)
-            css = "" if delta is None or abs(delta) < 1e-9 else (' class="better"' if better else ' class="worse"')
-            cells.append(f"<td>{_fmt((row['champion'] or {}).get(metric))}</td>"
-                         f"<td>{_fmt((row['challenger'] or {}).get(metric))}</td>"
-                         f"<td{css}>{'' if delta is None else f'{delta:+.4f}'}</td>")
+            css = (
+                ""
+                if delta is None or abs(delta) < 1e-9
+                else (' class="better"' if better else ' class="worse"')
+            )
+            cells.append(
+                f"<td>{_fmt((row['champion'] or {}).get(metric))}</td>"
+                f"<td>{_fmt((row['challenger'] or {}).get(metric))}</td>"
+                f"<td{css}>{'' if delta is None else f'{delta:+.4f}'}</td>"
+            )
         body.append("<tr>" + "".join(cells) + "</tr>")
-    checks = "".join(f"<li class=\"{'pass' if c['passed'] else 'fail'}\">{esc(c['detail'])}</li>" for c in report["checks"])
+    checks = "".join(
+        f'<li class="{"pass" if c["passed"] else "fail"}">{esc(c["detail"])}</li>' for c in report["checks"]
+    )
     reasons = "".join(f"<li>{esc(r)}</li>" for r in report["reasons"])
     title = f"Gate: {report['model_name']} v{report['challenger']['version']}"
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>
@@ -256,12 +321,12 @@ th{{background:#f6f8fa}} .better{{color:#1a7f37}} .worse{{color:#cf222e;font-wei
 .decision{{display:inline-block;padding:.2rem .6rem;border-radius:4px;color:#fff}}
 .promoted{{background:#1a7f37}} .rejected{{background:#cf222e}} li.fail{{color:#cf222e}} li.pass{{color:#1a7f37}}
 </style></head><body>
-<h1>{esc(title)} <span class="decision {esc(report['decision'])}">{esc(report['decision'])}</span></h1>
-<p>Champion: {esc('v' + champion['version']) if champion else 'none (first model: floors only)'} ·
-test snapshot {esc(str(report['snapshot']))} · {esc(report['created_at'])}</p>
-{f'<h2>Reasons</h2><ul>{reasons}</ul>' if reasons else ''}
+<h1>{esc(title)} <span class="decision {esc(report["decision"])}">{esc(report["decision"])}</span></h1>
+<p>Champion: {esc("v" + champion["version"]) if champion else "none (first model: floors only)"} ·
+test snapshot {esc(str(report["snapshot"]))} · {esc(report["created_at"])}</p>
+{f"<h2>Reasons</h2><ul>{reasons}</ul>" if reasons else ""}
 <h2>Slices: champion and challenger side by side</h2>
-<table><thead>{''.join(head)}</thead><tbody>{''.join(body)}</tbody></table>
+<table><thead>{"".join(head)}</thead><tbody>{"".join(body)}</tbody></table>
 <h2>Checks</h2><ul>{checks}</ul>
 </body></html>"""
 
@@ -292,7 +357,6 @@ def _log_to_mlflow(settings: Settings, report: dict[str, Any]) -> None:
     mlflow.set_model_version_tag(report["model_name"], version, "gate_report", report["report_url"])
 
 
-
 def version_to_gate(requested: str | None, event_extras: list[dict[str, Any]], settings: Settings) -> str:
     """The form's version, else the newest triggering `challenger` event's, else the `challenger` alias."""
     from tasks.registry import CHALLENGER, Registry
@@ -302,7 +366,9 @@ def version_to_gate(requested: str | None, event_extras: list[dict[str, Any]], s
 
 def summary(report: dict[str, Any]) -> dict[str, Any]:
     """What the DAG passes between tasks (the full report stays in the store and MLflow)."""
-    return {k: report[k] for k in ("model_name", "challenger", "champion", "decision", "reasons", "report_url")}
+    return {
+        k: report[k] for k in ("model_name", "challenger", "champion", "decision", "reasons", "report_url")
+    }
 
 
 def read_summary(result: dict[str, Any] | str) -> dict[str, Any]:

@@ -78,9 +78,11 @@ def decide(policy: GatePolicy, challenger: dict[str, Any], champion: dict[str, A
     checks: list[Check] = []
     overall = challenger["overall"]
     floors = policy.floors
-    for metric, floor, higher_is_better in (("roc_auc", floors.roc_auc, True),
-                                            ("balanced_accuracy", floors.balanced_accuracy, True),
-                                            ("ece", floors.max_ece, False)):
+    for metric, floor, higher_is_better in (
+        ("roc_auc", floors.roc_auc, True),
+        ("balanced_accuracy", floors.balanced_accuracy, True),
+        ("ece", floors.max_ece, False),
+    ):
         value = overall.get(metric)
         ok = value is not None and (value >= floor if higher_is_better else value <= floor)
         bound = ">=" if higher_is_better else "<="
@@ -96,19 +98,37 @@ def decide(policy: GatePolicy, challenger: dict[str, Any], champion: dict[str, A
             if new is None or old is None:
                 continue
             ok = new >= old - rule.max_regression
-            checks.append(Check(f"no_forgetting:{name}", ok,
-                                f"slice {name} (n={mine['n']}): {metric} {_fmt(new)} vs champion {_fmt(old)} "
-                                f"(allowed drop {rule.max_regression})"))
-        new_mine, new_theirs = challenger.get("new_data") or overall, champion.get("new_data") or champion["overall"]
+            checks.append(
+                Check(
+                    f"no_forgetting:{name}",
+                    ok,
+                    f"slice {name} (n={mine['n']}): {metric} {_fmt(new)} vs champion {_fmt(old)} "
+                    f"(allowed drop {rule.max_regression})",
+                )
+            )
+        new_mine, new_theirs = (
+            challenger.get("new_data") or overall,
+            champion.get("new_data") or champion["overall"],
+        )
         new, old = new_mine.get(metric), new_theirs.get(metric)
         delta = policy.new_data.min_improvement
         ok = new is not None and old is not None and new >= old + delta
-        checks.append(Check("better_on_new_data", ok,
-                            f"new data (n={new_mine.get('n', 0)}): {metric} {_fmt(new)} must be >= champion "
-                            f"{_fmt(old)} + {delta}"))
+        checks.append(
+            Check(
+                "better_on_new_data",
+                ok,
+                f"new data (n={new_mine.get('n', 0)}): {metric} {_fmt(new)} must be >= champion "
+                f"{_fmt(old)} + {delta}",
+            )
+        )
         for name, result in sorted(challenger.get("robustness", {}).items()):
             drop = result.get("drop")
             ok = drop is not None and drop <= policy.robustness.max_drop
-            checks.append(Check(f"robustness:{name}", ok,
-                                f"{metric} drop under {name} {_fmt(drop)} must be <= {policy.robustness.max_drop}"))
+            checks.append(
+                Check(
+                    f"robustness:{name}",
+                    ok,
+                    f"{metric} drop under {name} {_fmt(drop)} must be <= {policy.robustness.max_drop}",
+                )
+            )
     return Decision(all(c.passed for c in checks), checks)

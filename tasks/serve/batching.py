@@ -28,8 +28,14 @@ Item = tuple["Detector", Image.Image, asyncio.Future]
 class MicroBatcher:
     """Scores images one call at a time, or together (``enabled``); start() inside the event loop."""
 
-    def __init__(self, max_size: int, wait_ms: float, *, enabled: bool = True,
-                 on_batch: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self,
+        max_size: int,
+        wait_ms: float,
+        *,
+        enabled: bool = True,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
         self.max_size = max_size
         self.wait_s = wait_ms / 1000
         self.enabled = enabled

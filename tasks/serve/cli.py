@@ -8,8 +8,11 @@ import argparse
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="interface to listen on (default: serving.host)")
     parser.add_argument("--port", type=int, help="port (default: serving.port)")
-    parser.add_argument("--model", help="models:/name/7, models:/name@alias or a detector folder "
-                                        "(default: models:/{model_name}@{serving.model_alias})")
+    parser.add_argument(
+        "--model",
+        help="models:/name/7, models:/name@alias or a detector folder "
+        "(default: models:/{model_name}@{serving.model_alias})",
+    )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,6 +32,11 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings()
     app = create_app(settings, model_source=args.model)
-    uvicorn.run(app, host=args.host or settings.serving.host, port=args.port or settings.serving.port,
-                log_level="info", timeout_graceful_shutdown=10)
+    uvicorn.run(
+        app,
+        host=args.host or settings.serving.host,
+        port=args.port or settings.serving.port,
+        log_level="info",
+        timeout_graceful_shutdown=10,
+    )
     return 0

@@ -30,8 +30,20 @@ from tasks.storage import ObjectStore
 log = logging.getLogger(__name__)
 
 PREDICTIONS_PREFIX = "predictions"
-LOG_COLUMNS = ("prediction_id", "time", "image_sha256", "p_fake", "label", "threshold", "model_name",
-               "model_version", "latency_ms", "input_kind", "explained", "image_key")
+LOG_COLUMNS = (
+    "prediction_id",
+    "time",
+    "image_sha256",
+    "p_fake",
+    "label",
+    "threshold",
+    "model_name",
+    "model_version",
+    "latency_ms",
+    "input_kind",
+    "explained",
+    "image_key",
+)
 LABEL_DIRS = {"authentic": "0_real", "synthetic": "1_fake"}
 
 
@@ -57,8 +69,9 @@ class PredictionLog:
 
     def due(self) -> bool:
         with self._lock:
-            return bool(self._rows) and (len(self._rows) >= self.flush_rows
-                                         or time.monotonic() - (self._oldest or 0) >= self.flush_s)
+            return bool(self._rows) and (
+                len(self._rows) >= self.flush_rows or time.monotonic() - (self._oldest or 0) >= self.flush_s
+            )
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -142,8 +155,15 @@ class UploadCache:
             path.unlink(missing_ok=True)
 
 
-def write_feedback(inbox: ObjectStore, store: ObjectStore, prediction_id: str, label: str, data: bytes, ext: str,
-                   record: dict[str, Any]) -> str:
+def write_feedback(
+    inbox: ObjectStore,
+    store: ObjectStore,
+    prediction_id: str,
+    label: str,
+    data: bytes,
+    ext: str,
+    record: dict[str, Any],
+) -> str:
     """Put the labeled image where the inbox collector finds it; returns its key in the inbox."""
     key = f"{FEEDBACK_DIR}/{LABEL_DIRS[label]}/{prediction_id}.{ext}"
     for other in LABEL_DIRS.values():  # a corrected correction: only the latest label stays
@@ -151,5 +171,7 @@ def write_feedback(inbox: ObjectStore, store: ObjectStore, prediction_id: str, l
             inbox.delete(f"{FEEDBACK_DIR}/{other}/{prediction_id}.{ext}")
     inbox.write_bytes(key, data)
     date = record["time"][:10]
-    store.write_json(f"{FEEDBACK_DIR}/date={date}/{prediction_id}.json", {**record, "inbox_key": inbox.uri(key)})
+    store.write_json(
+        f"{FEEDBACK_DIR}/date={date}/{prediction_id}.json", {**record, "inbox_key": inbox.uri(key)}
+    )
     return key

@@ -75,10 +75,15 @@ def starting_point(config: ModelConfig, settings: Settings) -> StartingPoint:
     folder = detector_folder(resolved.path)
     card = read_card(folder)
     expected = DetectorCard.from_config(config)
-    mismatch = [f for f in ("profile", "method", "base_model", "revision", "tiny", "images")
-                if getattr(card, f) != getattr(expected, f)]
+    mismatch = [
+        f
+        for f in ("profile", "method", "base_model", "revision", "tiny", "images")
+        if getattr(card, f) != getattr(expected, f)
+    ]
     if mismatch:
-        log.info("champion v%s differs in %s: starting from the base model", champion.version, ", ".join(mismatch))
+        log.info(
+            "champion v%s differs in %s: starting from the base model", champion.version, ", ".join(mismatch)
+        )
         return StartingPoint("base")
     return StartingPoint("champion", str(champion.version), folder, card.snapshot)
 
@@ -95,31 +100,45 @@ class TrainingData:
     counts: dict[str, int]
 
 
-def select_training_rows(train: Frame, seen_ids: set[str], replay: float, seed: int) -> tuple[Frame, dict[str, int]]:
+def select_training_rows(
+    train: Frame, seen_ids: set[str], replay: float, seed: int
+) -> tuple[Frame, dict[str, int]]:
     """All new rows plus a per-label share ``replay`` of the already-seen ones, deterministically."""
     table = train.table
     seen = table["image_id"].isin(seen_ids)
     old = table[seen]
     kept = old.groupby("label", group_keys=False).sample(frac=replay, random_state=seed) if len(old) else old
     keep = ~seen | table.index.isin(kept.index)
-    counts = {"train_new": int((~seen).sum()), "train_seen": int(seen.sum()), "train_replayed": int(len(kept)),
-              "train_total": int(keep.sum())}
+    counts = {
+        "train_new": int((~seen).sum()),
+        "train_seen": int(seen.sum()),
+        "train_replayed": int(len(kept)),
+        "train_total": int(keep.sum()),
+    }
     return train.where(keep.to_numpy(), f"{train.name} (new + {replay:.0%} replay)"), counts
 
 
-def training_data(store, version: str, start: StartingPoint, config: ModelConfig, cache: Path) -> TrainingData:
+def training_data(
+    store, version: str, start: StartingPoint, config: ModelConfig, cache: Path
+) -> TrainingData:
     frame = snapshot_frame(store, version, None, cache)
-    splits = {s: frame.where(frame.table["split"].to_numpy() == s, f"snapshot {version} {s}")
-              for s in ("train", "val", "test")}
+    splits = {
+        s: frame.where(frame.table["split"].to_numpy() == s, f"snapshot {version} {s}")
+        for s in ("train", "val", "test")
+    }
     seen: set[str] = set()
     if start.kind == "champion" and start.snapshot:
         seen = set(snapshot_frame(store, start.snapshot, ("train",), cache).table["image_id"])
-    train, counts = select_training_rows(splits["train"], seen, config.data.replay if seen else 1.0, config.seed)
+    train, counts = select_training_rows(
+        splits["train"], seen, config.data.replay if seen else 1.0, config.seed
+    )
     for name in ("train", "val"):
         have = set((splits[name] if name == "val" else train).table["label"])
         if have != {"real", "fake"}:
-            raise ValueError(f"snapshot {version}: the {name} split needs real and fake images, it has "
-                             f"{sorted(have) or 'none'}; validation AUC (which selects the best epoch) is undefined")
+            raise ValueError(
+                f"snapshot {version}: the {name} split needs real and fake images, it has "
+                f"{sorted(have) or 'none'}; validation AUC (which selects the best epoch) is undefined"
+            )
     counts.update({"val": len(splits["val"]), "test": len(splits["test"])})
     return TrainingData(train, splits["val"], splits["test"], counts)
 
@@ -166,22 +185,46 @@ def training_arguments(config: ModelConfig, output_dir: Path, bf16: bool, settin
         deepspeed = str(settings.include(DEEPSPEED_CONFIG))
     t = config.train
     return TrainingArguments(
-        output_dir=str(output_dir), num_train_epochs=t.epochs, per_device_train_batch_size=t.batch_size,
-        per_device_eval_batch_size=t.eval_batch_size, gradient_accumulation_steps=t.grad_accumulation,
-        learning_rate=t.learning_rate, lr_scheduler_type=t.lr_schedule, warmup_steps=t.warmup_ratio,
-        weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm, bf16=bf16,
+        output_dir=str(output_dir),
+        num_train_epochs=t.epochs,
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.eval_batch_size,
+        gradient_accumulation_steps=t.grad_accumulation,
+        learning_rate=t.learning_rate,
+        lr_scheduler_type=t.lr_schedule,
+        warmup_steps=t.warmup_ratio,
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        bf16=bf16,
         activation_checkpointing=t.gradient_checkpointing,
         activation_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
-        eval_strategy="epoch", save_strategy="epoch", save_total_limit=1, load_best_model_at_end=True,
-        metric_for_best_model="roc_auc", greater_is_better=True, logging_strategy="steps", logging_steps=1,
-        report_to="none", seed=config.seed, data_seed=config.seed, remove_unused_columns=False,
-        dataloader_num_workers=t.dataloader_workers, deepspeed=deepspeed, ddp_find_unused_parameters=False,
-        disable_tqdm=not is_main_process(), dataloader_pin_memory=torch.cuda.is_available(),
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        save_total_limit=1,
+        load_best_model_at_end=True,
+        metric_for_best_model="roc_auc",
+        greater_is_better=True,
+        logging_strategy="steps",
+        logging_steps=1,
+        report_to="none",
+        seed=config.seed,
+        data_seed=config.seed,
+        remove_unused_columns=False,
+        dataloader_num_workers=t.dataloader_workers,
+        deepspeed=deepspeed,
+        ddp_find_unused_parameters=False,
+        disable_tqdm=not is_main_process(),
+        dataloader_pin_memory=torch.cuda.is_available(),
     )
 
 
-def train(config: ModelConfig, *, settings: Settings | None = None, reason: str = "",
-          config_source: str | None = None) -> dict[str, Any]:
+def train(
+    config: ModelConfig,
+    *,
+    settings: Settings | None = None,
+    reason: str = "",
+    config_source: str | None = None,
+) -> dict[str, Any]:
     """Run (or resume, or return the result of) the training job for ``config``; returns the result dict."""
     from tasks.snapshots import manifest_key, resolve_version
     from tasks.storage import ObjectStore
@@ -198,8 +241,15 @@ def train(config: ModelConfig, *, settings: Settings | None = None, reason: str 
         return json.loads(result_file.read_text())
     work.mkdir(parents=True, exist_ok=True)
     cache = Path(settings.home) / "cache"
-    log.info("training job %s: profile %s, method %s, snapshot %s, starting from %s, work folder %s",
-             jid, config.profile, config.method, version, start.ref, work)
+    log.info(
+        "training job %s: profile %s, method %s, snapshot %s, starting from %s, work folder %s",
+        jid,
+        config.profile,
+        config.method,
+        version,
+        start.ref,
+        work,
+    )
     data = training_data(store, version, start, config, cache / "images")
     log.info("data: %s", ", ".join(f"{k} {v}" for k, v in data.counts.items()))
 
@@ -207,12 +257,31 @@ def train(config: ModelConfig, *, settings: Settings | None = None, reason: str 
     if is_main_process():
         from tasks.train import tracking
 
-        run = tracking.start_run(work, settings, f"train-{version}-{jid[:6]}", {
-            "vigil.job_id": jid, "vigil.snapshot": version, "vigil.profile": config.profile,
-            **({"mlflow.source.git.commit": c} if (c := tracking.git_commit(settings)) else {})})
-        tracking.log_params({**config.flat(), "snapshot": version, "job_id": jid, "reason": reason,
-                             "start": start.ref, "config_file": config_source, **data.counts})
-        tracking.log_snapshot_input(store, manifest_key(version), data.train.table.assign(split="train"), version)
+        run = tracking.start_run(
+            work,
+            settings,
+            f"train-{version}-{jid[:6]}",
+            {
+                "vigil.job_id": jid,
+                "vigil.snapshot": version,
+                "vigil.profile": config.profile,
+                **({"mlflow.source.git.commit": c} if (c := tracking.git_commit(settings)) else {}),
+            },
+        )
+        tracking.log_params(
+            {
+                **config.flat(),
+                "snapshot": version,
+                "job_id": jid,
+                "reason": reason,
+                "start": start.ref,
+                "config_file": config_source,
+                **data.counts,
+            }
+        )
+        tracking.log_snapshot_input(
+            store, manifest_key(version), data.train.table.assign(split="train"), version
+        )
     try:
         result = _fit_and_register(config, settings, start, data, work, version, jid, reason, cache, run)
     except BaseException:
@@ -228,24 +297,57 @@ def train(config: ModelConfig, *, settings: Settings | None = None, reason: str 
     return result
 
 
-def _fit_and_register(config: ModelConfig, settings: Settings, start: StartingPoint, data: TrainingData, work: Path,
-                      version: str, jid: str, reason: str, cache: Path, run) -> dict[str, Any]:
+def _fit_and_register(
+    config: ModelConfig,
+    settings: Settings,
+    start: StartingPoint,
+    data: TrainingData,
+    work: Path,
+    version: str,
+    jid: str,
+    reason: str,
+    cache: Path,
+    run,
+) -> dict[str, Any]:
     started = time.monotonic()
-    trainer = fit(config, settings, start, data, work / "checkpoints", cache,
-                  run_id=run.info.run_id if run is not None else None)
+    trainer = fit(
+        config,
+        settings,
+        start,
+        data,
+        work / "checkpoints",
+        cache,
+        run_id=run.info.run_id if run is not None else None,
+    )
     if not is_main_process():
         return {}
-    return finalize(trainer, config, settings, data, work, version, jid, reason, start, time.monotonic() - started)
+    return finalize(
+        trainer, config, settings, data, work, version, jid, reason, start, time.monotonic() - started
+    )
 
 
-def fit(config: ModelConfig, settings: Settings, start: StartingPoint, data: TrainingData, checkpoints: Path,
-        cache: Path, run_id: str | None = None):
+def fit(
+    config: ModelConfig,
+    settings: Settings,
+    start: StartingPoint,
+    data: TrainingData,
+    checkpoints: Path,
+    cache: Path,
+    run_id: str | None = None,
+):
     """Train (resuming from the last checkpoint in ``checkpoints`` if any); returns the trainer, best epoch loaded."""
     from transformers import EarlyStoppingCallback, set_seed
     from transformers.trainer_callback import ProgressCallback
     from transformers.trainer_utils import get_last_checkpoint
 
-    from tasks.train.trainer import AnswerDataset, DetectorTrainer, EpochSummary, MlflowMetrics, QuietProgress, collator
+    from tasks.train.trainer import (
+        AnswerDataset,
+        DetectorTrainer,
+        EpochSummary,
+        MlflowMetrics,
+        QuietProgress,
+        collator,
+    )
 
     limit_cpu_threads(settings)
     set_seed(config.seed)
@@ -253,11 +355,19 @@ def fit(config: ModelConfig, settings: Settings, start: StartingPoint, data: Tra
     model, preprocessor = build_model(config, start, cache, bf16)
     args = training_arguments(config, checkpoints, bf16, settings)
     trainer = DetectorTrainer(
-        model=model, args=args, train_dataset=AnswerDataset(data.train), eval_dataset=AnswerDataset(data.val),
-        data_collator=collator(preprocessor), preprocessor=preprocessor, val_frame=data.val,
+        model=model,
+        args=args,
+        train_dataset=AnswerDataset(data.train),
+        eval_dataset=AnswerDataset(data.val),
+        data_collator=collator(preprocessor),
+        preprocessor=preprocessor,
+        val_frame=data.val,
         target_fpr=config.target_fpr,
-        callbacks=[EarlyStoppingCallback(early_stopping_patience=config.train.early_stopping_patience),
-                   EpochSummary(config.train.epochs)])
+        callbacks=[
+            EarlyStoppingCallback(early_stopping_patience=config.train.early_stopping_patience),
+            EpochSummary(config.train.epochs),
+        ],
+    )
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(QuietProgress())
     if run_id is not None:
@@ -265,14 +375,29 @@ def fit(config: ModelConfig, settings: Settings, start: StartingPoint, data: Tra
     last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
     if last:
         state = json.loads((Path(last) / "trainer_state.json").read_text())
-        log.info("resuming from %s: %d of %d epochs done, best val AUC so far %s", Path(last).name,
-                 round(state.get("epoch", 0)), config.train.epochs, state.get("best_metric"))
+        log.info(
+            "resuming from %s: %d of %d epochs done, best val AUC so far %s",
+            Path(last).name,
+            round(state.get("epoch", 0)),
+            config.train.epochs,
+            state.get("best_metric"),
+        )
     trainer.train(resume_from_checkpoint=last)
     return trainer
 
 
-def finalize(trainer, config: ModelConfig, settings: Settings, data: TrainingData, work: Path, version: str, jid: str,
-             reason: str, start: StartingPoint, train_seconds: float) -> dict[str, Any]:
+def finalize(
+    trainer,
+    config: ModelConfig,
+    settings: Settings,
+    data: TrainingData,
+    work: Path,
+    version: str,
+    jid: str,
+    reason: str,
+    start: StartingPoint,
+    train_seconds: float,
+) -> dict[str, Any]:
     """Threshold on val, save the detector, report on test, log and register the challenger."""
     import mlflow
 
@@ -286,39 +411,77 @@ def finalize(trainer, config: ModelConfig, settings: Settings, data: TrainingDat
     val_scores = trainer.validation_scores()
     threshold = threshold_at_fpr(data.val.labels, val_scores, config.target_fpr)
     val = binary_metrics(data.val.labels, val_scores, threshold)
-    card = DetectorCard.from_config(config, name=settings.model_name, threshold=threshold, snapshot=version,
-                                    trained_at=now_iso(),
-                                    metrics={f"val_{k}": val[k] for k in ("roc_auc", "average_precision",
-                                                                          "balanced_accuracy", "fpr", "ece")})
+    card = DetectorCard.from_config(
+        config,
+        name=settings.model_name,
+        threshold=threshold,
+        snapshot=version,
+        trained_at=now_iso(),
+        metrics={
+            f"val_{k}": val[k] for k in ("roc_auc", "average_precision", "balanced_accuracy", "fpr", "ece")
+        },
+    )
     folder = save_detector(work / "detector", trainer.model, trainer.preprocessor, card, config)
     _release(trainer)
     # The test report is made by the saved artifact itself: what is registered is what was measured.
     detector = Detector.load(folder)
     report = evaluate_detector(detector, data.test)
     log_report(report, work / "evaluation" / "test", "evaluation/test", "test")
-    mlflow.log_metrics({"best_val_roc_auc": float(best or 0.0), "threshold": threshold,
-                        "train_seconds": round(train_seconds, 2),
-                        **{f"final_val_{k}": float(v) for k, v in val.items() if isinstance(v, float)}})
+    mlflow.log_metrics(
+        {
+            "best_val_roc_auc": float(best or 0.0),
+            "threshold": threshold,
+            "train_seconds": round(train_seconds, 2),
+            **{f"final_val_{k}": float(v) for k, v in val.items() if isinstance(v, float)},
+        }
+    )
     mlflow.log_artifact(str(folder / "model_config.yaml"), artifact_path="config")
     state_files = sorted((work / "checkpoints").glob("checkpoint-*/trainer_state.json"))
     if state_files:
         mlflow.log_artifact(str(state_files[-1]), artifact_path="training")
     test = report["overall"]
-    tags = {"snapshot": version, "base_model": card.base_model or "tiny (built offline)", "revision": card.revision or "",
-            "profile": config.profile, "method": config.method, "threshold": f"{threshold:.6f}", "job_id": jid,
-            "start": start.ref, "val_roc_auc": _tag(val["roc_auc"]), "test_roc_auc": _tag(test["roc_auc"]),
-            "reason": reason[:500]}
-    description = (f"Trained on snapshot {version} from {start.ref} ({config.profile}, {config.method}); "
-                   f"val AUC {_tag(val['roc_auc'])}, test AUC {_tag(test['roc_auc'])}. {reason}").strip()
+    tags = {
+        "snapshot": version,
+        "base_model": card.base_model or "tiny (built offline)",
+        "revision": card.revision or "",
+        "profile": config.profile,
+        "method": config.method,
+        "threshold": f"{threshold:.6f}",
+        "job_id": jid,
+        "start": start.ref,
+        "val_roc_auc": _tag(val["roc_auc"]),
+        "test_roc_auc": _tag(test["roc_auc"]),
+        "reason": reason[:500],
+    }
+    description = (
+        f"Trained on snapshot {version} from {start.ref} ({config.profile}, {config.method}); "
+        f"val AUC {_tag(val['roc_auc'])}, test AUC {_tag(test['roc_auc'])}. {reason}"
+    ).strip()
     registered = tracking.log_and_register(folder, settings, tags, description)
-    result = {"job_id": jid, "run_id": mlflow.active_run().info.run_id, "model_name": settings.model_name,
-              **registered, "snapshot": version, "profile": config.profile, "threshold": threshold,
-              "val_roc_auc": val["roc_auc"], "test_roc_auc": test["roc_auc"], "start": start.ref,
-              "train_seconds": round(train_seconds, 2), "detector_dir": str(folder)}
+    result = {
+        "job_id": jid,
+        "run_id": mlflow.active_run().info.run_id,
+        "model_name": settings.model_name,
+        **registered,
+        "snapshot": version,
+        "profile": config.profile,
+        "threshold": threshold,
+        "val_roc_auc": val["roc_auc"],
+        "test_roc_auc": test["roc_auc"],
+        "start": start.ref,
+        "train_seconds": round(train_seconds, 2),
+        "detector_dir": str(folder),
+    }
     (work / "result.json").write_text(json.dumps(result, indent=2))
     _prune_checkpoints(work / "checkpoints")
-    log.info("challenger %s version %s: val AUC %s, test AUC %s, threshold %.4f", settings.model_name,
-             registered["version"], _tag(val["roc_auc"]), _tag(test["roc_auc"]), threshold)
+    log.info(
+        "challenger %s version %s: val AUC %s, test AUC %s, threshold %.4f",
+        settings.model_name,
+        registered["version"],
+        _tag(val["roc_auc"]),
+        _tag(test["roc_auc"]),
+        threshold,
+    )
     return result
 
 

@@ -23,12 +23,17 @@ from tasks.settings import Settings
 
 log = logging.getLogger("vigil.train")
 # Form/CLI parameter -> config field it overrides.
-OVERRIDES = {"snapshot": "data.snapshot", "epochs": "train.epochs", "learning_rate": "train.learning_rate",
-             "lora_r": "lora.r"}
+OVERRIDES = {
+    "snapshot": "data.snapshot",
+    "epochs": "train.epochs",
+    "learning_rate": "train.learning_rate",
+    "lora_r": "lora.r",
+}
 
 
 def _optional(kind: type):
     """An argparse type where an empty string means "not given" (the Airflow form's empty fields)."""
+
     def convert(text: str):
         return None if text == "" else kind(text)
 
@@ -37,11 +42,19 @@ def _optional(kind: type):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("--config", type=_optional(str),
-                        help="training setup YAML (default: include/<settings.training.model_config_file>)")
-    parser.add_argument("--profile", type=_optional(str),
-                        help="tiny | qwen2.5-vl-3b: use that profile's config (include/model_config.<profile>.yaml)")
-    parser.add_argument("--snapshot", type=_optional(str), help="dataset snapshot version (default: the config's)")
+    parser.add_argument(
+        "--config",
+        type=_optional(str),
+        help="training setup YAML (default: include/<settings.training.model_config_file>)",
+    )
+    parser.add_argument(
+        "--profile",
+        type=_optional(str),
+        help="tiny | qwen2.5-vl-3b: use that profile's config (include/model_config.<profile>.yaml)",
+    )
+    parser.add_argument(
+        "--snapshot", type=_optional(str), help="dataset snapshot version (default: the config's)"
+    )
     parser.add_argument("--epochs", type=_optional(int))
     parser.add_argument("--learning-rate", type=_optional(float))
     parser.add_argument("--lora-r", type=_optional(int))
@@ -66,30 +79,55 @@ def docker_size_bytes(size: str) -> int:
     try:
         return int(float(text[:-1]) * units[text[-1]]) if text[-1] in units else int(text)
     except (ValueError, IndexError):
-        raise ValueError(f"invalid size {size!r}: use a number of bytes or a number with b, k, m or g") from None
+        raise ValueError(
+            f"invalid size {size!r}: use a number of bytes or a number with b, k, m or g"
+        ) from None
 
 
 def container_environment(settings: Settings) -> tuple[dict[str, str], dict[str, str]]:
     """(environment, private_environment) of the trainer container: where MLflow and the store are, and
     the credentials to reach them (private: never rendered or logged by Airflow)."""
-    env = {"MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri, "VIGIL_STORE_URL": str(settings.store_url),
-           "VIGIL_MODEL_NAME": settings.model_name, "VIGIL_HOME": "/vigil", "HF_HOME": "/vigil/hf-cache",
-           "VIGIL_TRAINING__MODEL_CONFIG_FILE": settings.training.model_config_file,
-           "VIGIL_TRAINING__EXPERIMENT": settings.training.experiment, "PYTHONUNBUFFERED": "1"}
+    env = {
+        "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
+        "VIGIL_STORE_URL": str(settings.store_url),
+        "VIGIL_MODEL_NAME": settings.model_name,
+        "VIGIL_HOME": "/vigil",
+        "HF_HOME": "/vigil/hf-cache",
+        "VIGIL_TRAINING__MODEL_CONFIG_FILE": settings.training.model_config_file,
+        "VIGIL_TRAINING__EXPERIMENT": settings.training.experiment,
+        "PYTHONUNBUFFERED": "1",
+    }
     if settings.s3_endpoint_url:
         env["VIGIL_S3_ENDPOINT_URL"] = settings.s3_endpoint_url
     if os.environ.get("AWS_DEFAULT_REGION"):
         env["AWS_DEFAULT_REGION"] = os.environ["AWS_DEFAULT_REGION"]
-    secrets = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "HF_TOKEN",
-               "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
+    secrets = (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "HF_TOKEN",
+        "MLFLOW_TRACKING_USERNAME",
+        "MLFLOW_TRACKING_PASSWORD",
+        "MLFLOW_TRACKING_TOKEN",
+    )
     return env, {name: os.environ[name] for name in secrets if os.environ.get(name)}
 
 
 def challenger_extra(result: dict[str, Any] | str) -> dict[str, Any]:
     """The ``challenger`` Asset event's extra, from the entry point's result (a dict, or its JSON line)."""
     result = parse_result(result) if isinstance(result, str) else result
-    keys = ("model_name", "version", "model_uri", "run_id", "snapshot", "profile", "threshold", "val_roc_auc",
-            "test_roc_auc", "job_id")
+    keys = (
+        "model_name",
+        "version",
+        "model_uri",
+        "run_id",
+        "snapshot",
+        "profile",
+        "threshold",
+        "val_roc_auc",
+        "test_roc_auc",
+        "job_id",
+    )
     missing = [k for k in ("model_name", "version") if not result.get(k)]
     if missing:
         raise RuntimeError(f"the training result lacks {missing}: {result}")
@@ -97,8 +135,9 @@ def challenger_extra(result: dict[str, Any] | str) -> dict[str, Any]:
 
 
 def setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     for noisy in ("httpx", "urllib3", "mlflow.tracking.fluent"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -113,8 +152,16 @@ def visible_gpus() -> int:
 
 
 def relaunch_command(argv: list[str], gpus: int) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}",
-            "-m", "tasks.train", *argv]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={gpus}",
+        "-m",
+        "tasks.train",
+        *argv,
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -154,20 +201,26 @@ def parse_result(stdout: str) -> dict[str, Any]:
     try:
         return json.loads(lines[-1])
     except json.JSONDecodeError as exc:
-        raise RuntimeError(f"the trainer's last output line is not its JSON result: {lines[-1][:300]!r}") from exc
+        raise RuntimeError(
+            f"the trainer's last output line is not its JSON result: {lines[-1][:300]!r}"
+        ) from exc
 
 
 def run_local(params: dict[str, Any], env: dict[str, str] | None = None) -> dict[str, Any]:
     """The ``local`` launcher: ``python -m tasks.train`` in this venv; its log streams into ours."""
     command = [sys.executable, "-m", "tasks.train", *trainer_arguments(params)]
     log.info("running %s", " ".join(command))
-    proc = subprocess.run(command, stdout=subprocess.PIPE, stderr=None, text=True, env={**os.environ, **(env or {})})
+    proc = subprocess.run(
+        command, stdout=subprocess.PIPE, stderr=None, text=True, env={**os.environ, **(env or {})}
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"training failed with exit code {proc.returncode}; see the log above")
     return parse_result(proc.stdout)
 
 
-def new_images_since_last_training(settings: Settings | None = None, snapshot: str = "latest") -> tuple[int, str]:
+def new_images_since_last_training(
+    settings: Settings | None = None, snapshot: str = "latest"
+) -> tuple[int, str]:
     """Labeled images in ``snapshot`` that the last registered model's snapshot did not have, or had with
     another label (a correction by feedback), and an explanation."""
     from tasks.model.registry import latest_version
@@ -181,11 +234,15 @@ def new_images_since_last_training(settings: Settings | None = None, snapshot: s
     last = latest_version(settings.model_name, settings)
     last_snapshot = (last.tags or {}).get("snapshot") if last else None
     if not last_snapshot:
-        return len(labeled), f"no model trained yet; snapshot {current.version} has {len(labeled)} labeled images"
+        return len(
+            labeled
+        ), f"no model trained yet; snapshot {current.version} has {len(labeled)} labeled images"
     new = len(labeled - _labels(read_snapshot(store, last_snapshot)))
-    return new, (f"snapshot {current.version} has {new} labeled images that snapshot {last_snapshot} "
-                 f"(of {settings.model_name} version {last.version}, the last training) did not have "
-                 "with that label")
+    return new, (
+        f"snapshot {current.version} has {new} labeled images that snapshot {last_snapshot} "
+        f"(of {settings.model_name} version {last.version}, the last training) did not have "
+        "with that label"
+    )
 
 
 def _labels(snapshot) -> set[tuple[str, str]]:

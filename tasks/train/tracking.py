@@ -40,8 +40,13 @@ def git_commit(settings: Settings) -> str | None:
     if settings.training.git_commit:
         return settings.training.git_commit
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
-                             text=True, timeout=5)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
@@ -68,9 +73,13 @@ def start_run(work: Path, settings: Settings, run_name: str, tags: dict[str, str
     experiment = mlflow.set_experiment(settings.training.experiment)
     run_file = work / RUN_FILE
     run_id = json.loads(run_file.read_text())["run_id"] if run_file.exists() else None
-    run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name,
-                           experiment_id=experiment.experiment_id, log_system_metrics=system_metrics_enabled(),
-                           tags=None if run_id else tags)
+    run = mlflow.start_run(
+        run_id=run_id,
+        run_name=None if run_id else run_name,
+        experiment_id=experiment.experiment_id,
+        log_system_metrics=system_metrics_enabled(),
+        tags=None if run_id else tags,
+    )
     if run_id:
         log.info("resuming MLflow run %s", run_id)
     else:
@@ -86,8 +95,9 @@ def log_snapshot_input(store: ObjectStore, manifest_key: str, table, version: st
 
     digest = sha256_hex(store.read_bytes(manifest_key))[:20]
     columns = [c for c in ("image_id", "split", "label", "source", "label_source", "generator") if c in table]
-    dataset = mlflow.data.from_pandas(table[columns], source=store.uri(manifest_key), name=f"snapshot-{version}",
-                                      digest=digest)
+    dataset = mlflow.data.from_pandas(
+        table[columns], source=store.uri(manifest_key), name=f"snapshot-{version}", digest=digest
+    )
     mlflow.log_input(dataset, context="training")
 
 
@@ -101,18 +111,27 @@ def log_params(params: dict[str, Any]) -> None:
         mlflow.log_params(new)
 
 
-def log_and_register(detector_dir: Path, settings: Settings, tags: dict[str, str], description: str) -> dict[str, str]:
+def log_and_register(
+    detector_dir: Path, settings: Settings, tags: dict[str, str], description: str
+) -> dict[str, str]:
     """Log the detector folder as a pyfunc model, register a new version, alias it ``challenger``, tag it."""
     import mlflow
 
     from tasks.model.pyfunc import DetectorPyfunc, pip_requirements
 
-    info = mlflow.pyfunc.log_model(name="model", python_model=DetectorPyfunc(),
-                                   artifacts={"detector": str(detector_dir)}, pip_requirements=pip_requirements())
+    info = mlflow.pyfunc.log_model(
+        name="model",
+        python_model=DetectorPyfunc(),
+        artifacts={"detector": str(detector_dir)},
+        pip_requirements=pip_requirements(),
+    )
     version = mlflow.register_model(info.model_uri, settings.model_name, tags=tags)
     registry = client(settings)
     registry.update_model_version(settings.model_name, version.version, description=description)
     registry.set_registered_model_alias(settings.model_name, CHALLENGER, version.version)
     log.info("registered %s version %s with alias %r", settings.model_name, version.version, CHALLENGER)
-    return {"model_uri": f"models:/{settings.model_name}/{version.version}", "logged_model_uri": info.model_uri,
-            "version": str(version.version)}
+    return {
+        "model_uri": f"models:/{settings.model_name}/{version.version}",
+        "logged_model_uri": info.model_uri,
+        "version": str(version.version),
+    }

@@ -54,7 +54,9 @@ def collator(preprocessor: Preprocessor) -> Callable[[list[dict]], dict[str, tor
 class DetectorTrainer(Trainer):
     """A Trainer whose evaluation is the detector's validation ROC AUC (and friends)."""
 
-    def __init__(self, *args, preprocessor: Preprocessor, val_frame: Frame, target_fpr: float, **kwargs) -> None:
+    def __init__(
+        self, *args, preprocessor: Preprocessor, val_frame: Frame, target_fpr: float, **kwargs
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.preprocessor = preprocessor
         self.val_images = val_frame.images()
@@ -84,8 +86,11 @@ class DetectorTrainer(Trainer):
 
     def _load_best_model(self) -> None:
         if self._full_weights():
-            log.info("loading the best epoch's weights from %s (val AUC %s)", self.state.best_model_checkpoint,
-                     self.state.best_metric)
+            log.info(
+                "loading the best epoch's weights from %s (val AUC %s)",
+                self.state.best_model_checkpoint,
+                self.state.best_metric,
+            )
             self._load_full_checkpoint(self.state.best_model_checkpoint)
         else:
             super()._load_best_model()
@@ -95,16 +100,22 @@ class DetectorTrainer(Trainer):
         was_training = model.training
         model.eval()
         try:
-            return score_images(model, self.preprocessor, self.val_images, self.args.per_device_eval_batch_size)
+            return score_images(
+                model, self.preprocessor, self.val_images, self.args.per_device_eval_batch_size
+            )
         finally:
             model.train(was_training)
 
-    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+    def evaluate(
+        self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"
+    ) -> dict[str, float]:
         start = time.monotonic()
         scores = self.validation_scores()
         threshold = threshold_at_fpr(self.val_labels, scores, self.target_fpr)
         report = binary_metrics(self.val_labels, scores, threshold)
-        metrics = {f"{metric_key_prefix}_{k}": float(report[k]) for k in EPOCH_METRICS if report[k] is not None}
+        metrics = {
+            f"{metric_key_prefix}_{k}": float(report[k]) for k in EPOCH_METRICS if report[k] is not None
+        }
         metrics[f"{metric_key_prefix}_seconds"] = round(time.monotonic() - start, 3)
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
@@ -132,13 +143,21 @@ class EpochSummary(TrainerCallback):
         if not state.is_world_process_zero or not metrics:
             return
         epoch = round(state.epoch or 0)
-        losses = [e["loss"] for e in state.log_history if "loss" in e and epoch - 1 < e.get("epoch", 0) <= epoch]
+        losses = [
+            e["loss"] for e in state.log_history if "loss" in e and epoch - 1 < e.get("epoch", 0) <= epoch
+        ]
         best = state.best_metric if state.best_metric is not None else metrics.get("eval_roc_auc")
-        log.info("epoch %d/%d: train loss %.4f | val AUC %.4f AP %.4f ECE %.4f | best val AUC %.4f | %.1f s",
-                 epoch, self.epochs, float(np.mean(losses)) if losses else float("nan"),
-                 metrics.get("eval_roc_auc", float("nan")), metrics.get("eval_average_precision", float("nan")),
-                 metrics.get("eval_ece", float("nan")), max(best or 0.0, metrics.get("eval_roc_auc", 0.0)),
-                 time.monotonic() - self.started)
+        log.info(
+            "epoch %d/%d: train loss %.4f | val AUC %.4f AP %.4f ECE %.4f | best val AUC %.4f | %.1f s",
+            epoch,
+            self.epochs,
+            float(np.mean(losses)) if losses else float("nan"),
+            metrics.get("eval_roc_auc", float("nan")),
+            metrics.get("eval_average_precision", float("nan")),
+            metrics.get("eval_ece", float("nan")),
+            max(best or 0.0, metrics.get("eval_roc_auc", 0.0)),
+            time.monotonic() - self.started,
+        )
 
     def on_save(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
@@ -167,7 +186,9 @@ class MlflowMetrics(TrainerCallback):
             if key.startswith("eval_"):
                 metrics.append(Metric(f"val_{key[5:]}", float(value), now, round(state.epoch or 0)))
             elif key in ("loss", "learning_rate", "grad_norm"):
-                metrics.append(Metric("train_loss" if key == "loss" else key, float(value), now, state.global_step))
+                metrics.append(
+                    Metric("train_loss" if key == "loss" else key, float(value), now, state.global_step)
+                )
             elif key.startswith("train_"):
                 metrics.append(Metric(key, float(value), now, state.global_step))
         if metrics:

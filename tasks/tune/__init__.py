@@ -12,4 +12,11 @@ for the candidates.
 from tasks.tune.config import Candidate, TuningConfig, load_tuning_config
 from tasks.tune.run import CandidateResult, TuningResult, tune_inference
 
-__all__ = ["Candidate", "CandidateResult", "TuningConfig", "TuningResult", "load_tuning_config", "tune_inference"]
+__all__ = [
+    "Candidate",
+    "CandidateResult",
+    "TuningConfig",
+    "TuningResult",
+    "load_tuning_config",
+    "tune_inference",
+]

@@ -8,14 +8,23 @@ import sys
 
 
 def register(sub) -> None:
-    tune = sub.add_parser("tune", help="benchmark inference settings of a registered detector version and "
-                                       "record the chosen ones (its 'inference' tag, applied when it is loaded)")
-    tune.add_argument("--model", help="models:/<name>@<alias> or models:/<name>/<version> "
-                                      "(default: the serving alias of the configured model)")
-    tune.add_argument("--snapshot",
-                      help="snapshot whose val split is measured (default: the model's training snapshot)")
+    tune = sub.add_parser(
+        "tune",
+        help="benchmark inference settings of a registered detector version and "
+        "record the chosen ones (its 'inference' tag, applied when it is loaded)",
+    )
+    tune.add_argument(
+        "--model",
+        help="models:/<name>@<alias> or models:/<name>/<version> "
+        "(default: the serving alias of the configured model)",
+    )
+    tune.add_argument(
+        "--snapshot", help="snapshot whose val split is measured (default: the model's training snapshot)"
+    )
     tune.add_argument("--config", help="tuning config file (default: include/tuning.yaml)")
-    tune.add_argument("--json", action="store_true", help="print the summary as JSON instead of a Markdown table")
+    tune.add_argument(
+        "--json", action="store_true", help="print the summary as JSON instead of a Markdown table"
+    )
     tune.set_defaults(func=_tune)
 
 

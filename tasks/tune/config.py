@@ -57,7 +57,9 @@ class TuningConfig(Section):
     def _unique_names(self) -> TuningConfig:
         names = [c.name for c in self.candidates]
         if BASELINE in names:
-            raise ValueError(f"the candidate name {BASELINE!r} is reserved for the safe defaults, measured first")
+            raise ValueError(
+                f"the candidate name {BASELINE!r} is reserved for the safe defaults, measured first"
+            )
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"candidate names must be unique, repeated: {duplicates}")

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
     from tasks.model.detector import InferenceSettings
 
+
 @dataclass(frozen=True)
 class Measurement:
     load_s: float
@@ -77,8 +78,15 @@ def release_memory() -> None:
         pass
 
 
-def measure(folder: Path, inference: InferenceSettings, images: Sequence[Image.Image], labels: np.ndarray, *,
-            latency_requests: int, throughput_rounds: int) -> Measurement:
+def measure(
+    folder: Path,
+    inference: InferenceSettings,
+    images: Sequence[Image.Image],
+    labels: np.ndarray,
+    *,
+    latency_requests: int,
+    throughput_rounds: int,
+) -> Measurement:
     """Load the detector in ``folder`` with ``inference`` and measure it on ``images``."""
     from sklearn.metrics import roc_auc_score
 
@@ -103,10 +111,16 @@ def measure(folder: Path, inference: InferenceSettings, images: Sequence[Image.I
             latencies.append(time.perf_counter() - start)
         del detector
     auc = float(roc_auc_score(labels, scores)) if len(set(labels.tolist())) == 2 else None
-    return Measurement(load_s=load_s, first_call_s=first_call_s, throughput_ips=len(images) / best,
-                       p50_ms=float(np.percentile(latencies, 50) * 1000),
-                       p95_ms=float(np.percentile(latencies, 95) * 1000),
-                       peak_memory_mb=memory.added_mb, val_roc_auc=auc, scores=scores)
+    return Measurement(
+        load_s=load_s,
+        first_call_s=first_call_s,
+        throughput_ips=len(images) / best,
+        p50_ms=float(np.percentile(latencies, 50) * 1000),
+        p95_ms=float(np.percentile(latencies, 95) * 1000),
+        peak_memory_mb=memory.added_mb,
+        val_roc_auc=auc,
+        scores=scores,
+    )
 
 
 def dtype_support(dtype: str, device: str) -> str | None:

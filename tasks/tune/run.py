@@ -63,7 +63,9 @@ class CandidateResult:
     peak_memory_mb: float | None = None
     val_roc_auc: float | None = None
     max_score_change: float | None = None  # largest |P(fake) - baseline's P(fake)| on the validation images
-    verdict_changes: int | None = None  # val images whose verdict at the model's threshold differs from the baseline's
+    verdict_changes: int | None = (
+        None  # val images whose verdict at the model's threshold differs from the baseline's
+    )
 
     @property
     def measured(self) -> bool:
@@ -102,11 +104,21 @@ class TuningResult:
         return chosen / base if base and chosen else None
 
     def summary(self) -> dict[str, Any]:
-        return {"model": self.model_name, "version": self.version, "snapshot": self.snapshot, "data": self.data_note,
-                "images": self.images, "chosen_candidate": self.chosen_name, "chosen": self.chosen.model_dump(),
-                "throughput_ratio_vs_baseline": self.speedup, "objective": objective_text(self.config),
-                "run_id": self.run_id, "hardware": self.hardware, "seconds": round(self.seconds, 1),
-                "table": [asdict(r) for r in self.rows]}
+        return {
+            "model": self.model_name,
+            "version": self.version,
+            "snapshot": self.snapshot,
+            "data": self.data_note,
+            "images": self.images,
+            "chosen_candidate": self.chosen_name,
+            "chosen": self.chosen.model_dump(),
+            "throughput_ratio_vs_baseline": self.speedup,
+            "objective": objective_text(self.config),
+            "run_id": self.run_id,
+            "hardware": self.hardware,
+            "seconds": round(self.seconds, 1),
+            "table": [asdict(r) for r in self.rows],
+        }
 
     def markdown(self) -> str:
         return markdown_table(self)
@@ -114,15 +126,23 @@ class TuningResult:
 
 def objective_text(config: TuningConfig) -> str:
     memory = f", peak added memory <= {config.max_memory_mb:g} MB" if config.max_memory_mb else ""
-    return (f"highest throughput among candidates with val ROC AUC >= baseline - {config.auc_margin:g}, "
-            f"p95 single-image latency <= {config.max_p95_latency_ms:g} ms{memory}; it must beat the baseline's "
-            f"throughput by at least {config.min_gain:.0%}, else the safe defaults are kept")
+    return (
+        f"highest throughput among candidates with val ROC AUC >= baseline - {config.auc_margin:g}, "
+        f"p95 single-image latency <= {config.max_p95_latency_ms:g} ms{memory}; it must beat the baseline's "
+        f"throughput by at least {config.min_gain:.0%}, else the safe defaults are kept"
+    )
 
 
 # -- the task ---------------------------------------------------------------------------------------
 
-def tune_inference(model_uri: str, settings: Settings | None = None, *, snapshot: str | None = None,
-                   config: TuningConfig | str | Path | None = None) -> TuningResult:
+
+def tune_inference(
+    model_uri: str,
+    settings: Settings | None = None,
+    *,
+    snapshot: str | None = None,
+    config: TuningConfig | str | Path | None = None,
+) -> TuningResult:
     """Benchmark the configured inference settings of a registry version, choose one, record it in MLflow.
 
     ``model_uri``: ``models:/name/N`` or ``models:/name@alias``. ``snapshot``: whose val split to measure
@@ -139,14 +159,22 @@ def tune_inference(model_uri: str, settings: Settings | None = None, *, snapshot
         config = load_tuning_config(config, settings)
     resolved = resolve_model(model_uri, settings)
     if resolved.version is None:
-        raise ValueError(f"inference tuning needs a registered model version (models:/<name>/<version> or "
-                         f"models:/<name>@<alias>), got {model_uri!r}")
+        raise ValueError(
+            f"inference tuning needs a registered model version (models:/<name>/<version> or "
+            f"models:/<name>@<alias>), got {model_uri!r}"
+        )
     folder = detector_folder(resolved.path)
     card = read_card(folder)
     frame, snapshot_version, data_note = validation_frame(card, settings, snapshot)
     images, labels = sample(frame, config.max_images)
-    log.info("tuning %s version %s on %d validation images of snapshot %s (%s)", resolved.name, resolved.version,
-             len(images), snapshot_version, data_note)
+    log.info(
+        "tuning %s version %s on %d validation images of snapshot %s (%s)",
+        resolved.name,
+        resolved.version,
+        len(images),
+        snapshot_version,
+        data_note,
+    )
 
     started = time.perf_counter()
     threads = torch.get_num_threads()
@@ -158,12 +186,23 @@ def tune_inference(model_uri: str, settings: Settings | None = None, *, snapshot
     chosen_row = next(r for r in rows if r.name == chosen_name)
     from tasks.model.detector import InferenceSettings
 
-    result = TuningResult(model_name=resolved.name, version=resolved.version, snapshot=snapshot_version,
-                          data_note=data_note, images=len(images), config=config, rows=rows,
-                          chosen=InferenceSettings.model_validate(chosen_row.settings), chosen_name=chosen_name,
-                          hardware=hardware(threads), seconds=time.perf_counter() - started)
+    result = TuningResult(
+        model_name=resolved.name,
+        version=resolved.version,
+        snapshot=snapshot_version,
+        data_note=data_note,
+        images=len(images),
+        config=config,
+        rows=rows,
+        chosen=InferenceSettings.model_validate(chosen_row.settings),
+        chosen_name=chosen_name,
+        hardware=hardware(threads),
+        seconds=time.perf_counter() - started,
+    )
     result.run_id = record(result, settings)
-    log.info("chose %r for %s version %s: %s", chosen_name, resolved.name, resolved.version, chosen_row.reason)
+    log.info(
+        "chose %r for %s version %s: %s", chosen_name, resolved.name, resolved.version, chosen_row.reason
+    )
     return result
 
 
@@ -181,14 +220,18 @@ def validation_frame(card: DetectorCard, settings: Settings, snapshot: str | Non
         version, note = card.snapshot, "the snapshot the model was trained on"
     else:
         if not known:
-            raise LookupError(f"no dataset snapshot in {store.url} to measure AUC on; tuning needs a val split")
+            raise LookupError(
+                f"no dataset snapshot in {store.url} to measure AUC on; tuning needs a val split"
+            )
         version = known[-1]
         note = f"latest snapshot (the model's training snapshot {card.snapshot!r} is not in {store.url})"
     frame = snapshot_frame(store, version, ("val",), Path(settings.home) / "cache" / "images")
     labels = set(frame.labels.tolist())
     if labels != {0, 1}:
-        raise ValueError(f"the val split of snapshot {version} has {len(frame)} labeled images "
-                         f"({frame.counts() or 'none'}); tuning needs real and fake ones to measure ROC AUC")
+        raise ValueError(
+            f"the val split of snapshot {version} has {len(frame)} labeled images "
+            f"({frame.counts() or 'none'}); tuning needs real and fake ones to measure ROC AUC"
+        )
     return frame, version, note
 
 
@@ -200,7 +243,9 @@ def sample(frame: Frame, max_images: int) -> tuple[list, np.ndarray]:
     return frame.images(), frame.labels
 
 
-def candidate_settings(card: DetectorCard, config: TuningConfig) -> list[tuple[str, InferenceSettings | None, str]]:
+def candidate_settings(
+    card: DetectorCard, config: TuningConfig
+) -> list[tuple[str, InferenceSettings | None, str]]:
     """(name, settings, skip reason) for the baseline and each configured candidate."""
     from tasks.model.detector import InferenceSettings, _resolve_device
     from tasks.tune.measure import dtype_support
@@ -216,8 +261,9 @@ def candidate_settings(card: DetectorCard, config: TuningConfig) -> list[tuple[s
     return out
 
 
-def measure_candidates(folder: Path, card: DetectorCard, config: TuningConfig, images: list, labels: np.ndarray,
-                       started: float) -> list[CandidateResult]:
+def measure_candidates(
+    folder: Path, card: DetectorCard, config: TuningConfig, images: list, labels: np.ndarray, started: float
+) -> list[CandidateResult]:
     import torch
 
     from tasks.tune.measure import measure
@@ -233,12 +279,21 @@ def measure_candidates(folder: Path, card: DetectorCard, config: TuningConfig, i
             row.status, row.reason = "skipped", skip
             continue
         if name != BASELINE and spent > config.time_budget_s:
-            row.status, row.reason = "skipped", f"time budget of {config.time_budget_s:g} s spent ({spent:.0f} s)"
+            row.status, row.reason = (
+                "skipped",
+                f"time budget of {config.time_budget_s:g} s spent ({spent:.0f} s)",
+            )
             continue
         torch.set_num_threads(threads)  # each candidate starts from the process's own thread count
         try:
-            m = measure(folder, inference, images, labels, latency_requests=config.latency_requests,
-                        throughput_rounds=config.throughput_rounds)
+            m = measure(
+                folder,
+                inference,
+                images,
+                labels,
+                latency_requests=config.latency_requests,
+                throughput_rounds=config.throughput_rounds,
+            )
         except Exception as exc:  # noqa: BLE001 - a setting that cannot run is a result, not a crash
             if name == BASELINE:
                 raise
@@ -251,8 +306,15 @@ def measure_candidates(folder: Path, card: DetectorCard, config: TuningConfig, i
         row.peak_memory_mb, row.val_roc_auc = m.peak_memory_mb, m.val_roc_auc
         row.max_score_change = float(np.abs(m.scores - baseline_scores).max())
         row.verdict_changes = int(((m.scores >= card.threshold) != (baseline_scores >= card.threshold)).sum())
-        log.info("%-16s %8.1f img/s  p50 %7.1f ms  p95 %7.1f ms  +%6.1f MB  AUC %s", name, m.throughput_ips,
-                 m.p50_ms, m.p95_ms, m.peak_memory_mb, "n/a" if m.val_roc_auc is None else f"{m.val_roc_auc:.4f}")
+        log.info(
+            "%-16s %8.1f img/s  p50 %7.1f ms  p95 %7.1f ms  +%6.1f MB  AUC %s",
+            name,
+            m.throughput_ips,
+            m.p50_ms,
+            m.p95_ms,
+            m.peak_memory_mb,
+            "n/a" if m.val_roc_auc is None else f"{m.val_roc_auc:.4f}",
+        )
     return rows
 
 
@@ -266,13 +328,18 @@ def choose(rows: list[CandidateResult], config: TuningConfig) -> str:
             continue
         problems = []
         if row.val_roc_auc is None or row.val_roc_auc < floor:
-            problems.append(f"val ROC AUC {row.val_roc_auc:.4f} < baseline {baseline.val_roc_auc:.4f} - margin "
-                            f"{config.auc_margin:g}" if row.val_roc_auc is not None else "val ROC AUC undefined")
+            problems.append(
+                f"val ROC AUC {row.val_roc_auc:.4f} < baseline {baseline.val_roc_auc:.4f} - margin "
+                f"{config.auc_margin:g}"
+                if row.val_roc_auc is not None
+                else "val ROC AUC undefined"
+            )
         if row.p95_ms > config.max_p95_latency_ms:
             problems.append(f"p95 latency {row.p95_ms:.1f} ms > bound {config.max_p95_latency_ms:g} ms")
         if config.max_memory_mb and (row.peak_memory_mb or float("inf")) > config.max_memory_mb:
-            problems.append(f"peak added memory {_fmt(row.peak_memory_mb, '.0f')} MB > bound "
-                            f"{config.max_memory_mb:g} MB")
+            problems.append(
+                f"peak added memory {_fmt(row.peak_memory_mb, '.0f')} MB > bound {config.max_memory_mb:g} MB"
+            )
         if problems and row is not baseline:
             row.status, row.reason = "rejected", "; ".join(problems)
         else:
@@ -288,50 +355,70 @@ def choose(rows: list[CandidateResult], config: TuningConfig) -> str:
         if row is baseline:
             row.reason = f"{winner.name} is {winner.throughput_ips / baseline.throughput_ips:.2f}x faster"
         elif row.throughput_ips < needed:
-            row.reason = (f"throughput {row.throughput_ips:.1f} img/s is not {config.min_gain:.0%} above "
-                          f"the baseline's {baseline.throughput_ips:.1f}")
+            row.reason = (
+                f"throughput {row.throughput_ips:.1f} img/s is not {config.min_gain:.0%} above "
+                f"the baseline's {baseline.throughput_ips:.1f}"
+            )
         else:
-            row.reason = f"throughput {row.throughput_ips:.1f} img/s < {winner.name}'s {winner.throughput_ips:.1f}"
+            row.reason = (
+                f"throughput {row.throughput_ips:.1f} img/s < {winner.name}'s {winner.throughput_ips:.1f}"
+            )
     winner.status = "chosen"
     if winner is baseline:
         note = f" (the baseline itself misses: {baseline.reason})" if baseline.reason else ""
         winner.reason = f"no candidate is eligible and {config.min_gain:.0%} faster: safe defaults kept{note}"
     else:
-        winner.reason = (f"highest eligible throughput: {winner.throughput_ips:.1f} img/s, "
-                         f"{winner.throughput_ips / baseline.throughput_ips:.2f}x the baseline")
+        winner.reason = (
+            f"highest eligible throughput: {winner.throughput_ips:.1f} img/s, "
+            f"{winner.throughput_ips / baseline.throughput_ips:.2f}x the baseline"
+        )
     return winner.name
 
 
 def hardware(threads: int) -> dict[str, Any]:
     import torch
 
-    return {"cpu_count": os.cpu_count(), "torch_threads": threads, "cuda": torch.cuda.is_available(),
-            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "machine": platform.machine(),
-            "torch": torch.__version__}
+    return {
+        "cpu_count": os.cpu_count(),
+        "torch_threads": threads,
+        "cuda": torch.cuda.is_available(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "machine": platform.machine(),
+        "torch": torch.__version__,
+    }
 
 
 # -- reporting ---------------------------------------------------------------------------------------
+
 
 def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
 def markdown_table(result: TuningResult) -> str:
-    lines = [f"Inference tuning of {result.model_name} version {result.version} on {result.images} val images of "
-             f"snapshot {result.snapshot} ({result.hardware.get('cpu_count')} CPUs, "
-             f"{'CUDA' if result.hardware.get('cuda') else 'no GPU'}), {result.seconds:.0f} s.",
-             f"Objective: {objective_text(result.config)}.", "",
-             "| candidate | status | throughput img/s | p50 ms | p95 ms | peak +MB | load s | first call s "
-             "| val AUC | max Δp | verdicts changed | reason |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    lines = [
+        f"Inference tuning of {result.model_name} version {result.version} on {result.images} val images of "
+        f"snapshot {result.snapshot} ({result.hardware.get('cpu_count')} CPUs, "
+        f"{'CUDA' if result.hardware.get('cuda') else 'no GPU'}), {result.seconds:.0f} s.",
+        f"Objective: {objective_text(result.config)}.",
+        "",
+        "| candidate | status | throughput img/s | p50 ms | p95 ms | peak +MB | load s | first call s "
+        "| val AUC | max Δp | verdicts changed | reason |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
     for r in result.rows:
-        lines.append(f"| {r.name} | {r.status} | {_fmt(r.throughput_ips, '.1f')} | {_fmt(r.p50_ms, '.1f')} | "
-                     f"{_fmt(r.p95_ms, '.1f')} | {_fmt(r.peak_memory_mb, '.0f')} | {_fmt(r.load_s, '.2f')} | "
-                     f"{_fmt(r.first_call_s, '.2f')} | {_fmt(r.val_roc_auc, '.4f')} | "
-                     f"{_fmt(r.max_score_change, '.4f')} | {_fmt(r.verdict_changes, 'd')} | {r.reason} |")
+        lines.append(
+            f"| {r.name} | {r.status} | {_fmt(r.throughput_ips, '.1f')} | {_fmt(r.p50_ms, '.1f')} | "
+            f"{_fmt(r.p95_ms, '.1f')} | {_fmt(r.peak_memory_mb, '.0f')} | {_fmt(r.load_s, '.2f')} | "
+            f"{_fmt(r.first_call_s, '.2f')} | {_fmt(r.val_roc_auc, '.4f')} | "
+            f"{_fmt(r.max_score_change, '.4f')} | {_fmt(r.verdict_changes, 'd')} | {r.reason} |"
+        )
     ratio = result.speedup
-    lines += ["", f"Chosen: **{result.chosen_name}** {result.chosen.model_dump_json()}"
-              + (f"; throughput {ratio:.2f}x the baseline's." if ratio else ".")]
+    lines += [
+        "",
+        f"Chosen: **{result.chosen_name}** {result.chosen.model_dump_json()}"
+        + (f"; throughput {ratio:.2f}x the baseline's." if ratio else "."),
+    ]
     return "\n".join(lines)
 
 
@@ -343,31 +430,45 @@ def record(result: TuningResult, settings: Settings) -> str:
 
     registry = client(settings)
     version = registry.get_model_version(result.model_name, result.version)
-    tags = {"vigil.stage": "tuning", "vigil.model_name": result.model_name, "vigil.model_version": result.version,
-            "vigil.snapshot": result.snapshot}
+    tags = {
+        "vigil.stage": "tuning",
+        "vigil.model_name": result.model_name,
+        "vigil.model_version": result.version,
+        "vigil.snapshot": result.snapshot,
+    }
     if version.run_id:
         tags["mlflow.parentRunId"] = version.run_id
         experiment_id = registry.get_run(version.run_id).info.experiment_id
     else:
         experiment = registry.get_experiment_by_name(STANDALONE_EXPERIMENT)
-        experiment_id = experiment.experiment_id if experiment else registry.create_experiment(STANDALONE_EXPERIMENT)
+        experiment_id = (
+            experiment.experiment_id if experiment else registry.create_experiment(STANDALONE_EXPERIMENT)
+        )
     run = registry.create_run(experiment_id, run_name=f"tune-v{result.version}", tags=tags)
     run_id = run.info.run_id
     try:
         from mlflow.entities import Metric, Param
 
         now = int(time.time() * 1000)
-        params = {"model_version": result.version, "snapshot": result.snapshot, "images": result.images,
-                  "chosen_candidate": result.chosen_name, "objective": objective_text(result.config),
-                  **{f"config.{k}": v for k, v in result.config.model_dump(exclude={"candidates"}).items()}}
+        params = {
+            "model_version": result.version,
+            "snapshot": result.snapshot,
+            "images": result.images,
+            "chosen_candidate": result.chosen_name,
+            "objective": objective_text(result.config),
+            **{f"config.{k}": v for k, v in result.config.model_dump(exclude={"candidates"}).items()},
+        }
         metrics = {"throughput_ratio_vs_baseline": result.speedup or 0.0, "tuning_seconds": result.seconds}
         for row in result.rows:
             for key in ("throughput_ips", "p50_ms", "p95_ms", "peak_memory_mb", "val_roc_auc"):
                 value = getattr(row, key)
                 if value is not None:
                     metrics[f"{row.name}.{key}"] = float(value)
-        registry.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()],
-                           params=[Param(k, str(v)[:6000]) for k, v in params.items()])
+        registry.log_batch(
+            run_id,
+            metrics=[Metric(k, v, now, 0) for k, v in metrics.items()],
+            params=[Param(k, str(v)[:6000]) for k, v in params.items()],
+        )
         summary = result.summary() | {"run_id": run_id}
         registry.log_text(run_id, result.chosen.model_dump_json(indent=2), f"{ARTIFACT_DIR}/inference.json")
         registry.log_text(run_id, json.dumps(summary, indent=2), f"{ARTIFACT_DIR}/tuning.json")
@@ -378,7 +479,10 @@ def record(result: TuningResult, settings: Settings) -> str:
         registry.set_terminated(run_id, "FAILED")
         raise
     registry.set_terminated(run_id, "FINISHED")
-    for key, value in {INFERENCE_TAG: result.chosen.model_dump_json(), RUN_TAG: run_id,
-                       CANDIDATE_TAG: result.chosen_name}.items():
+    for key, value in {
+        INFERENCE_TAG: result.chosen.model_dump_json(),
+        RUN_TAG: run_id,
+        CANDIDATE_TAG: result.chosen_name,
+    }.items():
         registry.set_model_version_tag(result.model_name, result.version, key, value)
     return run_id

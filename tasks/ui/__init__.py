@@ -21,7 +21,7 @@ def page_for_dag_run(dag_id: str) -> str:
     if dag_id in MODEL_DAGS:
         return "models"
     if dag_id.startswith(COLLECT_PREFIX) and len(dag_id) > len(COLLECT_PREFIX):
-        return "data-quality?" + urlencode({"source": dag_id[len(COLLECT_PREFIX):]})
+        return "data-quality?" + urlencode({"source": dag_id[len(COLLECT_PREFIX) :]})
     return "data-quality"
 
 

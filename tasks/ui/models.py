@@ -21,8 +21,17 @@ GATE_PREFIX = "reports/gate"
 GATE_FILES = ("report.html", "report.md", "report.json")
 ALIASES = ("champion", "challenger", "previous")
 # Tags shown in their own columns or sections; the others are listed under "other tags".
-SHOWN_TAGS = ("snapshot", "profile", "method", "base_model", "threshold", "inference", "rejected",
-              "rejection_reasons", "reason")
+SHOWN_TAGS = (
+    "snapshot",
+    "profile",
+    "method",
+    "base_model",
+    "threshold",
+    "inference",
+    "rejected",
+    "rejection_reasons",
+    "reason",
+)
 METRIC_ORDER = ("roc_auc", "balanced_accuracy", "ece")
 LOWER_IS_BETTER = frozenset({"ece", "brier", "log_loss", "loss", "fpr", "fnr", "latency_ms"})
 MAX_VERSIONS = 50
@@ -67,7 +76,7 @@ def gate_reports(store: ObjectStore, model_name: str) -> dict[str, dict[str, Any
     prefix = f"{GATE_PREFIX}/{check_id(model_name, 'model name')}/"
     reports = {}
     for key in store.list(prefix):
-        rest = key[len(prefix):].split("/")
+        rest = key[len(prefix) :].split("/")
         if len(rest) == 2 and rest[0].startswith("v") and rest[1] == "report.json":
             try:
                 reports[rest[0][1:]] = store.read_json(key)
@@ -81,7 +90,9 @@ def slice_rows(report: dict[str, Any]) -> tuple[list[str], list[dict[str, Any]]]
     and, per slice, champion | challenger | delta per metric."""
     slices = report.get("slices") or []
     seen = [name for item in slices for part in ("challenger", "champion") for name in (item.get(part) or {})]
-    metrics = [m for m in METRIC_ORDER if m in seen] + list(dict.fromkeys(m for m in seen if m not in METRIC_ORDER))
+    metrics = [m for m in METRIC_ORDER if m in seen] + list(
+        dict.fromkeys(m for m in seen if m not in METRIC_ORDER)
+    )
     rows = []
     for item in slices:
         challenger, champion = item.get("challenger") or {}, item.get("champion") or {}
@@ -94,8 +105,12 @@ def slice_rows(report: dict[str, Any]) -> tuple[list[str], list[dict[str, Any]]]
             else:
                 better = delta < 0 if name in LOWER_IS_BETTER else delta > 0
                 verdict = "better" if better else "worse"
-            cells.append({"metric": name, "champion": old, "challenger": new, "delta": delta, "verdict": verdict})
-        rows.append({"test_set": item.get("test_set"), "slice": item.get("slice"), "n": item.get("n"), "cells": cells})
+            cells.append(
+                {"metric": name, "champion": old, "challenger": new, "delta": delta, "verdict": verdict}
+            )
+        rows.append(
+            {"test_set": item.get("test_set"), "slice": item.get("slice"), "n": item.get("n"), "cells": cells}
+        )
     return metrics, rows
 
 
@@ -130,8 +145,9 @@ def list_versions(settings: Settings, store: ObjectStore, mlflow_ui_url: str) ->
     by_version: dict[str, list[str]] = {}
     for alias, version in aliases.items():
         by_version.setdefault(str(version), []).append(alias)
-    versions = registry.search_model_versions(f"name = '{name}'", order_by=["version_number DESC"],
-                                              max_results=MAX_VERSIONS)
+    versions = registry.search_model_versions(
+        f"name = '{name}'", order_by=["version_number DESC"], max_results=MAX_VERSIONS
+    )
     gates = gate_reports(store, name)
     ui = mlflow_ui_url.rstrip("/")
     views = []
@@ -148,18 +164,20 @@ def list_versions(settings: Settings, store: ObjectStore, mlflow_ui_url: str) ->
             if experiments[mv.run_id] is not None:
                 run_url = f"{ui}/#/experiments/{quote(experiments[mv.run_id])}/runs/{quote(mv.run_id)}"
         inference, inference_error = _inference(mv.tags.get("inference"))
-        views.append(VersionView(
-            version=version,
-            aliases=_ordered(by_version.get(version, [])),
-            created=_ms_to_iso(mv.creation_timestamp),
-            run_id=mv.run_id,
-            run_url=run_url,
-            version_url=f"{ui}/#/models/{quote(name)}/versions/{quote(version)}",
-            tags=dict(mv.tags),
-            inference=inference,
-            inference_error=inference_error,
-            gate=gates.get(version),
-        ))
+        views.append(
+            VersionView(
+                version=version,
+                aliases=_ordered(by_version.get(version, [])),
+                created=_ms_to_iso(mv.creation_timestamp),
+                run_id=mv.run_id,
+                run_url=run_url,
+                version_url=f"{ui}/#/models/{quote(name)}/versions/{quote(version)}",
+                tags=dict(mv.tags),
+                inference=inference,
+                inference_error=inference_error,
+                gate=gates.get(version),
+            )
+        )
     return views
 
 
@@ -195,6 +213,17 @@ def models_page(settings: Settings, store: ObjectStore, base: str, mlflow_ui_url
         if view.gate is not None and len(gates) < MAX_GATE_REPORTS:
             metrics, rows = slice_rows(view.gate)
             gates.append({"version": view.version, "report": view.gate, "metrics": metrics, "rows": rows})
-    return render("models.html", base=base, nav="models", title="Models", model_name=settings.model_name, versions=versions,
-                  aliases=aliases, alias_names=ALIASES, gates=gates, error=error,
-                  tracking_uri=settings.mlflow_tracking_uri, mlflow_ui_url=mlflow_ui_url)
+    return render(
+        "models.html",
+        base=base,
+        nav="models",
+        title="Models",
+        model_name=settings.model_name,
+        versions=versions,
+        aliases=aliases,
+        alias_names=ALIASES,
+        gates=gates,
+        error=error,
+        tracking_uri=settings.mlflow_tracking_uri,
+        mlflow_ui_url=mlflow_ui_url,
+    )

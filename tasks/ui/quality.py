@@ -67,8 +67,11 @@ class BatchReport:
     @property
     def duplicates(self) -> int:
         c = self.counts
-        return (c.get("exact_duplicates", 0) + c.get("near_duplicates_dropped", 0)
-                + c.get("split_conflicts_dropped", 0))
+        return (
+            c.get("exact_duplicates", 0)
+            + c.get("near_duplicates_dropped", 0)
+            + c.get("split_conflicts_dropped", 0)
+        )
 
     @property
     def failed_expectations(self) -> list[dict[str, Any]]:
@@ -110,7 +113,7 @@ def read_batch_report(store: ObjectStore, batch_id: str) -> BatchReport:
     key = summary_key(batch_id)
     summary = store.read_json(key)
     prefix = data_docs_prefix(batch_id) + "/"
-    pages = [k[len(prefix):] for k in store.list(prefix) if k.endswith(".html")]
+    pages = [k[len(prefix) :] for k in store.list(prefix) if k.endswith(".html")]
     return BatchReport.from_summary(summary, _docs_order(pages))
 
 
@@ -133,9 +136,18 @@ def data_quality_page(store: ObjectStore, base: str, source: str | None = None) 
         "new_images": sum(r.counts.get("new_images", 0) for r in reports),
     }
     sources = sorted({r.source for r in reports} | ({source} if source else set()))
-    return render("data_quality.html", base=base, nav="quality", title="Data quality", reports=reports[:MAX_LISTED],
-                  truncated=max(0, len(reports) - MAX_LISTED), totals=totals, source=source, sources=sources,
-                  store_url=store.url)
+    return render(
+        "data_quality.html",
+        base=base,
+        nav="quality",
+        title="Data quality",
+        reports=reports[:MAX_LISTED],
+        truncated=max(0, len(reports) - MAX_LISTED),
+        totals=totals,
+        source=source,
+        sources=sources,
+        store_url=store.url,
+    )
 
 
 def batch_page(store: ObjectStore, base: str, batch_id: str) -> str:

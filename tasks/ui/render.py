@@ -19,8 +19,13 @@ STORED_CSP = "sandbox allow-scripts allow-popups"
 def _environment():
     import jinja2
 
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
-                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
     env.filters["num"] = _num
     env.filters["pct"] = lambda v: "—" if v is None else f"{float(v):.0%}"
     env.filters["compact_json"] = lambda v: json.dumps(v, sort_keys=True, default=str)
@@ -43,5 +48,4 @@ def _num(value: Any, digits: int = 3) -> str:
 def render(template: str, *, base: str, title: str, nav: str = "", **context: Any) -> str:
     """One page: ``base`` is the URL prefix the plugin app is mounted at (links are built from it)."""
     css = (TEMPLATES / "vigil.css").read_text()
-    return _environment().get_template(template).render(base=base, title=title, nav=nav, css=css,
-                                                              **context)
+    return _environment().get_template(template).render(base=base, title=title, nav=nav, css=css, **context)

@@ -44,11 +44,17 @@ class FixtureServer:
 
             def do_GET(self) -> None:  # noqa: N802
                 parts = urlsplit(self.path)
-                req = Request("GET", parts.path, {k: v[-1] for k, v in parse_qs(parts.query).items()},
-                              {k.lower(): v for k, v in self.headers.items()})
+                req = Request(
+                    "GET",
+                    parts.path,
+                    {k: v[-1] for k, v in parse_qs(parts.query).items()},
+                    {k.lower(): v for k, v in self.headers.items()},
+                )
                 server.requests.append(req)
                 route = server.routes.get(parts.path)
-                status, headers, body = (route(req) if callable(route) else route) if route else (404, {}, b"no route")
+                status, headers, body = (
+                    (route(req) if callable(route) else route) if route else (404, {}, b"no route")
+                )
                 self.send_response(status)
                 for key, value in headers.items():
                     self.send_header(key, value)
@@ -86,7 +92,9 @@ def json_reply(obj, status: int = 200, headers: dict[str, str] | None = None) ->
     return status, {"Content-Type": "application/json", **(headers or {})}, json.dumps(obj).encode()
 
 
-def image_bytes(color: tuple[int, int, int] = (200, 30, 30), fmt: str = "PNG", size: int = 48, **save) -> bytes:
+def image_bytes(
+    color: tuple[int, int, int] = (200, 30, 30), fmt: str = "PNG", size: int = 48, **save
+) -> bytes:
     """A small real image with some texture (so it is not near-constant)."""
     img = Image.new("RGB", (size, size), color)
     for i in range(size):
@@ -111,6 +119,7 @@ def all_rows(store) -> list[dict]:
 
 
 # -- X API v2 recent search, as documented --------------------------------------------------------
+
 
 class FakeX:
     """``GET /2/tweets/search/recent`` over ``tweets`` (newest first), with media served at /media/.
@@ -144,9 +153,14 @@ class FakeX:
                 item["preview_image_url"] = self.server.url + f"/media/{key}_preview.jpg"
             self.media[key] = item
             keys.append(key)
-        tweet = {"id": tweet_id, "text": f"post {tweet_id}", "author_id": author,
-                 "created_at": "2024-05-01T12:00:00.000Z", "edit_history_tweet_ids": [tweet_id],
-                 "attachments": {"media_keys": keys}}
+        tweet = {
+            "id": tweet_id,
+            "text": f"post {tweet_id}",
+            "author_id": author,
+            "created_at": "2024-05-01T12:00:00.000Z",
+            "edit_history_tweet_ids": [tweet_id],
+            "attachments": {"media_keys": keys},
+        }
         self.tweets.insert(0, tweet)  # newest first
         return tweet
 
@@ -154,22 +168,31 @@ class FakeX:
         if self.failures:
             return self.failures.pop(0)
         if req.headers.get("authorization") != f"Bearer {self.token}":
-            return json_reply({"title": "Unauthorized", "type": "about:blank", "status": 401,
-                               "detail": "Unauthorized"}, 401)
+            return json_reply(
+                {"title": "Unauthorized", "type": "about:blank", "status": 401, "detail": "Unauthorized"}, 401
+            )
         matching = [t for t in self.tweets if int(t["id"]) > int(req.query.get("since_id", 0))]
         start = int(req.query.get("next_token", "0").removeprefix("page-") or 0)
         size = int(req.query.get("max_results", 10))
-        page = matching[start:start + size]
+        page = matching[start : start + size]
         if not page:
             return json_reply({"meta": {"result_count": 0}})
         keys = {k for t in page for k in t["attachments"]["media_keys"]}
         meta = {"newest_id": page[0]["id"], "oldest_id": page[-1]["id"], "result_count": len(page)}
         if start + size < len(matching):
             meta["next_token"] = f"page-{start + size}"
-        users = [{"id": uid, "username": name, "name": name.title()} for uid, name in self.users.items()
-                 if any(t["author_id"] == uid for t in page)]
-        return json_reply({"data": page, "includes": {"media": [self.media[k] for k in sorted(keys)], "users": users},
-                           "meta": meta})
+        users = [
+            {"id": uid, "username": name, "name": name.title()}
+            for uid, name in self.users.items()
+            if any(t["author_id"] == uid for t in page)
+        ]
+        return json_reply(
+            {
+                "data": page,
+                "includes": {"media": [self.media[k] for k in sorted(keys)], "users": users},
+                "meta": meta,
+            }
+        )
 
 
 def x_error(status: int, body: dict, headers: dict[str, str] | None = None) -> Reply:
@@ -177,6 +200,7 @@ def x_error(status: int, body: dict, headers: dict[str, str] | None = None) -> R
 
 
 # -- Mastodon timelines, as documented ------------------------------------------------------------------
+
 
 class FakeMastodon:
     """Tag and public timelines over ``statuses`` (newest first), paged by max_id/since_id with Link."""
@@ -187,8 +211,9 @@ class FakeMastodon:
         self.failures: list[Reply] = []
         self.next_id = 110_000_000_000_000_000
 
-    def add_status(self, media_types: list[str], tag: str = "aiart", local: bool = True,
-                   description: str | None = None) -> dict:
+    def add_status(
+        self, media_types: list[str], tag: str = "aiart", local: bool = True, description: str | None = None
+    ) -> dict:
         self.next_id += 1
         sid = str(self.next_id)
         attachments = []
@@ -197,14 +222,31 @@ class FakeMastodon:
             data = image_bytes(((self.next_id * 13) % 255, i * 70, 30))
             if kind == "image":
                 self.server.route(path, (200, {"Content-Type": "image/png"}, data))
-            attachments.append({"id": f"{sid}{i}", "type": kind, "url": self.server.url + path,
-                                "preview_url": self.server.url + path, "description": description})
+            attachments.append(
+                {
+                    "id": f"{sid}{i}",
+                    "type": kind,
+                    "url": self.server.url + path,
+                    "preview_url": self.server.url + path,
+                    "description": description,
+                }
+            )
         domain = "example.social" if local else "elsewhere.social"
-        status = {"id": sid, "created_at": "2024-06-01T08:30:00.000Z", "url": f"https://{domain}/@carol/{sid}",
-                  "uri": f"https://{domain}/users/carol/statuses/{sid}", "tags": [{"name": tag}],
-                  "account": {"id": "7", "acct": "carol" if local else f"carol@{domain}",
-                              "url": f"https://{domain}/@carol"},
-                  "media_attachments": attachments, "reblog": None, "_local": local}
+        status = {
+            "id": sid,
+            "created_at": "2024-06-01T08:30:00.000Z",
+            "url": f"https://{domain}/@carol/{sid}",
+            "uri": f"https://{domain}/users/carol/statuses/{sid}",
+            "tags": [{"name": tag}],
+            "account": {
+                "id": "7",
+                "acct": "carol" if local else f"carol@{domain}",
+                "url": f"https://{domain}/@carol",
+            },
+            "media_attachments": attachments,
+            "reblog": None,
+            "_local": local,
+        }
         self.statuses.insert(0, status)
         route = f"/api/v1/timelines/tag/{tag}"
         self.server.route(route, self.timeline)
@@ -227,10 +269,12 @@ class FakeMastodon:
             found = [s for s in found if int(s["id"]) > int(req.query["since_id"])]
         if "max_id" in req.query:
             found = [s for s in found if int(s["id"]) < int(req.query["max_id"])]
-        page = [{k: v for k, v in s.items() if k != "_local"} for s in found[:self.page_size]]
+        page = [{k: v for k, v in s.items() if k != "_local"} for s in found[: self.page_size]]
         headers = {}
         if page:
             base = self.server.url + req.path
-            headers["Link"] = (f'<{base}?max_id={page[-1]["id"]}&only_media=true>; rel="next", '
-                               f'<{base}?min_id={page[0]["id"]}&only_media=true>; rel="prev"')
+            headers["Link"] = (
+                f'<{base}?max_id={page[-1]["id"]}&only_media=true>; rel="next", '
+                f'<{base}?min_id={page[0]["id"]}&only_media=true>; rel="prev"'
+            )
         return json_reply(page, headers=headers)

@@ -27,8 +27,16 @@ def with_sources(settings, tmp_path):
         include.mkdir(exist_ok=True)
         (include / "sources.yaml").write_text(textwrap.dedent(body))
         if loopback:
-            updates["download"] = settings.download.model_copy(update={
-                "allow_private_networks": True, "backoff_s": 0.05, "politeness_delay_s": 0, "timeout_s": 5})
-        return settings.model_copy(update={"include_dir": include, "inbox": str(tmp_path / "inbox"), **updates})
+            updates["download"] = settings.download.model_copy(
+                update={
+                    "allow_private_networks": True,
+                    "backoff_s": 0.05,
+                    "politeness_delay_s": 0,
+                    "timeout_s": 5,
+                }
+            )
+        return settings.model_copy(
+            update={"include_dir": include, "inbox": str(tmp_path / "inbox"), **updates}
+        )
 
     return make

@@ -16,7 +16,10 @@ def test_sources_lists_every_source(capsys):
     assert main(["sources", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [(r["name"], r["kind"], r["enabled"]) for r in rows] == [
-        ("inbox", "folder", True), ("x_ai_art", "x", False), ("mastodon_photography", "mastodon", False)]
+        ("inbox", "folder", True),
+        ("x_ai_art", "x", False),
+        ("mastodon_photography", "mastodon", False),
+    ]
     assert rows[0]["dag_id"] == "collect_inbox" and rows[0]["schedule"] == "*/10 * * * *"
 
 

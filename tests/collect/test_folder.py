@@ -71,8 +71,11 @@ def test_layouts_labels_metadata_and_non_images(with_sources, store, inbox):
         put(inbox, rel, data)
     put(inbox, ".DS_Store", b"\x00\x01")
     (inbox / "setA" / "metadata.jsonl").write_text(
-        json.dumps({"file_name": "train/1_fake/b.png", "generator": "GenX", "extra": 1}) + "\n"
-        + json.dumps({"file_name": "test/1_fake/c.png", "generator": "GenY", "license": "CC-BY-4.0"}) + "\n")
+        json.dumps({"file_name": "train/1_fake/b.png", "generator": "GenX", "extra": 1})
+        + "\n"
+        + json.dumps({"file_name": "test/1_fake/c.png", "generator": "GenY", "license": "CC-BY-4.0"})
+        + "\n"
+    )
     settings = with_sources(SOURCES.format(prior="unknown", path="."))
 
     summary = collect("drop", settings, store)
@@ -83,14 +86,27 @@ def test_layouts_labels_metadata_and_non_images(with_sources, store, inbox):
     assert summary["label_conflicts"] == 1 and summary["refused"] == {}
     rows = rows_by_post(store)
     assert set(rows) == set(files)  # .DS_Store and metadata.jsonl are not images of the batch
-    assert (rows["batch1/0_real/cat.jpg"]["label"], rows["batch1/0_real/cat.jpg"]["format"]) == ("real", "JPEG")
+    assert (rows["batch1/0_real/cat.jpg"]["label"], rows["batch1/0_real/cat.jpg"]["format"]) == (
+        "real",
+        "JPEG",
+    )
     assert rows["batch1/0_real/cat.jpg"]["split"] is None and rows["batch1/0_real/cat.jpg"]["dataset"] is None
-    assert {k: rows["setA/train/1_fake/b.png"][k] for k in ("label", "split", "dataset", "generator")} == \
-        {"label": "fake", "split": "train", "dataset": "setA", "generator": "GenX"}
-    assert (rows["setA/test/1_fake/c.png"]["split"], rows["setA/test/1_fake/c.png"]["license"]) == ("test", "CC-BY-4.0")
+    assert {k: rows["setA/train/1_fake/b.png"][k] for k in ("label", "split", "dataset", "generator")} == {
+        "label": "fake",
+        "split": "train",
+        "dataset": "setA",
+        "generator": "GenX",
+    }
+    assert (rows["setA/test/1_fake/c.png"]["split"], rows["setA/test/1_fake/c.png"]["license"]) == (
+        "test",
+        "CC-BY-4.0",
+    )
     assert rows["setA/train/0_real/a.png"]["generator"] is None
     assert (rows["loose/photo.png"]["label"], rows["loose/photo.png"]["label_source"]) == ("unknown", "prior")
-    assert (rows["loose/generated.png"]["label"], rows["loose/generated.png"]["generator"]) == ("fake", "juggernaut_xl")
+    assert (rows["loose/generated.png"]["label"], rows["loose/generated.png"]["generator"]) == (
+        "fake",
+        "juggernaut_xl",
+    )
     assert rows["batch1/0_real/claimed_real.png"]["label"] == "real"  # an explicit folder label wins
     # Non-images are kept (curation quarantines them with a reason), stored under their own extension.
     html = rows["loose/notes.png"]
@@ -99,7 +115,9 @@ def test_layouts_labels_metadata_and_non_images(with_sources, store, inbox):
     for rel, data in files.items():
         row = rows[rel]
         assert row["sha256"] == sha256_hex(data) and row["size_bytes"] == len(data)
-        assert row["raw_key"].startswith("raw/drop/") and row["raw_key"].rsplit("/", 1)[-1].startswith(row["sha256"])
+        assert row["raw_key"].startswith("raw/drop/") and row["raw_key"].rsplit("/", 1)[-1].startswith(
+            row["sha256"]
+        )
         assert store.read_bytes(row["raw_key"]) == data
         assert row["source_kind"] == "folder" and row["original_name"] == rel.rsplit("/", 1)[-1]
 
@@ -154,7 +172,9 @@ def test_bad_metadata_line_fails_and_publishes_nothing(with_sources, store, inbo
 
 def test_missing_folder_is_a_clear_error(with_sources, store):
     settings = with_sources(SOURCES.format(prior="unknown", path="no/such/dir"))
-    with pytest.raises(CollectError, match=r"folder .*no/such/dir does not exist \(options.path='no/such/dir'"):
+    with pytest.raises(
+        CollectError, match=r"folder .*no/such/dir does not exist \(options.path='no/such/dir'"
+    ):
         collect("drop", settings, store)
 
 
@@ -162,18 +182,23 @@ def test_import_from_an_s3_prefix_on_moto(tmp_path, moto_endpoint, local_store):
     bucket = f"inbox-{uuid.uuid4().hex[:12]}"
     s3 = boto3.client("s3", endpoint_url=moto_endpoint)
     s3.create_bucket(Bucket=bucket)
-    files = {"drops/1_fake/x.png": image_bytes((1, 100, 1)),
-             "drops/ds/val/0_real/y.jpg": image_bytes((5, 5, 5), "JPEG"),
-             "drops/z.png": image_bytes((200, 200, 1)),
-             "other/ignored.png": image_bytes((0, 0, 200))}  # outside the source's prefix
+    files = {
+        "drops/1_fake/x.png": image_bytes((1, 100, 1)),
+        "drops/ds/val/0_real/y.jpg": image_bytes((5, 5, 5), "JPEG"),
+        "drops/z.png": image_bytes((200, 200, 1)),
+        "other/ignored.png": image_bytes((0, 0, 200)),
+    }  # outside the source's prefix
     for key, data in files.items():
         s3.put_object(Bucket=bucket, Key=key, Body=data)
     include = tmp_path / "include"
     include.mkdir()
-    (include / "sources.yaml").write_text("sources:\n  - {name: bucket_drop, kind: folder, schedule: '@daily', "
-                                          f"options: {{path: 's3://{bucket}/drops'}}}}\n")
-    settings = Settings(include_dir=include, home=tmp_path / "home", store_url=local_store.url,
-                        s3_endpoint_url=moto_endpoint)
+    (include / "sources.yaml").write_text(
+        "sources:\n  - {name: bucket_drop, kind: folder, schedule: '@daily', "
+        f"options: {{path: 's3://{bucket}/drops'}}}}\n"
+    )
+    settings = Settings(
+        include_dir=include, home=tmp_path / "home", store_url=local_store.url, s3_endpoint_url=moto_endpoint
+    )
 
     summary = collect("bucket_drop", settings, local_store)
 
@@ -190,8 +215,9 @@ def test_a_missing_inbox_is_created_and_empty(with_sources, store, tmp_path):
     assert (tmp_path / "inbox").is_dir()
 
 
-def test_a_file_over_the_size_limit_is_skipped_with_the_reason_and_the_rest_proceeds(with_sources, store, inbox,
-                                                                                     settings):
+def test_a_file_over_the_size_limit_is_skipped_with_the_reason_and_the_rest_proceeds(
+    with_sources, store, inbox, settings
+):
     put(inbox, "0_real/small.png", image_bytes((9, 9, 9)))
     put(inbox, "0_real/huge.png", image_bytes((8, 8, 8)) + b"\0" * 5000)
     limits = settings.download.model_copy(update={"max_bytes": 4000})
@@ -211,8 +237,10 @@ def test_images_under_the_top_level_feedback_folder_are_labeled_by_feedback(with
 
     rows = rows_by_post(store)
     assert {rel: (row["label"], row["label_source"]) for rel, row in rows.items()} == {
-        "feedback/1_fake/p1.png": ("fake", "feedback"), "feedback/0_real/p2.png": ("real", "feedback"),
-        "other/feedback/0_real/p3.png": ("real", "folder")}
+        "feedback/1_fake/p1.png": ("fake", "feedback"),
+        "feedback/0_real/p2.png": ("real", "feedback"),
+        "other/feedback/0_real/p3.png": ("real", "folder"),
+    }
 
     # A changed mind: the same bytes move to the other label. Known bytes are otherwise skipped, but a
     # person's label is collected again, for curation to correct the stored one.
@@ -222,4 +250,7 @@ def test_images_under_the_top_level_feedback_folder_are_labeled_by_feedback(with
     assert again["images"] == 1 and again["skipped"] == {"already collected": 3}  # p2, p3 and the copy
     relabel = rows_by_post(store)["feedback/0_real/p1.png"]
     assert (relabel["label"], relabel["label_source"], relabel["sha256"]) == (
-        "real", "feedback", rows["feedback/1_fake/p1.png"]["sha256"])
+        "real",
+        "feedback",
+        rows["feedback/1_fake/p1.png"]["sha256"],
+    )

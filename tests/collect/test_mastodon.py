@@ -32,8 +32,11 @@ def fake_masto(http_server):
 @pytest.fixture
 def masto_settings(with_sources, http_server):
     def make(hashtags=("aiart",), max_images: int = 100, scope: str = "all"):
-        return with_sources(SOURCES.format(url=http_server.url, hashtags=list(hashtags), max_images=max_images,
-                                           scope=scope), loopback=True)
+        return with_sources(
+            SOURCES.format(url=http_server.url, hashtags=list(hashtags), max_images=max_images, scope=scope),
+            loopback=True,
+        )
+
     return make
 
 
@@ -42,8 +45,10 @@ def timeline_calls(server, path="/api/v1/timelines/tag/aiart"):
 
 
 def test_next_max_id_from_link_header():
-    link = ('<https://m.social/api/v1/timelines/tag/cats?max_id=109&only_media=true>; rel="next", '
-            '<https://m.social/api/v1/timelines/tag/cats?min_id=120>; rel="prev"')
+    link = (
+        '<https://m.social/api/v1/timelines/tag/cats?max_id=109&only_media=true>; rel="next", '
+        '<https://m.social/api/v1/timelines/tag/cats?min_id=120>; rel="prev"'
+    )
     assert next_max_id(link) == "109"
     assert next_max_id('<https://m.social/x?min_id=1>; rel="prev"') is None and next_max_id(None) is None
 
@@ -59,7 +64,12 @@ def test_pages_images_only_alt_text_and_hashed_author(fake_masto, masto_settings
     assert summary["skipped"] == {"not an image (video)": 4, "not an image (gifv)": 1}
     calls = timeline_calls(http_server)
     statuses = fake_masto.statuses  # newest first, pages of 5: the last page is empty
-    assert [c.query.get("max_id") for c in calls] == [None, statuses[4]["id"], statuses[9]["id"], statuses[12]["id"]]
+    assert [c.query.get("max_id") for c in calls] == [
+        None,
+        statuses[4]["id"],
+        statuses[9]["id"],
+        statuses[12]["id"],
+    ]
     assert all(c.query["only_media"] == "true" for c in calls)
     rows = all_rows(store)
     by_alt = {r["alt_text"]: r for r in rows}
@@ -92,9 +102,13 @@ def test_since_id_cursor_across_two_runs(fake_masto, masto_settings, http_server
 def test_rate_limit_waits_until_reset(fake_masto, masto_settings, http_server, store):
     fake_masto.add_status(["image"])
     reset = (datetime.now(UTC) + timedelta(seconds=1)).isoformat().replace("+00:00", "Z")
-    fake_masto.failures.append(json_reply({"error": "Too many requests"}, 429,
-                                          {"X-RateLimit-Limit": "300", "X-RateLimit-Remaining": "0",
-                                           "X-RateLimit-Reset": reset}))
+    fake_masto.failures.append(
+        json_reply(
+            {"error": "Too many requests"},
+            429,
+            {"X-RateLimit-Limit": "300", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": reset},
+        )
+    )
     assert collect("masto", masto_settings(), store)["images"] == 1
     first, second = timeline_calls(http_server)[:2]
     assert second.at - first.at >= 0.8

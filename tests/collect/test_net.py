@@ -23,13 +23,28 @@ def test_fetch_returns_body_type_and_sends_user_agent(http_server):
     assert http_server.requests[0].headers["accept"] == "image/*"
 
 
-@pytest.mark.parametrize("address, reason", [
-    ("127.0.0.1", "loopback"), ("10.1.2.3", "private"), ("192.168.0.1", "private"), ("100.64.0.1", "private"),
-    ("169.254.169.254", "link-local"), ("0.0.0.0", "unspecified"), ("224.0.0.1", "multicast"),
-    ("240.0.0.1", "reserved"), ("::1", "loopback"), ("fc00::1", "private"), ("fe80::1", "link-local"),
-    ("::ffff:127.0.0.1", "loopback"), ("::ffff:10.0.0.1", "private"), ("2002:a00:1::", "private"),
-    ("64:ff9b::a9fe:a9fe", "link-local"), ("8.8.8.8", None), ("2606:4700::1111", None),
-])
+@pytest.mark.parametrize(
+    "address, reason",
+    [
+        ("127.0.0.1", "loopback"),
+        ("10.1.2.3", "private"),
+        ("192.168.0.1", "private"),
+        ("100.64.0.1", "private"),
+        ("169.254.169.254", "link-local"),
+        ("0.0.0.0", "unspecified"),
+        ("224.0.0.1", "multicast"),
+        ("240.0.0.1", "reserved"),
+        ("::1", "loopback"),
+        ("fc00::1", "private"),
+        ("fe80::1", "link-local"),
+        ("::ffff:127.0.0.1", "loopback"),
+        ("::ffff:10.0.0.1", "private"),
+        ("2002:a00:1::", "private"),
+        ("64:ff9b::a9fe:a9fe", "link-local"),
+        ("8.8.8.8", None),
+        ("2606:4700::1111", None),
+    ],
+)
 def test_blocked_reason_classifies_addresses(address, reason):
     assert net.blocked_reason(ipaddress.ip_address(address)) == reason
 
@@ -42,11 +57,19 @@ def test_private_networks_allowed_only_when_asked():
     assert net.blocked_reason(ipaddress.ip_address("0.0.0.0"), allow_private=True) == "unspecified"
 
 
-@pytest.mark.parametrize("url", [
-    "http://127.0.0.1:9/x.png", "http://10.0.0.1/x.png", "http://169.254.169.254/latest/meta-data/",
-    "http://[::1]/x.png", "http://[::ffff:127.0.0.1]/x.png", "http://[::ffff:10.0.0.1]/x.png",
-    "http://localhost/x.png", "https://0.0.0.0/x.png",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:9/x.png",
+        "http://10.0.0.1/x.png",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::1]/x.png",
+        "http://[::ffff:127.0.0.1]/x.png",
+        "http://[::ffff:10.0.0.1]/x.png",
+        "http://localhost/x.png",
+        "https://0.0.0.0/x.png",
+    ],
+)
 def test_internal_urls_are_refused(url):
     with pytest.raises(net.BlockedAddress) as info:
         net.fetch(url, PUBLIC_ONLY)
@@ -69,12 +92,15 @@ def test_connection_level_check_catches_what_resolution_did_not(http_server):
     assert http_server.requests == []
 
 
-@pytest.mark.parametrize("target, error", [
-    ("http://169.254.169.254/latest/meta-data/", "link-local"),
-    ("http://[::ffff:169.254.169.254]/latest/meta-data/", "link-local"),
-    ("http://0.0.0.0:{port}/a.png", "unspecified"),
-    ("file:///etc/passwd", "only http and https"),
-])
+@pytest.mark.parametrize(
+    "target, error",
+    [
+        ("http://169.254.169.254/latest/meta-data/", "link-local"),
+        ("http://[::ffff:169.254.169.254]/latest/meta-data/", "link-local"),
+        ("http://0.0.0.0:{port}/a.png", "unspecified"),
+        ("file:///etc/passwd", "only http and https"),
+    ],
+)
 def test_every_redirect_hop_is_checked(http_server, target, error):
     """The first hop (a loopback fixture) is allowed here; the redirect target is not."""
     port = http_server.httpd.server_address[1]

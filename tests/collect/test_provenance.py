@@ -38,17 +38,18 @@ def jpeg(**save) -> bytes:
 
 def xmp_packet(source_type: str, element: bool = False) -> bytes:
     value = IPTC + source_type
-    prop = (f"<Iptc4xmpExt:DigitalSourceType>{value}</Iptc4xmpExt:DigitalSourceType>" if element else "")
+    prop = f"<Iptc4xmpExt:DigitalSourceType>{value}</Iptc4xmpExt:DigitalSourceType>" if element else ""
     attr = "" if element else f' Iptc4xmpExt:DigitalSourceType="{value}"'
     return (
         '<?xpacket begin="" id="W5M0MpCehiHzreSzNTczkc9d"?><x:xmpmeta xmlns:x="adobe:ns:meta/">'
         '<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
         f'<rdf:Description rdf:about="" xmlns:Iptc4xmpExt="http://iptc.org/std/Iptc4xmpExt/2008-02-29/"{attr}>'
-        f"{prop}</rdf:Description></rdf:RDF></x:xmpmeta><?xpacket end=\"w\"?>"
+        f'{prop}</rdf:Description></rdf:RDF></x:xmpmeta><?xpacket end="w"?>'
     ).encode()
 
 
 # -- a minimal but well-formed C2PA manifest store (JUMBF boxes, CBOR assertion) ----------------------
+
 
 def cbor(obj) -> bytes:
     def head(major: int, n: int) -> bytes:
@@ -81,7 +82,9 @@ def c2pa_store(source_type: str) -> bytes:
     actions = {"actions": [{"action": "c2pa.created", "digitalSourceType": IPTC + source_type}]}
     cbor_uuid = uuid.UUID("63626f72-0011-0010-8000-00aa00389b71").bytes
     assertion = superbox(cbor_uuid, "c2pa.actions.v2", box(b"cbor", cbor(actions)))
-    assertions = superbox(uuid.UUID("63326173-0011-0010-8000-00aa00389b71").bytes, "c2pa.assertions", assertion)
+    assertions = superbox(
+        uuid.UUID("63326173-0011-0010-8000-00aa00389b71").bytes, "c2pa.assertions", assertion
+    )
     manifest = superbox(uuid.UUID("63326d61-0011-0010-8000-00aa00389b71").bytes, "urn:uuid:1234", assertions)
     return superbox(C2PA_UUID, "c2pa", manifest)
 
@@ -108,6 +111,7 @@ def png_with_chunk(ctype: bytes, body: bytes) -> bytes:
 
 # -- tests --------------------------------------------------------------------------------------------
 
+
 def test_a1111_parameters_chunk():
     info = PngInfo()
     info.add_text("parameters", "a cat in space\nSteps: 20, Sampler: Euler a, CFG scale: 7, Model: sdxl_base")
@@ -130,8 +134,9 @@ def test_unrelated_text_chunks_say_nothing():
 
 @pytest.mark.parametrize("element", [False, True])
 def test_jpeg_xmp_iptc_digital_source_type(element):
-    assert provenance.detect(jpeg(xmp=xmp_packet("trainedAlgorithmicMedia", element))) == \
-        provenance.Provenance("fake", "iptc")
+    assert provenance.detect(
+        jpeg(xmp=xmp_packet("trainedAlgorithmicMedia", element))
+    ) == provenance.Provenance("fake", "iptc")
 
 
 def test_png_itxt_xmp_composite_is_fake_and_capture_is_not_evidence():
@@ -166,15 +171,26 @@ def test_c2pa_wins_over_generator_text():
     assert provenance.detect(data[:33] + chunk + data[33:]).label_source == "c2pa"
 
 
-@pytest.mark.parametrize("data", [b"", b"\x89PNG\r\n\x1a\n\xff\xff\xff\xfftEXt", b"\xff\xd8\xff\xeb\xff\xff",
-                                  b"RIFF\x00\x00\x00\x00WEBPXMP \xff\xff\xff\x7f", b"<html>not an image</html>"])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"\x89PNG\r\n\x1a\n\xff\xff\xff\xfftEXt",
+        b"\xff\xd8\xff\xeb\xff\xff",
+        b"RIFF\x00\x00\x00\x00WEBPXMP \xff\xff\xff\x7f",
+        b"<html>not an image</html>",
+    ],
+)
 def test_truncated_or_foreign_bytes_never_raise(data):
     assert provenance.detect(data) is None
 
 
 def test_precedence_explicit_then_provenance_then_prior():
     fake = provenance.Provenance("fake", "c2pa")
-    assert provenance.weak_label("real", label="real", label_source="folder", provenance=fake) == ("real", "folder")
+    assert provenance.weak_label("real", label="real", label_source="folder", provenance=fake) == (
+        "real",
+        "folder",
+    )
     assert provenance.weak_label("real", label="fake", label_source="metadata") == ("fake", "metadata")
     assert provenance.weak_label("real", provenance=fake) == ("fake", "c2pa")
     assert provenance.weak_label("unknown") == ("unknown", "prior")

@@ -30,52 +30,86 @@ def test_shipped_file_has_an_enabled_inbox_and_disabled_examples():
 
 
 def test_defaults_and_cleaning(tmp_path, monkeypatch):
-    settings = write_sources(tmp_path, monkeypatch, """
+    settings = write_sources(
+        tmp_path,
+        monkeypatch,
+        """
         sources:
           - name: art
             kind: mastodon
             schedule: "@daily"
             query: {hashtags: ["#aiart"]}
             options: {instance: "https://example.social/"}
-    """)
+    """,
+    )
     source = load_sources(settings).get("art")
     assert source.enabled and source.max_images == 100 and source.label_prior == "unknown"
     assert source.query.hashtags == ["aiart"]
     assert source.options.instance == "https://example.social" and source.options.scope == "all"
 
 
-@pytest.mark.parametrize("entry, message", [
-    ("{name: m_art, kind: mastodon, schedule: '61 * * * *', options: {instance: 'https://a.b'}}",
-     r"sources\[1\] \(name='m_art'\)\.schedule: '61 \* \* \* \*' is not a cron expression"),
-    ("{name: m_art, kind: mastodon, schedule: '@sometimes', options: {instance: 'https://a.b'}}",
-     r"sources\[1\] \(name='m_art'\)\.schedule: .*preset \(@hourly"),
-    ("{name: m_art, kind: mastodon, schedule: '@daily', options: {}}",
-     r"sources\[1\] \(name='m_art'\)\.options: instance: Field required"),
-    ("{name: m_art, kind: mastodon, schedule: '@daily', options: {instance: 'mastodon.social'}}",
-     r"sources\[1\] \(name='m_art'\)\.options: instance: Value error, must be an http\(s\) URL"),
-    ("{name: m_art, kind: mastodon, schedule: '@daily', options: {instance: 'https://a.b', colour: red}}",
-     r"sources\[1\] \(name='m_art'\)\.options: colour: Extra inputs are not permitted"),
-    ("{name: m_art, kind: bluesky, schedule: '@daily'}",
-     r"sources\[1\] \(name='m_art'\)\.kind: unknown source kind 'bluesky'; accepted: folder, mastodon, x"),
-    ("{name: M-Art, kind: folder, schedule: '@daily'}", r"sources\[1\] \(name='M-Art'\)\.name: String should match"),
-    ("{name: m_art, kind: folder, schedule: '@daily', label_prior: maybe}",
-     r"sources\[1\] \(name='m_art'\)\.label_prior: Input should be 'fake', 'real' or 'unknown'"),
-    ("{name: m_art, kind: folder, schedule: '@daily', max_images: 0}",
-     r"sources\[1\] \(name='m_art'\)\.max_images: Input should be greater than 0"),
-    ("{name: m_art, kind: folder}", r"sources\[1\] \(name='m_art'\)\.schedule: Field required"),
-    ("{name: m_art, kind: mastodon, schedule: '@daily', query: {terms: [cats]}, options: {instance: 'https://a.b'}}",
-     r"sources\[1\] \(name='m_art'\): .*query.terms is not supported by kind 'mastodon' \(supported query fields: "
-     r"hashtags\)"),
-    ("{name: m_art, kind: folder, schedule: '@daily', shedule: '@hourly'}",
-     r"sources\[1\] \(name='m_art'\)\.shedule: Extra inputs are not permitted"),
-    ("{name: inbox, kind: folder, schedule: '@daily'}", r"sources: .*duplicate source name 'inbox'"),
-])
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        (
+            "{name: m_art, kind: mastodon, schedule: '61 * * * *', options: {instance: 'https://a.b'}}",
+            r"sources\[1\] \(name='m_art'\)\.schedule: '61 \* \* \* \*' is not a cron expression",
+        ),
+        (
+            "{name: m_art, kind: mastodon, schedule: '@sometimes', options: {instance: 'https://a.b'}}",
+            r"sources\[1\] \(name='m_art'\)\.schedule: .*preset \(@hourly",
+        ),
+        (
+            "{name: m_art, kind: mastodon, schedule: '@daily', options: {}}",
+            r"sources\[1\] \(name='m_art'\)\.options: instance: Field required",
+        ),
+        (
+            "{name: m_art, kind: mastodon, schedule: '@daily', options: {instance: 'mastodon.social'}}",
+            r"sources\[1\] \(name='m_art'\)\.options: instance: Value error, must be an http\(s\) URL",
+        ),
+        (
+            "{name: m_art, kind: mastodon, schedule: '@daily', options: {instance: 'https://a.b', colour: red}}",
+            r"sources\[1\] \(name='m_art'\)\.options: colour: Extra inputs are not permitted",
+        ),
+        (
+            "{name: m_art, kind: bluesky, schedule: '@daily'}",
+            r"sources\[1\] \(name='m_art'\)\.kind: unknown source kind 'bluesky'; accepted: folder, mastodon, x",
+        ),
+        (
+            "{name: M-Art, kind: folder, schedule: '@daily'}",
+            r"sources\[1\] \(name='M-Art'\)\.name: String should match",
+        ),
+        (
+            "{name: m_art, kind: folder, schedule: '@daily', label_prior: maybe}",
+            r"sources\[1\] \(name='m_art'\)\.label_prior: Input should be 'fake', 'real' or 'unknown'",
+        ),
+        (
+            "{name: m_art, kind: folder, schedule: '@daily', max_images: 0}",
+            r"sources\[1\] \(name='m_art'\)\.max_images: Input should be greater than 0",
+        ),
+        ("{name: m_art, kind: folder}", r"sources\[1\] \(name='m_art'\)\.schedule: Field required"),
+        (
+            "{name: m_art, kind: mastodon, schedule: '@daily', query: {terms: [cats]}, options: {instance: 'https://a.b'}}",
+            r"sources\[1\] \(name='m_art'\): .*query.terms is not supported by kind 'mastodon' \(supported query fields: "
+            r"hashtags\)",
+        ),
+        (
+            "{name: m_art, kind: folder, schedule: '@daily', shedule: '@hourly'}",
+            r"sources\[1\] \(name='m_art'\)\.shedule: Extra inputs are not permitted",
+        ),
+        ("{name: inbox, kind: folder, schedule: '@daily'}", r"sources: .*duplicate source name 'inbox'"),
+    ],
+)
 def test_malformed_entries_name_source_and_field(tmp_path, monkeypatch, entry, message):
-    settings = write_sources(tmp_path, monkeypatch, f"""
+    settings = write_sources(
+        tmp_path,
+        monkeypatch,
+        f"""
         sources:
           - {{name: inbox, kind: folder, schedule: "@hourly"}}
           - {entry}
-    """)
+    """,
+    )
     with pytest.raises(ConfigError, match=message) as info:
         load_sources(settings)
     assert "sources.yaml" in str(info.value)

@@ -39,8 +39,10 @@ def fake_x(http_server):
 @pytest.fixture
 def x_settings(with_sources, http_server):
     def make(max_images: int = 100, max_wait: float = 30):
-        return with_sources(SOURCES.format(url=http_server.url, max_images=max_images, max_wait=max_wait),
-                            loopback=True)
+        return with_sources(
+            SOURCES.format(url=http_server.url, max_images=max_images, max_wait=max_wait), loopback=True
+        )
+
     return make
 
 
@@ -49,7 +51,10 @@ def searches(server):
 
 
 def test_build_query():
-    assert build_query(["stable diffusion"], ["aiart"], []) == '("stable diffusion" OR #aiart) has:images -is:retweet'
+    assert (
+        build_query(["stable diffusion"], ["aiart"], [])
+        == '("stable diffusion" OR #aiart) has:images -is:retweet'
+    )
     assert build_query([], [], ["alice", "bob"]) == "(from:alice OR from:bob) has:images -is:retweet"
     assert build_query(["cat"], [], ["alice"]) == "cat from:alice has:images -is:retweet"
 
@@ -61,7 +66,11 @@ def test_photos_are_collected_with_alt_text_and_hashed_author(fake_x, x_settings
 
     summary = collect("x_art", x_settings(), store, token="test-bearer")
 
-    assert summary["images"] == 3 and summary["labels"] == {"fake": 3} and summary["label_sources"] == {"prior": 3}
+    assert (
+        summary["images"] == 3
+        and summary["labels"] == {"fake": 3}
+        and summary["label_sources"] == {"prior": 3}
+    )
     assert summary["skipped"] == {"not a photo (video)": 1, "not a photo (animated_gif)": 1}
     (search,) = searches(http_server)
     assert search.query["query"] == '("stable diffusion" OR #aiart) has:images -is:retweet'
@@ -110,10 +119,18 @@ def test_since_id_cursor_across_two_runs(fake_x, x_settings, http_server, store)
 def test_rate_limit_is_waited_out(fake_x, x_settings, http_server, store):
     fake_x.add_tweet(["photo"])
     reset = int(time.time()) + 1
-    fake_x.failures.append(x_error(429, {"title": "Too Many Requests", "detail": "Too Many Requests",
-                                         "type": "about:blank", "status": 429},
-                                   {"x-rate-limit-limit": "60", "x-rate-limit-remaining": "0",
-                                    "x-rate-limit-reset": str(reset)}))
+    fake_x.failures.append(
+        x_error(
+            429,
+            {
+                "title": "Too Many Requests",
+                "detail": "Too Many Requests",
+                "type": "about:blank",
+                "status": 429,
+            },
+            {"x-rate-limit-limit": "60", "x-rate-limit-remaining": "0", "x-rate-limit-reset": str(reset)},
+        )
+    )
     assert collect("x_art", x_settings(), store, token="test-bearer")["images"] == 1
     first, second = searches(http_server)
     assert second.at - first.at >= 0.45 and time.time() >= reset - 0.5
@@ -121,22 +138,40 @@ def test_rate_limit_is_waited_out(fake_x, x_settings, http_server, store):
 
 def test_rate_limit_beyond_the_allowed_wait_fails_clearly(fake_x, x_settings, store):
     fake_x.add_tweet(["photo"])
-    fake_x.failures.append(x_error(429, {"title": "Too Many Requests"},
-                                   {"x-rate-limit-reset": str(int(time.time()) + 900)}))
-    with pytest.raises(CollectError, match=r"X rate limit reached .* resets in 90\ds .*max_rate_limit_wait_s=30"):
+    fake_x.failures.append(
+        x_error(429, {"title": "Too Many Requests"}, {"x-rate-limit-reset": str(int(time.time()) + 900)})
+    )
+    with pytest.raises(
+        CollectError, match=r"X rate limit reached .* resets in 90\ds .*max_rate_limit_wait_s=30"
+    ):
         collect("x_art", x_settings(max_wait=30), store, token="test-bearer")
     assert list_batches(store) == [] and not store.exists(cursor_key("x_art"))
 
 
-@pytest.mark.parametrize("body", [
-    {"errors": [{"message": "You currently have access to a subset of Twitter API v2 endpoints and limited v1.1 "
-                            "endpoints (e.g. media post, oauth) only. If you need access to this endpoint, you may "
-                            "need a different access level.", "code": 453}]},
-    {"client_id": "123", "detail": "When authenticating requests to the Twitter API v2 endpoints, you must use keys "
-     "and tokens from a Twitter developer App that is attached to a Project.", "title": "Client Forbidden",
-     "required_enrollment": "Appropriate Level of API Access", "reason": "client-not-enrolled",
-     "type": "https://api.twitter.com/2/problems/client-forbidden"},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {
+            "errors": [
+                {
+                    "message": "You currently have access to a subset of Twitter API v2 endpoints and limited v1.1 "
+                    "endpoints (e.g. media post, oauth) only. If you need access to this endpoint, you may "
+                    "need a different access level.",
+                    "code": 453,
+                }
+            ]
+        },
+        {
+            "client_id": "123",
+            "detail": "When authenticating requests to the Twitter API v2 endpoints, you must use keys "
+            "and tokens from a Twitter developer App that is attached to a Project.",
+            "title": "Client Forbidden",
+            "required_enrollment": "Appropriate Level of API Access",
+            "reason": "client-not-enrolled",
+            "type": "https://api.twitter.com/2/problems/client-forbidden",
+        },
+    ],
+)
 def test_free_tier_error_says_a_paid_tier_is_needed(fake_x, x_settings, store, body):
     fake_x.failures.append(x_error(403, body))
     with pytest.raises(CollectError, match="needs a paid X API access tier"):
@@ -152,7 +187,9 @@ def test_server_errors_are_retried(fake_x, x_settings, http_server, store):
 
 def test_bad_token_and_missing_token(fake_x, x_settings, store, monkeypatch):
     monkeypatch.delenv("X_BEARER_TOKEN", raising=False)
-    with pytest.raises(CollectError, match="needs a token: set the Airflow connection 'vigil_x' .* X_BEARER_TOKEN"):
+    with pytest.raises(
+        CollectError, match="needs a token: set the Airflow connection 'vigil_x' .* X_BEARER_TOKEN"
+    ):
         collect("x_art", x_settings(), store)
     with pytest.raises(CollectError, match=r"401 Unauthorized.*vigil_x"):
         collect("x_art", x_settings(), store, token="wrong")
@@ -166,8 +203,10 @@ def test_bad_media_is_refused_with_a_reason(fake_x, x_settings, http_server, sto
     html = fake_x.add_tweet(["photo"])
     gone = fake_x.add_tweet(["photo"])
     fake_x.add_tweet(["photo"])
-    http_server.route(f"/media/{html['attachments']['media_keys'][0]}.jpg",
-                      (200, {"Content-Type": "image/jpeg"}, b"<!DOCTYPE html><html>login wall</html>"))
+    http_server.route(
+        f"/media/{html['attachments']['media_keys'][0]}.jpg",
+        (200, {"Content-Type": "image/jpeg"}, b"<!DOCTYPE html><html>login wall</html>"),
+    )
     http_server.routes.pop(f"/media/{gone['attachments']['media_keys'][0]}.jpg")
 
     summary = collect("x_art", x_settings(), store, token="test-bearer")
@@ -177,8 +216,9 @@ def test_bad_media_is_refused_with_a_reason(fake_x, x_settings, http_server, sto
 
 
 @pytest.mark.parametrize("store_env", ["local"], indirect=True)
-def test_dag_uses_the_airflow_connection_token_and_never_logs_it(airflow_db, store_env, fake_x, http_server, tmp_path,
-                                                                 monkeypatch, capfd):
+def test_dag_uses_the_airflow_connection_token_and_never_logs_it(
+    airflow_db, store_env, fake_x, http_server, tmp_path, monkeypatch, capfd
+):
     from airflow.dag_processing.dagbag import BundleDagBag
 
     include = tmp_path / "include"
@@ -190,11 +230,17 @@ def test_dag_uses_the_airflow_connection_token_and_never_logs_it(airflow_db, sto
     monkeypatch.setenv("VIGIL_INCLUDE_DIR", str(include))
     monkeypatch.setenv("VIGIL_DOWNLOAD__ALLOW_PRIVATE_NETWORKS", "true")
     monkeypatch.delenv("X_BEARER_TOKEN", raising=False)
-    monkeypatch.setenv("AIRFLOW_CONN_VIGIL_X", json.dumps({"conn_type": "generic", "password": "test-bearer"}))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_VIGIL_X", json.dumps({"conn_type": "generic", "password": "test-bearer"})
+    )
     fake_x.add_tweet(["photo"], alt="from the DAG")
     dags = Path(__file__).resolve().parents[2] / "dags"
 
-    run = BundleDagBag(dag_folder=str(dags), bundle_path=dags).get_dag("collect_x_ai_art").test(logical_date=None)
+    run = (
+        BundleDagBag(dag_folder=str(dags), bundle_path=dags)
+        .get_dag("collect_x_ai_art")
+        .test(logical_date=None)
+    )
 
     assert run.state == "success"
     assert searches(http_server)[0].headers["authorization"] == "Bearer test-bearer"

@@ -139,9 +139,15 @@ def test_feedback_on_stored_bytes_corrects_their_label_in_a_new_snapshot(store, 
     wrong, right = images[0], images[1]
     # Someone flags the first image as synthetic through serving's feedback; the second is confirmed as
     # it is; a weak label (not a person's) on stored bytes never overrides what is stored.
-    add_batch(store, [{**wrong, "label": "fake", "label_source": HUMAN_LABEL},
-                      {**right, "label": "fake", "label_source": HUMAN_LABEL},
-                      {**images[2], "label": "fake", "label_source": "prior"}], source="feedback")
+    add_batch(
+        store,
+        [
+            {**wrong, "label": "fake", "label_source": HUMAN_LABEL},
+            {**right, "label": "fake", "label_source": HUMAN_LABEL},
+            {**images[2], "label": "fake", "label_source": "prior"},
+        ],
+        source="feedback",
+    )
     summary = curate(settings, store)
 
     assert summary["version"] == "v0002" and summary["new_images"] == 0 and summary["relabelled"] == 1
@@ -155,7 +161,9 @@ def test_feedback_on_stored_bytes_corrects_their_label_in_a_new_snapshot(store, 
     assert row["sha256"] == first.table.loc[first.table["original_name"] == wrong["name"], "sha256"].item()
     assert row["path"] == f"{row['split']}/{LABEL_DIRS['fake']}/{row['image_id']}.png"
     report = store.read_json(f"reports/{summary['batches'][0]}/summary.json")
-    assert report["counts"]["relabelled"] == 1 and "1 stored images relabelled by feedback" in report["message"]
+    assert (
+        report["counts"]["relabelled"] == 1 and "1 stored images relabelled by feedback" in report["message"]
+    )
 
     # The same correction again changes nothing: no new snapshot.
     add_batch(store, [{**wrong, "label": "fake", "label_source": HUMAN_LABEL}], source="feedback")

@@ -57,8 +57,11 @@ def test_one_dag_per_enabled_source_scheduled_from_the_file(airflow_db, include,
     collect_dags = {dag_id: dag for dag_id, dag in bag.dags.items() if dag_id.startswith("collect_")}
     assert set(collect_dags) == {"collect_inbox", "collect_x_ai_art", "collect_mastodon_photography"}
     schedules = {dag_id: dag.schedule for dag_id, dag in collect_dags.items()}
-    assert schedules == {"collect_inbox": "*/5 * * * *", "collect_x_ai_art": "@daily",
-                         "collect_mastodon_photography": "0 3 * * 1"}
+    assert schedules == {
+        "collect_inbox": "*/5 * * * *",
+        "collect_x_ai_art": "@daily",
+        "collect_mastodon_photography": "0 3 * * 1",
+    }
     pools = json.loads((include / "airflow" / "pools.json").read_text())
     for dag_id, dag in collect_dags.items():
         (task,) = dag.tasks
@@ -68,9 +71,16 @@ def test_one_dag_per_enabled_source_scheduled_from_the_file(airflow_db, include,
         assert task.retries >= 1 and task.retry_exponential_backoff
         assert not dag.catchup and dag.max_active_runs == 1
         assert {"vigil", "collection", kind} <= set(dag.tags)
-        assert "### Collection" in dag.doc_md and f"#### Source `{dag_id.removeprefix('collect_')}`" in dag.doc_md
+        assert (
+            "### Collection" in dag.doc_md
+            and f"#### Source `{dag_id.removeprefix('collect_')}`" in dag.doc_md
+        )
         param = dag.params.get_param("max_images")
-        assert param.value is None and param.schema["title"] == "Max images" and "max_images" in param.description
+        assert (
+            param.value is None
+            and param.schema["title"] == "Max images"
+            and "max_images" in param.description
+        )
     assert "X_BEARER_TOKEN" in collect_dags["collect_x_ai_art"].doc_md
 
 
@@ -104,7 +114,9 @@ def test_pools_file_imports_with_airflows_own_importer(airflow_db):
 
     pools, failed = pool_import_helper(str(DEFAULT_INCLUDE_DIR / "airflow" / "pools.json"))
     assert failed == []
-    slots = {name: Pool.get_pool(name).slots for name in ("collect_x", "collect_mastodon", "collect_folder", "gpu")}
+    slots = {
+        name: Pool.get_pool(name).slots for name in ("collect_x", "collect_mastodon", "collect_folder", "gpu")
+    }
     assert slots["gpu"] == 1 and slots["collect_x"] == 1
 
 

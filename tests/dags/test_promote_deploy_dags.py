@@ -34,10 +34,16 @@ def env(monkeypatch, tmp_path, mlflow_server, demo_root, publish_demo):
     from tasks.stack import free_port
     from tasks.storage import ObjectStore
 
-    values = {"VIGIL_HOME": str(tmp_path / "home"), "VIGIL_STORE_URL": (tmp_path / "store").as_uri(),
-              "MLFLOW_TRACKING_URI": mlflow_server, "VIGIL_MODEL_NAME": f"detector-{uuid.uuid4().hex[:8]}",
-              "VIGIL_SERVING_URL": f"http://127.0.0.1:{free_port()}", "VIGIL_ADMIN_TOKEN": uuid.uuid4().hex,
-              "VIGIL_DEPLOY__SMOKE_MIN_ACCURACY": "0.6", "VIGIL_PROMOTION__POLICY_FILE": "gate.yaml"}
+    values = {
+        "VIGIL_HOME": str(tmp_path / "home"),
+        "VIGIL_STORE_URL": (tmp_path / "store").as_uri(),
+        "MLFLOW_TRACKING_URI": mlflow_server,
+        "VIGIL_MODEL_NAME": f"detector-{uuid.uuid4().hex[:8]}",
+        "VIGIL_SERVING_URL": f"http://127.0.0.1:{free_port()}",
+        "VIGIL_ADMIN_TOKEN": uuid.uuid4().hex,
+        "VIGIL_DEPLOY__SMOKE_MIN_ACCURACY": "0.6",
+        "VIGIL_PROMOTION__POLICY_FILE": "gate.yaml",
+    }
     for key, value in values.items():
         monkeypatch.setenv(key, value)
     publish_demo(ObjectStore(values["VIGIL_STORE_URL"]), demo_root / "demo_a")
@@ -50,8 +56,13 @@ def live_serving(env):
     from tasks.stack import _port_of, start, stop
 
     port = _port_of(env.serving_url)
-    service = start("serving", [sys.executable, "-m", "tasks.serve", "--host", "127.0.0.1", "--port", str(port)],
-                    port=port, health_path="/healthz", log=Path(env.home) / "serving.log")
+    service = start(
+        "serving",
+        [sys.executable, "-m", "tasks.serve", "--host", "127.0.0.1", "--port", str(port)],
+        port=port,
+        health_path="/healthz",
+        log=Path(env.home) / "serving.log",
+    )
     yield service
     stop(service)
 
@@ -67,17 +78,24 @@ def asset_events(dag_id: str, run_id: str) -> list[dict]:
     from airflow.utils.session import create_session
 
     with create_session() as session:
-        return [e.extra for e in session.query(AssetEvent).filter(AssetEvent.source_dag_id == dag_id,
-                                                                  AssetEvent.source_run_id == run_id)]
+        return [
+            e.extra
+            for e in session.query(AssetEvent).filter(
+                AssetEvent.source_dag_id == dag_id, AssetEvent.source_run_id == run_id
+            )
+        ]
 
 
-def test_promote_dag_promotes_a_passing_challenger_and_announces_the_champion(airflow_db, env, trained_dir, register,
-                                                                              tmp_path, monkeypatch):
+def test_promote_dag_promotes_a_passing_challenger_and_announces_the_champion(
+    airflow_db, env, trained_dir, register, tmp_path, monkeypatch
+):
     lenient = tmp_path / "include"
     lenient.mkdir()
     for item in Path(env.include_dir).iterdir():
         (lenient / item.name).symlink_to(item)
-    (lenient / "gate.demo-test.yaml").write_text("floors: {roc_auc: 0.7, balanced_accuracy: 0.6, max_ece: 0.5}\n")
+    (lenient / "gate.demo-test.yaml").write_text(
+        "floors: {roc_auc: 0.7, balanced_accuracy: 0.6, max_ece: 0.5}\n"
+    )
     monkeypatch.setenv("VIGIL_INCLUDE_DIR", str(lenient))
     monkeypatch.setenv("VIGIL_PROMOTION__POLICY_FILE", "gate.demo-test.yaml")
     version = register(trained_dir, env, "v0001")
@@ -86,15 +104,17 @@ def test_promote_dag_promotes_a_passing_challenger_and_announces_the_champion(ai
     assert run.state == "success"
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
     assert states["promote_champion"] == "success" and states["reject"] == "skipped"
-    assert asset_events("promote", run.run_id) == [{"model_name": env.model_name, "version": version,
-                                                    "previous": None}]
+    assert asset_events("promote", run.run_id) == [
+        {"model_name": env.model_name, "version": version, "previous": None}
+    ]
     from tasks.registry import Registry
 
     assert Registry(env).aliases()["champion"] == version
 
 
-def test_deploy_rolls_out_and_a_failing_smoke_test_rolls_back(airflow_db, env, trained_dir, untrained_dir, register,
-                                                              live_serving, monkeypatch):
+def test_deploy_rolls_out_and_a_failing_smoke_test_rolls_back(
+    airflow_db, env, trained_dir, untrained_dir, register, live_serving, monkeypatch
+):
     from tasks.registry import CHAMPION, PREVIOUS, Registry
 
     registry = Registry(env)
@@ -142,16 +162,22 @@ def test_the_gate_entry_point_prints_its_summary_as_the_last_line(env, trained_d
     from tasks.registry import Registry
 
     version = register(trained_dir, env, "v0001")
-    proc = subprocess.run([sys.executable, "-m", "tasks.promote", "--version", version], capture_output=True,
-                          text=True, env=os.environ.copy(), timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tasks.promote", "--version", version],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = read_summary(proc.stdout)
     assert summary["challenger"]["version"] == version and summary["decision"] in {"promoted", "rejected"}
     assert "champion" not in Registry(env).aliases()
 
 
-def test_with_containers_deploy_tunes_in_the_serving_image_and_validates_in_a_sandbox_container(airflow_db,
-                                                                                                 monkeypatch):
+def test_with_containers_deploy_tunes_in_the_serving_image_and_validates_in_a_sandbox_container(
+    airflow_db, monkeypatch
+):
     from airflow.providers.docker.operators.docker import DockerOperator
 
     monkeypatch.setenv("VIGIL_DEPLOY__ROLLOUT", "docker")
@@ -162,5 +188,9 @@ def test_with_containers_deploy_tunes_in_the_serving_image_and_validates_in_a_sa
     assert not tune.device_requests and tune.pool != "gpu"
     assert "VIGIL_HOME" not in tune.environment  # the serving image's own home
     assert dag.get_task("smoke_test_sandbox").trigger_rule == "none_failed"
-    assert dag.get_task("rollback").upstream_task_ids >= {"tune", "smoke_test_sandbox", "roll_out",
-                                                          "post_deploy_check"}
+    assert dag.get_task("rollback").upstream_task_ids >= {
+        "tune",
+        "smoke_test_sandbox",
+        "roll_out",
+        "post_deploy_check",
+    }

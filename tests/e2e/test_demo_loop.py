@@ -25,7 +25,12 @@ def test_two_rounds_collect_curate_train_promote_tune_deploy_and_answer(tmp_path
         settings = Settings()
 
         # Round 1: the first model meets the floors, becomes champion, is deployed and answers.
-        assert (first.snapshot, first.version, first.decision, first.deployed) == ("v0001", "1", "promoted", "1")
+        assert (first.snapshot, first.version, first.decision, first.deployed) == (
+            "v0001",
+            "1",
+            "promoted",
+            "1",
+        )
         assert first.detection["model"]["version"] == "1"
         assert first.detection["label"] in {"synthetic", "authentic"} and 0 <= first.detection["p_fake"] <= 1
         assert first.detection["explanation"]
@@ -43,7 +48,9 @@ def test_two_rounds_collect_curate_train_promote_tune_deploy_and_answer(tmp_path
         client = AirflowClient(settings.airflow_url, "admin", info["airflow_password"])
         for dag_id in CHAIN:
             assert any(run["state"] == "success" for run in client.runs(dag_id)), dag_id
-        summaries = [k for k in ObjectStore.from_settings(settings).list("reports/") if k.endswith("summary.json")]
+        summaries = [
+            k for k in ObjectStore.from_settings(settings).list("reports/") if k.endswith("summary.json")
+        ]
         assert len(summaries) >= 2
     finally:
         stack.down(Settings())

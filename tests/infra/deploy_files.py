@@ -128,6 +128,7 @@ def service_environment(service: Mapping[str, Any]) -> dict[str, str]:
 
 # -- services ------------------------------------------------------------------------------------
 
+
 def effective_env(compose: dict, name: str) -> dict[str, str]:
     """What a service's process sees: its image's ENV (for images built here, with compose's build args) under
     compose's environment."""
@@ -137,7 +138,9 @@ def effective_env(compose: dict, name: str) -> dict[str, str]:
         build_args = service["build"].get("args") or {}
         if isinstance(build_args, list):
             build_args = dict(item.split("=", 1) if "=" in item else (item, "") for item in build_args)
-        env.update(parse_dockerfile(dockerfile_of(service)).pop().env({k: str(v) for k, v in build_args.items()}))
+        env.update(
+            parse_dockerfile(dockerfile_of(service)).pop().env({k: str(v) for k, v in build_args.items()})
+        )
     env.update(service_environment(service))
     return env
 
@@ -154,6 +157,7 @@ def trainer_pending() -> bool:
 
 
 # -- Dockerfiles ----------------------------------------------------------------------------------
+
 
 @dataclass
 class Instruction:
@@ -243,6 +247,7 @@ def _instructions(text: str) -> Iterator[Instruction]:
 
 # -- .dockerignore --------------------------------------------------------------------------------
 
+
 def _pattern_regex(pattern: str) -> re.Pattern:
     out, i = "", 0
     while i < len(pattern):
@@ -298,6 +303,7 @@ class DockerIgnore:
 
 # -- requirements ---------------------------------------------------------------------------------
 
+
 def canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
@@ -310,8 +316,10 @@ def read_pins(path: Path) -> dict[str, str]:
         if not line:
             continue
         if line.startswith("-"):
-            raise ValueError(f"{path}:{number}: {line!r}: keep pip options (indexes) in the Dockerfile, as "
-                             "docker/serving/Dockerfile does for the PyTorch CPU index; this file holds pins only")
+            raise ValueError(
+                f"{path}:{number}: {line!r}: keep pip options (indexes) in the Dockerfile, as "
+                "docker/serving/Dockerfile does for the PyTorch CPU index; this file holds pins only"
+            )
         name, sep, version = line.partition("==")
         if not sep or not version:
             raise ValueError(f"{path}:{number}: {line!r} is not pinned with ==")

@@ -34,11 +34,25 @@ class ImageVenvs:
         # This interpreter's pip installs into the venv (--python): a current pip resolves about twice
         # as fast as the one ensurepip would put there. Quiet, no bytecode compilation (a third of the
         # install time); pip's own download cache stays on.
-        cmd = [sys.executable, "-m", "pip", "--python", str(target / "bin" / "python"), "install", "-q",
-               "--no-compile", "--disable-pip-version-check", "--no-input", "-r", str(requirements)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(target / "bin" / "python"),
+            "install",
+            "-q",
+            "--no-compile",
+            "--disable-pip-version-check",
+            "--no-input",
+            "-r",
+            str(requirements),
+        ]
         result = subprocess.run(cmd, capture_output=True, text=True)
         if result.returncode != 0:
-            raise RuntimeError(f"pip install -r {requirements.relative_to(REPO)} failed:\n{result.stderr[-4000:]}")
+            raise RuntimeError(
+                f"pip install -r {requirements.relative_to(REPO)} failed:\n{result.stderr[-4000:]}"
+            )
         return target, time.monotonic() - started
 
     def python(self, image: str) -> Path:
@@ -58,8 +72,14 @@ class ImageVenvs:
 def run_in(python: Path, code: str, *, env: dict[str, str] | None = None, timeout: float = 300) -> str:
     """Run ``code`` with an image venv's interpreter from the repository root; returns stdout."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("VIGIL_", "PYTHONPATH"))}
-    result = subprocess.run([str(python), "-c", code], cwd=REPO, capture_output=True, text=True, timeout=timeout,
-                            env={**clean, "PYTHONPATH": str(REPO), **(env or {})})
+    result = subprocess.run(
+        [str(python), "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**clean, "PYTHONPATH": str(REPO), **(env or {})},
+    )
     if result.returncode != 0:
         raise AssertionError(f"{python} failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
     return result.stdout

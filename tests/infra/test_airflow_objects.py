@@ -35,16 +35,24 @@ def test_every_airflow_component_sees_the_same_connections_and_variables(compose
 
 def test_compose_connections_are_what_the_code_derives_from_compose_settings(compose, monkeypatch):
     settings = settings_of(compose, "airflow-worker", monkeypatch)
-    in_compose = {k: json.loads(v) for k, v in compose_airflow_objects(compose, "airflow-worker").items()
-                  if k.startswith("AIRFLOW_CONN_")}
-    derived = {k: json.loads(v) for k, v in airflow_objects.airflow_env(settings).items()
-               if k.startswith("AIRFLOW_CONN_")}
+    in_compose = {
+        k: json.loads(v)
+        for k, v in compose_airflow_objects(compose, "airflow-worker").items()
+        if k.startswith("AIRFLOW_CONN_")
+    }
+    derived = {
+        k: json.loads(v)
+        for k, v in airflow_objects.airflow_env(settings).items()
+        if k.startswith("AIRFLOW_CONN_")
+    }
     assert in_compose == derived
 
 
 def test_embedded_mode_defines_the_same_names_as_compose(compose, tmp_path, monkeypatch):
     monkeypatch.delenv("VIGIL_S3_ENDPOINT_URL", raising=False)
-    embedded = airflow_objects.airflow_env(Settings(home=tmp_path, mlflow_tracking_uri="http://127.0.0.1:5123"))
+    embedded = airflow_objects.airflow_env(
+        Settings(home=tmp_path, mlflow_tracking_uri="http://127.0.0.1:5123")
+    )
     assert set(embedded) == set(compose_airflow_objects(compose, "airflow-worker"))
     assert json.loads(embedded["AIRFLOW_CONN_VIGIL_MLFLOW"])["port"] == 5123
     assert embedded["AIRFLOW_VAR_VIGIL_MLFLOW_UI_URL"] == "http://127.0.0.1:5123"
@@ -52,7 +60,9 @@ def test_embedded_mode_defines_the_same_names_as_compose(compose, tmp_path, monk
 
 def test_compose_variables_are_urls_a_browser_can_open(compose, generated_env):
     objects = compose_airflow_objects(compose, "airflow-worker")
-    published = {name: [p.split(":")[1] for p in compose["services"][name]["ports"]] for name in ("mlflow", "serving")}
+    published = {
+        name: [p.split(":")[1] for p in compose["services"][name]["ports"]] for name in ("mlflow", "serving")
+    }
     host = generated_env["VIGIL_PUBLIC_HOST"]
     assert objects["AIRFLOW_VAR_VIGIL_MLFLOW_UI_URL"] == f"http://{host}:{published['mlflow'][0]}"
     assert objects["AIRFLOW_VAR_VIGIL_SERVING_UI_URL"] == f"http://{host}:{published['serving'][0]}"
@@ -83,10 +93,13 @@ def test_pools_file_imports_into_airflow(airflow_db):
     """The same command the airflow-init service runs, against a real Airflow metadata database."""
     airflow = [sys.executable, "-m", "airflow"]
     env = {**os.environ, "AIRFLOW__LOGGING__LOGGING_LEVEL": "ERROR"}
-    result = subprocess.run([*airflow, "pools", "import", str(POOLS)], capture_output=True, text=True, env=env)
+    result = subprocess.run(
+        [*airflow, "pools", "import", str(POOLS)], capture_output=True, text=True, env=env
+    )
     assert result.returncode == 0, result.stderr[-2000:]
-    listed = subprocess.run([*airflow, "pools", "list", "-o", "json"], capture_output=True, text=True, env=env,
-                            check=True)
+    listed = subprocess.run(
+        [*airflow, "pools", "list", "-o", "json"], capture_output=True, text=True, env=env, check=True
+    )
     pools = {p["pool"]: int(p["slots"]) for p in json.loads(listed.stdout)}
     expected = {name: spec["slots"] for name, spec in json.loads(POOLS.read_text()).items()}
     assert expected.items() <= pools.items()
@@ -97,6 +110,7 @@ def test_a_malformed_pools_file_fails_the_import(airflow_db, tmp_path: Path):
     # What airflow-init does with a bad pools.json: it fails, so the stack does not start half-configured.
     bad = tmp_path / "pools.json"
     bad.write_text(json.dumps({"gpu": {"slots": 1}}))  # no description
-    result = subprocess.run([sys.executable, "-m", "airflow", "pools", "import", str(bad)], capture_output=True,
-                            text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "airflow", "pools", "import", str(bad)], capture_output=True, text=True
+    )
     assert result.returncode != 0 and "gpu" in result.stdout + result.stderr

@@ -37,8 +37,14 @@ from .deploy_files import (
     variable_refs,
 )
 
-AIRFLOW = ("airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
-           "airflow-triggerer", "airflow-worker")
+AIRFLOW = (
+    "airflow-init",
+    "airflow-apiserver",
+    "airflow-scheduler",
+    "airflow-dag-processor",
+    "airflow-triggerer",
+    "airflow-worker",
+)
 VIGIL_CODE = AIRFLOW + ("serving",)  # services whose processes import Vigil's `tasks` package
 
 # Environment names Vigil's code (or a library it drives) reads, and the services that run that code.
@@ -72,8 +78,10 @@ CODE_ENV: dict[str, tuple[str, ...]] = {
     "VIGIL_TRAINING__GIT_COMMIT": ("trainer",),
 }
 # Names read in tasks/ that no compose service needs, and why.
-_TORCHRUN = "set by torchrun for each process inside the trainer container (tasks/train/launch.py re-executes " \
-            "the entry point under torch.distributed.run when several GPUs are visible)"
+_TORCHRUN = (
+    "set by torchrun for each process inside the trainer container (tasks/train/launch.py re-executes "
+    "the entry point under torch.distributed.run when several GPUs are visible)"
+)
 NOT_FOR_COMPOSE = {
     "PYTHONPATH": "tasks/stack.py extends it for the embedded stack's Airflow processes",
     "PATH": "tasks/stack.py puts this venv's bin first for the embedded stack's Airflow processes",
@@ -104,10 +112,14 @@ def compose_spec_schema() -> dict:
 
 def schema_errors(document: dict) -> list[str]:
     validator = Draft202012Validator(compose_spec_schema())
-    return [f"{'/'.join(map(str, e.absolute_path)) or '(top)'}: {e.message}" for e in validator.iter_errors(document)]
+    return [
+        f"{'/'.join(map(str, e.absolute_path)) or '(top)'}: {e.message}"
+        for e in validator.iter_errors(document)
+    ]
 
 
 # -- the file is valid Compose --------------------------------------------------------------------
+
 
 def test_compose_file_matches_the_compose_spec_schema():
     assert schema_errors(load_compose_raw()) == []
@@ -125,6 +137,7 @@ def test_interpolated_compose_file_still_matches_the_schema(compose):
 
 
 # -- .env.example documents every variable, and missing secrets stop compose ----------------------
+
 
 def test_every_variable_without_a_default_is_in_env_example():
     documented = read_env_file(ENV_EXAMPLE)
@@ -152,6 +165,7 @@ def test_env_file_is_ignored_by_git():
 
 
 # -- everything the file refers to exists ---------------------------------------------------------
+
 
 def test_build_contexts_and_dockerfiles_exist(compose):
     for name, service in compose["services"].items():
@@ -206,9 +220,14 @@ def test_postgres_init_script_is_executable(compose):
 
 # -- the code gets the environment it reads --------------------------------------------------------
 
+
 def test_services_set_the_environment_the_code_reads(compose):
-    missing = [f"{service}: {name}" for name, services in CODE_ENV.items() for service in services
-               if name not in effective_env(compose, service)]
+    missing = [
+        f"{service}: {name}"
+        for name, services in CODE_ENV.items()
+        for service in services
+        if name not in effective_env(compose, service)
+    ]
     assert missing == []
 
 
@@ -220,8 +239,10 @@ def test_every_environment_name_read_in_tasks_is_accounted_for():
             name = match["read"] or match["test"] or match["credential"]
             if name not in CODE_ENV and name not in NOT_FOR_COMPOSE:
                 unknown.setdefault(name, []).append(str(path.relative_to(REPO)))
-    assert unknown == {}, ("environment read in tasks/ but neither set in docker-compose.yaml (CODE_ENV) nor "
-                           "listed in NOT_FOR_COMPOSE with a reason")
+    assert unknown == {}, (
+        "environment read in tasks/ but neither set in docker-compose.yaml (CODE_ENV) nor "
+        "listed in NOT_FOR_COMPOSE with a reason"
+    )
 
 
 def test_every_vigil_variable_set_in_compose_is_a_settings_field(compose):
@@ -238,7 +259,9 @@ def test_every_vigil_variable_set_in_compose_is_a_settings_field(compose):
 
 def test_secrets_reach_only_the_services_that_use_them(compose):
     for secret, allowed in SECRET_SCOPE.items():
-        holders = {name for name in compose["services"] if secret in service_environment(compose["services"][name])}
+        holders = {
+            name for name in compose["services"] if secret in service_environment(compose["services"][name])
+        }
         assert holders == allowed, secret
 
 
@@ -250,8 +273,9 @@ def settings_of(compose: dict, name: str, monkeypatch) -> Settings:
             monkeypatch.delenv(key)
     image = parse_dockerfile(dockerfile_of(compose["services"][name])).pop()
     include_copies = [c for c in image.all("COPY") if c.flags_and_args()[1][-1] == env["VIGIL_INCLUDE_DIR"]]
-    assert [c.flags_and_args()[1][:-1] for c in include_copies] == [["include"]], \
+    assert [c.flags_and_args()[1][:-1] for c in include_copies] == [["include"]], (
         f"{name}: VIGIL_INCLUDE_DIR is not where its image copies include/"
+    )
     env["VIGIL_INCLUDE_DIR"] = str(REPO / "include")
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -269,8 +293,14 @@ def test_airflow_and_serving_share_one_store_and_registry(compose, generated_env
         with monkeypatch.context() as patch:
             s = settings_of(compose, name, patch)
         seen.add((s.store_url, s.inbox, s.s3_endpoint_url, s.mlflow_tracking_uri))
-    assert seen == {(f"s3://{generated_env['VIGIL_BUCKET']}/store", f"s3://{generated_env['VIGIL_BUCKET']}/inbox",
-                     "http://minio:9000", "http://mlflow:5000")}
+    assert seen == {
+        (
+            f"s3://{generated_env['VIGIL_BUCKET']}/store",
+            f"s3://{generated_env['VIGIL_BUCKET']}/inbox",
+            "http://minio:9000",
+            "http://mlflow:5000",
+        )
+    }
 
 
 def test_the_urls_in_settings_point_at_services_listening_there(compose, monkeypatch):
@@ -294,8 +324,11 @@ def test_the_worker_launches_the_trainer_image_on_the_compose_network(compose, m
 
 
 def test_the_worker_alone_gets_the_docker_socket(compose):
-    holders = {name for name, s in compose["services"].items()
-               if any("/var/run/docker.sock" in m for m in s.get("volumes", []))}
+    holders = {
+        name
+        for name, s in compose["services"].items()
+        if any("/var/run/docker.sock" in m for m in s.get("volumes", []))
+    }
     assert holders == {"airflow-worker"}
     assert compose["services"]["airflow-worker"]["group_add"] == ["998"]
 
@@ -318,9 +351,13 @@ def test_mlflow_server_settings(compose):
     assert "mlflow" in allowed and "mlflow:5000" in allowed
     env = service_environment(mlflow)
     assert env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
-    assert env["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql") and env["MLFLOW_BACKEND_STORE_URI"].endswith("/mlflow")
+    assert env["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql") and env[
+        "MLFLOW_BACKEND_STORE_URI"
+    ].endswith("/mlflow")
     # The S3 endpoint is the server's alone: clients use proxied artifacts.
-    holders = {n for n, s in compose["services"].items() if "MLFLOW_S3_ENDPOINT_URL" in service_environment(s)}
+    holders = {
+        n for n, s in compose["services"].items() if "MLFLOW_S3_ENDPOINT_URL" in service_environment(s)
+    }
     assert holders == {"mlflow"}
 
 
@@ -344,8 +381,10 @@ def test_init_service_imports_the_pools_file(compose):
     assert match, script
     assert (REPO / "include" / match.group(1)).is_file()
     for name in AIRFLOW[1:]:
-        assert compose["services"][name]["depends_on"]["airflow-init"]["condition"] == \
-            "service_completed_successfully", name
+        assert (
+            compose["services"][name]["depends_on"]["airflow-init"]["condition"]
+            == "service_completed_successfully"
+        ), name
 
 
 def test_the_worker_rolls_out_serving_through_the_docker_socket(compose, monkeypatch):

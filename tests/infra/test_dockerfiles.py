@@ -13,7 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from .deploy_files import REPO, DockerIgnore, Stage, canonical, dockerfile_of, parse_dockerfile, read_pins, trainer_pending
+from .deploy_files import (
+    REPO,
+    DockerIgnore,
+    Stage,
+    canonical,
+    dockerfile_of,
+    parse_dockerfile,
+    read_pins,
+    trainer_pending,
+)
 
 
 # What each image must offer beyond the common rules.
@@ -22,9 +31,13 @@ ENTRY_POINTS = {"serving": ["python", "-m", "tasks.serve"]}
 # The root requirements.txt is the embedded/CI set (one CPU machine). Packages only an image needs are
 # absent from it; each is listed here with the reason. Every other pin must equal the root pin.
 IMAGE_ONLY_PACKAGES: dict[str, dict[str, str]] = {
-    "mlflow": {"psycopg2-binary": "the MLflow server's backend store is compose's PostgreSQL; embedded uses SQLite"},
-    "trainer": {"deepspeed": "ZeRO-2 across several GPUs (include/deepspeed_zero2.json); the embedded mode trains "
-                             "on one CPU, where DeepSpeed has nothing to do"},
+    "mlflow": {
+        "psycopg2-binary": "the MLflow server's backend store is compose's PostgreSQL; embedded uses SQLite"
+    },
+    "trainer": {
+        "deepspeed": "ZeRO-2 across several GPUs (include/deepspeed_zero2.json); the embedded mode trains "
+        "on one CPU, where DeepSpeed has nothing to do"
+    },
 }
 
 
@@ -43,8 +56,10 @@ def builds(compose: dict) -> dict[str, tuple[Path, Path]]:
 
 @pytest.fixture(scope="module")
 def images(compose) -> dict[str, tuple[Path, Path, list[Stage]]]:
-    return {name: (context, dockerfile, parse_dockerfile(dockerfile))
-            for name, (context, dockerfile) in builds(compose).items()}
+    return {
+        name: (context, dockerfile, parse_dockerfile(dockerfile))
+        for name, (context, dockerfile) in builds(compose).items()
+    }
 
 
 def root_pins() -> dict[str, str]:
@@ -102,8 +117,9 @@ def test_copy_sources_exist_and_survive_the_dockerignore(images):
                     continue
                 for source in args[:-1]:
                     assert (context / source).exists(), f"{dockerfile}:{copy.line}: {source} not in {context}"
-                    assert not ignore.excludes(source), \
+                    assert not ignore.excludes(source), (
                         f"{dockerfile}:{copy.line}: {source} is excluded by {ignore.source}"
+                    )
 
 
 def test_build_mounts_refer_to_earlier_stages(images):
@@ -111,7 +127,9 @@ def test_build_mounts_refer_to_earlier_stages(images):
         for index, stage in enumerate(stages):
             for run in stage.all("RUN"):
                 for ref in re.findall(r"--mount=\S*\bfrom=([\w.-]+)", run.text):
-                    assert ref in {s.name for s in stages[:index]}, f"{dockerfile}:{run.line}: unknown stage {ref}"
+                    assert ref in {s.name for s in stages[:index]}, (
+                        f"{dockerfile}:{run.line}: unknown stage {ref}"
+                    )
 
 
 def test_secrets_and_local_state_never_enter_a_build_context(images):
@@ -138,7 +156,9 @@ def test_images_copy_include_where_vigil_include_dir_points(images):
             assert name in {"mlflow"}, f"{dockerfile}: Vigil's code needs VIGIL_INCLUDE_DIR"
             continue
         targets = [c.flags_and_args()[1] for c in stages[-1].all("COPY")]
-        assert ["include", env["VIGIL_INCLUDE_DIR"]] in targets, f"{dockerfile}: include/ not copied to VIGIL_INCLUDE_DIR"
+        assert ["include", env["VIGIL_INCLUDE_DIR"]] in targets, (
+            f"{dockerfile}: include/ not copied to VIGIL_INCLUDE_DIR"
+        )
 
 
 def test_airflow_base_image_matches_the_pinned_airflow(images):
@@ -149,14 +169,20 @@ def test_airflow_base_image_matches_the_pinned_airflow(images):
 
 # -- requirements files ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("requirements", sorted((REPO / "docker").glob("*/requirements.txt")), ids=lambda p: p.parent.name)
+
+@pytest.mark.parametrize(
+    "requirements", sorted((REPO / "docker").glob("*/requirements.txt")), ids=lambda p: p.parent.name
+)
 def test_image_requirements_pin_the_root_versions(requirements):
     image = requirements.parent.name
     pins = read_pins(requirements)
     root = root_pins()
     image_only = IMAGE_ONLY_PACKAGES.get(image, {})
-    mismatched = {name: (version, root.get(name)) for name, version in pins.items()
-                  if name not in image_only and root.get(name) != version}
+    mismatched = {
+        name: (version, root.get(name))
+        for name, version in pins.items()
+        if name not in image_only and root.get(name) != version
+    }
     assert mismatched == {}, f"{requirements.relative_to(REPO)}: (image pin, root pin)"
 
 
@@ -166,7 +192,9 @@ def test_image_only_packages_are_pinned_in_their_image_and_absent_from_the_root(
     for image, packages in IMAGE_ONLY_PACKAGES.items():
         pins = read_pins(REPO / "docker" / image / "requirements.txt")
         for name, reason in packages.items():
-            assert name in pins, f"docker/{image}/requirements.txt does not pin {name}: drop it from IMAGE_ONLY_PACKAGES"
+            assert name in pins, (
+                f"docker/{image}/requirements.txt does not pin {name}: drop it from IMAGE_ONLY_PACKAGES"
+            )
             assert name not in root, f"{name} is in requirements.txt: its image pin must equal the root pin"
             assert reason.strip(), name
 

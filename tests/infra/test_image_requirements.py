@@ -23,11 +23,33 @@ HEAVY_AT_PARSE = ["torch", "transformers", "peft", "great_expectations", "mlflow
 # Reached from the DAGs' task code but deliberately not in the Airflow image: they belong to code that runs
 # in the trainer image (tasks.train.job via the DockerOperator) or scores models (tasks.model.detector,
 # tasks.evaluate for the promotion gate). Every other library the task code imports must be in the image.
-MODEL_SIDE = {"torch", "transformers", "peft", "tokenizers", "huggingface_hub", "accelerate", "sklearn",
-              "matplotlib", "psutil"}
+MODEL_SIDE = {
+    "torch",
+    "transformers",
+    "peft",
+    "tokenizers",
+    "huggingface_hub",
+    "accelerate",
+    "sklearn",
+    "matplotlib",
+    "psutil",
+}
 SERVING_IMPORTS = [
-    "tasks.settings", "tasks.storage", "tasks.images", "fastapi", "uvicorn", "multipart", "prometheus_client",
-    "torch", "transformers", "peft", "mlflow.pyfunc", "pandas", "PIL", "boto3", "s3fs",
+    "tasks.settings",
+    "tasks.storage",
+    "tasks.images",
+    "fastapi",
+    "uvicorn",
+    "multipart",
+    "prometheus_client",
+    "torch",
+    "transformers",
+    "peft",
+    "mlflow.pyfunc",
+    "pandas",
+    "PIL",
+    "boto3",
+    "s3fs",
 ]
 
 
@@ -40,7 +62,11 @@ def entry_point_or_fallback(module: str, fallback: list[str]) -> list[str]:
 
 
 def imports_code(modules: list[str]) -> str:
-    return "import importlib\n" + "".join(f"importlib.import_module({m!r})\n" for m in modules) + "print('imported')\n"
+    return (
+        "import importlib\n"
+        + "".join(f"importlib.import_module({m!r})\n" for m in modules)
+        + "print('imported')\n"
+    )
 
 
 def _imports(path: Path) -> set[str]:
@@ -97,52 +123,78 @@ print("RESULT " + json.dumps({{"dags": sorted(bag.dag_ids), "errors": {{k: str(v
 
 def test_airflow_image_parses_the_dags_and_imports_the_task_code(image_venvs, tmp_path):
     python = image_venvs.python("airflow")
-    env = {"AIRFLOW_HOME": str(tmp_path), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-           "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"), "GX_ANALYTICS_ENABLED": "false"}
+    env = {
+        "AIRFLOW_HOME": str(tmp_path),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        "GX_ANALYTICS_ENABLED": "false",
+    }
     vigil, third_party = task_code_of_the_dags()
-    assert {"tasks.collect.run", "tasks.curate.pipeline", "tasks.train.launch", "tasks.promote.gate"} <= set(vigil)
+    assert {"tasks.collect.run", "tasks.curate.pipeline", "tasks.train.launch", "tasks.promote.gate"} <= set(
+        vigil
+    )
     assert {"great_expectations", "isal", "tweepy", "docker"} <= set(third_party)
     modules = [*vigil, *(m for m in third_party if m not in MODEL_SIDE)]
-    out = run_in(python, DAGBAG_CHECK.format(heavy=HEAVY_AT_PARSE, modules=modules, model_side=MODEL_SIDE), env=env)
+    out = run_in(
+        python, DAGBAG_CHECK.format(heavy=HEAVY_AT_PARSE, modules=modules, model_side=MODEL_SIDE), env=env
+    )
     result = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
     print(f"DAGs parsed in the airflow image's venv: {result['dags']}")
     print(f"task modules that need the model libraries: {sorted(result['model_side'])}")
     assert result["errors"] == {}
-    assert {"train_detector", "promote"} <= set(result["dags"]) and any(d.startswith("collect") for d in result["dags"])
+    assert {"train_detector", "promote"} <= set(result["dags"]) and any(
+        d.startswith("collect") for d in result["dags"]
+    )
     assert result["heavy"] == [], "DAG files import heavy libraries at module level"
     parsed = {f.rsplit("/", 1)[-1] for f in result["files"]}
     assert parsed and parsed <= {p.name for p in (REPO / "dags").glob("*.py")}, parsed  # it read our folder
     assert result["missing"] == {}, "docker/airflow/requirements.txt lacks what the task code imports"
     # Only model code may fail for want of model libraries; the data plane and the launchers import.
-    assert not [m for m in result["model_side"] if m.startswith(("tasks.collect", "tasks.curate", "tasks.train.launch"))]
+    assert not [
+        m
+        for m in result["model_side"]
+        if m.startswith(("tasks.collect", "tasks.curate", "tasks.train.launch"))
+    ]
 
 
 def test_airflow_image_has_no_model_libraries(image_venvs):
-    out = run_in(image_venvs.python("airflow"), "import importlib.util as u; print([m for m in "
-                 "('torch', 'transformers', 'peft') if u.find_spec(m)])")
+    out = run_in(
+        image_venvs.python("airflow"),
+        "import importlib.util as u; print([m for m in ('torch', 'transformers', 'peft') if u.find_spec(m)])",
+    )
     assert out.strip() == "[]"
 
 
 def test_serving_image_imports_its_entry_point(image_venvs):
     modules = entry_point_or_fallback("serve", SERVING_IMPORTS)
-    assert "imported" in run_in(image_venvs.python("serving"), imports_code(modules), env={"HF_HUB_OFFLINE": "1"})
+    assert "imported" in run_in(
+        image_venvs.python("serving"), imports_code(modules), env={"HF_HUB_OFFLINE": "1"}
+    )
 
 
 def test_serving_image_torch_is_the_cpu_build_pinned_at_root(image_venvs):
     out = run_in(image_venvs.python("serving"), "import torch; print(torch.__version__, torch.version.cuda)")
     version, cuda = out.split()
-    root = next(line for line in (REPO / "requirements.txt").read_text().splitlines() if line.startswith("torch=="))
+    root = next(
+        line for line in (REPO / "requirements.txt").read_text().splitlines() if line.startswith("torch==")
+    )
     assert version.split("+")[0] == root.split("==")[1] and cuda == "None"
 
 
 def test_trainer_image_imports_its_entry_point(image_venvs):
     if not (REPO / "docker" / "trainer" / "requirements.txt").exists():
         if trainer_pending():
-            pytest.skip("docker/trainer/ and tasks/train.py are the model helper's; neither is on this branch yet")
+            pytest.skip(
+                "docker/trainer/ and tasks/train.py are the model helper's; neither is on this branch yet"
+            )
         pytest.fail("tasks/train exists but docker/trainer/requirements.txt does not")
-    modules = entry_point_or_fallback("train", ["tasks.settings", "tasks.storage", "tasks.snapshots", "torch",
-                                                "transformers", "peft", "mlflow"])
-    assert "imported" in run_in(image_venvs.python("trainer"), imports_code(modules), env={"HF_HUB_OFFLINE": "1"})
+    modules = entry_point_or_fallback(
+        "train",
+        ["tasks.settings", "tasks.storage", "tasks.snapshots", "torch", "transformers", "peft", "mlflow"],
+    )
+    assert "imported" in run_in(
+        image_venvs.python("trainer"), imports_code(modules), env={"HF_HUB_OFFLINE": "1"}
+    )
 
 
 PLUGINS_CHECK = """
@@ -158,10 +210,15 @@ def test_airflow_image_loads_the_ui_plugin(image_venvs, tmp_path):
     """The api-server loads plugins/ from AIRFLOW__CORE__PLUGINS_FOLDER (the image copies it there)."""
     if not any((REPO / "plugins").glob("*.py")):
         pytest.skip("plugins/ holds no plugin module yet")
-    env = {"AIRFLOW_HOME": str(tmp_path), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-           "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins")}
+    env = {
+        "AIRFLOW_HOME": str(tmp_path),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+    }
     out = run_in(image_venvs.python("airflow"), PLUGINS_CHECK, env=env)
     result = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
     print(f"plugins loaded in the airflow image's venv: {result['plugins']}")
-    assert result["errors"] == {}, "docker/airflow/requirements.txt lacks what plugins/ imports, or a plugin fails"
+    assert result["errors"] == {}, (
+        "docker/airflow/requirements.txt lacks what plugins/ imports, or a plugin fails"
+    )
     assert result["plugins"], "plugins/ has modules but Airflow found no AirflowPlugin in them"

@@ -15,8 +15,12 @@ SCRIPT = REPO / "docker" / "make_env.py"
 
 
 def make_env(tmp_path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), "--output", str(tmp_path / ".env"), *args],
-                          capture_output=True, text=True, check=True)
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), "--output", str(tmp_path / ".env"), *args],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
 
 
 def test_generates_every_secret_and_the_docker_group(tmp_path):
@@ -27,9 +31,18 @@ def test_generates_every_secret_and_the_docker_group(tmp_path):
     example = read_env_file(ENV_EXAMPLE)
     assert set(env) == set(example)
     generated = {k for k, v in example.items() if v == "" and env[k] != ""}
-    assert {"POSTGRES_PASSWORD", "MLFLOW_DB_PASSWORD", "MINIO_ROOT_PASSWORD", "AWS_SECRET_ACCESS_KEY",
-            "AIRFLOW_ADMIN_PASSWORD", "AIRFLOW_FERNET_KEY", "AIRFLOW_SECRET_KEY", "AIRFLOW_JWT_SECRET",
-            "VIGIL_ADMIN_TOKEN", "DOCKER_GID"} == generated
+    assert {
+        "POSTGRES_PASSWORD",
+        "MLFLOW_DB_PASSWORD",
+        "MINIO_ROOT_PASSWORD",
+        "AWS_SECRET_ACCESS_KEY",
+        "AIRFLOW_ADMIN_PASSWORD",
+        "AIRFLOW_FERNET_KEY",
+        "AIRFLOW_SECRET_KEY",
+        "AIRFLOW_JWT_SECRET",
+        "VIGIL_ADMIN_TOKEN",
+        "DOCKER_GID",
+    } == generated
     assert env["DOCKER_GID"] == str(socket.stat().st_gid)
     assert env["X_BEARER_TOKEN"] == ""  # a third party's secret: only the user has it
     Fernet(env["AIRFLOW_FERNET_KEY"].encode())  # a valid Fernet key, or this raises
@@ -45,7 +58,10 @@ def test_two_runs_generate_different_secrets(tmp_path):
     make_env(tmp_path / "a")
     make_env(tmp_path / "b")
     a, b = read_env_file(tmp_path / "a" / ".env"), read_env_file(tmp_path / "b" / ".env")
-    assert a["POSTGRES_PASSWORD"] != b["POSTGRES_PASSWORD"] and a["AIRFLOW_FERNET_KEY"] != b["AIRFLOW_FERNET_KEY"]
+    assert (
+        a["POSTGRES_PASSWORD"] != b["POSTGRES_PASSWORD"]
+        and a["AIRFLOW_FERNET_KEY"] != b["AIRFLOW_FERNET_KEY"]
+    )
 
 
 def test_never_overwrites_an_existing_env(tmp_path):

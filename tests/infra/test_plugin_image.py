@@ -6,8 +6,11 @@ from .deploy_files import REPO, DockerIgnore, dockerfile_of, effective_env, pars
 
 
 def test_every_airflow_service_loads_the_plugin_baked_into_its_image(compose):
-    airflow = {name: s for name, s in compose["services"].items()
-               if "build" in s and dockerfile_of(s) == REPO / "docker" / "airflow" / "Dockerfile"}
+    airflow = {
+        name: s
+        for name, s in compose["services"].items()
+        if "build" in s and dockerfile_of(s) == REPO / "docker" / "airflow" / "Dockerfile"
+    }
     assert {"airflow-apiserver", "airflow-scheduler"} <= set(airflow)
     dockerfile = REPO / "docker" / "airflow" / "Dockerfile"
     copies = [c.flags_and_args()[1] for c in parse_dockerfile(dockerfile)[-1].all("COPY")]

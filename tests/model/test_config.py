@@ -23,23 +23,30 @@ def test_every_field_of_the_reviewed_files_is_commented():
     settings = Settings()
     for name in ("model_config.yaml", "model_config.qwen2.5-vl-3b.yaml"):
         lines = settings.include(name).read_text().splitlines()
-        keys = [i for i, line in enumerate(lines) if line.strip() and not line.lstrip().startswith("#") and ":" in line]
+        keys = [
+            i
+            for i, line in enumerate(lines)
+            if line.strip() and not line.lstrip().startswith("#") and ":" in line
+        ]
         for i in keys:
             line = lines[i]
             commented = "#" in line or lines[i - 1].lstrip().startswith("#") or line.rstrip().endswith(":")
             assert commented, f"{name}:{i + 1}: {line.strip()!r} has no comment"
 
 
-@pytest.mark.parametrize("patch, field", [
-    ({"train": {"learning_rate": -1}}, "train.learning_rate"),
-    ({"lora": {"targets": "everything"}}, "lora.targets"),
-    ({"data": {"replay": 1.5}}, "data.replay"),
-    ({"data": {"snapshot": "yesterday"}}, "data.snapshot"),
-    ({"images": {"min_pixels": 9999, "max_pixels": 3136}}, "images"),
-    ({"train": {"epochs": 3, "epoch": 4}}, "train.epoch"),
-    ({"method": "qlora"}, "method"),
-    ({"profile": "qwen2.5-vl-72b"}, "profile"),
-])
+@pytest.mark.parametrize(
+    "patch, field",
+    [
+        ({"train": {"learning_rate": -1}}, "train.learning_rate"),
+        ({"lora": {"targets": "everything"}}, "lora.targets"),
+        ({"data": {"replay": 1.5}}, "data.replay"),
+        ({"data": {"snapshot": "yesterday"}}, "data.snapshot"),
+        ({"images": {"min_pixels": 9999, "max_pixels": 3136}}, "images"),
+        ({"train": {"epochs": 3, "epoch": 4}}, "train.epoch"),
+        ({"method": "qlora"}, "method"),
+        ({"profile": "qwen2.5-vl-72b"}, "profile"),
+    ],
+)
 def test_bad_values_name_the_field(tmp_path, patch, field):
     data = yaml.safe_load(Settings().include("model_config.yaml").read_text())
     for key, value in patch.items():
@@ -58,7 +65,9 @@ def test_tiny_profile_refuses_a_hub_base_model():
 
 def test_overrides_are_validated_like_the_file():
     config = load_config(None, Settings())
-    changed = config.with_overrides({"train.epochs": 2, "lora.r": 8, "data.snapshot": None, "train.learning_rate": ""})
+    changed = config.with_overrides(
+        {"train.epochs": 2, "lora.r": 8, "data.snapshot": None, "train.learning_rate": ""}
+    )
     assert (changed.train.epochs, changed.lora.r, changed.data.snapshot) == (2, 8, config.data.snapshot)
     assert changed.digest() != config.digest()
     with pytest.raises(ConfigError, match="train.epochs"):

@@ -59,7 +59,10 @@ def test_full_model_save_load_round_trip_gives_identical_scores(trained, trained
     in_memory = score_images(trainer.model, trainer.preprocessor, images)
     loaded = Detector.load(trained_dir)
     np.testing.assert_array_equal(loaded.score(images), in_memory)
-    assert loaded.threshold == DetectorCard.model_validate_json((trained_dir / "detector.json").read_text()).threshold
+    assert (
+        loaded.threshold
+        == DetectorCard.model_validate_json((trained_dir / "detector.json").read_text()).threshold
+    )
     assert loaded.card.images.max_pixels == 3136 and loaded.preprocessor.prompt.count(QUESTION) == 1
 
 
@@ -75,10 +78,19 @@ def test_lora_targets_are_explicit(tiny_config, tiny_base):
     language, _, _ = lora_model(tiny_config, tiny_base, "language")
     wrapped = {name for name, module in language.named_modules() if hasattr(module, "lora_A")}
     assert wrapped and not any(".visual." in name for name in wrapped)
-    assert {n.rsplit(".", 1)[-1] for n in wrapped} == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
-                                                      "down_proj"}
+    assert {n.rsplit(".", 1)[-1] for n in wrapped} == {
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    }
     both, _, _ = lora_model(tiny_config, tiny_base, "language+vision")
-    vision = {name for name, module in both.named_modules() if hasattr(module, "lora_A") and ".visual." in name}
+    vision = {
+        name for name, module in both.named_modules() if hasattr(module, "lora_A") and ".visual." in name
+    }
     assert {n.rsplit(".", 1)[-1] for n in vision} == {"qkv", "proj", "gate_proj", "up_proj", "down_proj"}
     trainable = {n for n, p in language.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in n for n in trainable)
@@ -101,7 +113,9 @@ def test_lora_adapter_save_load_round_trip(tiny_config, tiny_base, demo_frames, 
     model.eval()  # no adapter dropout
     trained_scores = score_images(model, preprocessor, images)
     assert np.abs(trained_scores - before).max() > 1e-3, "the adapters changed nothing"
-    folder = save_detector(tmp_path / "detector", model, preprocessor, DetectorCard.from_config(config), config)
+    folder = save_detector(
+        tmp_path / "detector", model, preprocessor, DetectorCard.from_config(config), config
+    )
     assert not (folder / "weights").exists()
     adapter_bytes = sum(f.stat().st_size for f in (folder / "adapter").rglob("*") if f.is_file())
     base_bytes = sum(p.numel() * 4 for p in tiny_base[0].parameters())
@@ -135,13 +149,17 @@ def per_image(call: dict) -> dict[bytes, tuple]:
         keep = call["attention_mask"][row].bool()
         if "labels" in call:  # training: the prompt is where the loss is masked
             keep &= call["labels"][row] == IGNORE_INDEX
-        out[pixels.numpy().tobytes()] = (tuple(call["input_ids"][row][keep].tolist()),
-                                         tuple(call["mm_token_type_ids"][row][keep].tolist()), tuple(grid.tolist()))
+        out[pixels.numpy().tobytes()] = (
+            tuple(call["input_ids"][row][keep].tolist()),
+            tuple(call["mm_token_type_ids"][row][keep].tolist()),
+            tuple(grid.tolist()),
+        )
     return out
 
 
-def test_training_evaluation_and_serving_feed_identical_tensors(tiny_config, trained_dir, demo_root, tmp_path,
-                                                                 monkeypatch):
+def test_training_evaluation_and_serving_feed_identical_tensors(
+    tiny_config, trained_dir, demo_root, tmp_path, monkeypatch
+):
     from tasks.model.cli import evaluate
     from tasks.model.frames import folder_frame
     from tasks.settings import Settings
@@ -158,7 +176,14 @@ def test_training_evaluation_and_serving_feed_identical_tensors(tiny_config, tra
 
     # Training: one optimizer step of the real trainer on the pair.
     config = tiny_config.with_overrides({"train.epochs": 1, "train.batch_size": 2})
-    fit(config, Settings(), StartingPoint("base"), TrainingData(frame, frame, frame, {}), tmp_path / "ck", tmp_path / "c")
+    fit(
+        config,
+        Settings(),
+        StartingPoint("base"),
+        TrainingData(frame, frame, frame, {}),
+        tmp_path / "ck",
+        tmp_path / "c",
+    )
     training = per_image(next(c for c in calls if "labels" in c))
     calls.clear()
     # Evaluation: `vigil evaluate` on the folder.

@@ -23,7 +23,9 @@ def test_threshold_flags_at_most_the_target_share_of_real_images():
     threshold = threshold_at_fpr(labels, scores, 0.05)
     flagged_real = (scores[labels == 0] >= threshold).mean()
     assert flagged_real <= 0.05
-    assert (scores[labels == 0] >= np.nextafter(threshold, -1)).mean() >= 0.05 - 1 / 200  # the lowest such threshold
+    assert (
+        scores[labels == 0] >= np.nextafter(threshold, -1)
+    ).mean() >= 0.05 - 1 / 200  # the lowest such threshold
     assert threshold_at_fpr(np.array([1, 1]), np.array([0.2, 0.9]), 0.05) == 0.5
 
 
@@ -52,48 +54,107 @@ def always_no(tiny_base, dest):
         last = model.model.visual.merger.mlp[-1]
         last.weight.zero_()
         last.bias.zero_()
-        model.model.language_model.layers[0].self_attn.v_proj.bias.normal_(0, 1, generator=torch.Generator().manual_seed(0))
+        model.model.language_model.layers[0].self_attn.v_proj.bias.normal_(
+            0, 1, generator=torch.Generator().manual_seed(0)
+        )
         batch = preprocessor.encode([__import__("PIL.Image").Image.new("RGB", (56, 56))])
         hidden = model.model(**batch).last_hidden_state[0, -1]
         direction = hidden / hidden.norm() ** 2
         model.lm_head.weight[preprocessor.no_id] = 20 * direction
         model.lm_head.weight[preprocessor.yes_id] = -20 * direction
-    card = DetectorCard(profile="tiny", method="full", images={"min_pixels": 3136, "max_pixels": 3136}, threshold=0.5,
-                        name="always-no")
+    card = DetectorCard(
+        profile="tiny",
+        method="full",
+        images={"min_pixels": 3136, "max_pixels": 3136},
+        threshold=0.5,
+        name="always-no",
+    )
     return save_detector(dest, model, preprocessor, card)
 
 
 def test_vigil_evaluate_on_an_imagefolder_prints_the_metrics(trained_dir, demo_root, tmp_path, capsys):
-    code = main(["evaluate", "--model", str(trained_dir), "--data", str(demo_root / "demo_a"), "--split", "test",
-                 "--out", str(tmp_path / "report")])
+    code = main(
+        [
+            "evaluate",
+            "--model",
+            str(trained_dir),
+            "--data",
+            str(demo_root / "demo_a"),
+            "--split",
+            "test",
+            "--out",
+            str(tmp_path / "report"),
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
-    for needle in ("| roc_auc |", "| average_precision |", "| accuracy |", "| balanced_accuracy |", "| f1 |",
-                   "| ece |", "Confusion matrix", "## By generator", "| A |", "## Robustness", "jpeg_q75",
-                   "resize_0.5x"):
+    for needle in (
+        "| roc_auc |",
+        "| average_precision |",
+        "| accuracy |",
+        "| balanced_accuracy |",
+        "| f1 |",
+        "| ece |",
+        "Confusion matrix",
+        "## By generator",
+        "| A |",
+        "## Robustness",
+        "jpeg_q75",
+        "resize_0.5x",
+    ):
         assert needle in out, needle
     for name in ("report.json", "report.md", "roc.png", "reliability.png", "confusion.png"):
         assert (tmp_path / "report" / name).stat().st_size > 0
     assert (tmp_path / "report" / "roc.png").read_bytes()[:4] == b"\x89PNG"
 
-    assert main(["evaluate", "--model", str(trained_dir), "--data", str(demo_root / "demo_a"), "--json",
-                 "--out", str(tmp_path / "r2")]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(trained_dir),
+                "--data",
+                str(demo_root / "demo_a"),
+                "--json",
+                "--out",
+                str(tmp_path / "r2"),
+            ]
+        )
+        == 0
+    )
     report = json.loads(capsys.readouterr().out)
     overall = report["overall"]
     assert overall["n"] == 16 and overall["n_real"] == 8 and overall["roc_auc"] > 0.6  # held-out photos
     assert set(report["slices"]) == {"source", "label_source", "generator", "original_format"}
     assert report["slices"]["generator"]["A"]["n"] == 16  # all reals + A's fakes
     assert report["robustness"]["jpeg_q75"]["delta_roc_auc"] == pytest.approx(
-        report["robustness"]["jpeg_q75"]["roc_auc"] - overall["roc_auc"])
+        report["robustness"]["jpeg_q75"]["roc_auc"] - overall["roc_auc"]
+    )
 
 
-def test_a_model_that_always_says_no_gets_auc_one_half_and_recall_zero(tiny_base, demo_root, tmp_path, capsys):
+def test_a_model_that_always_says_no_gets_auc_one_half_and_recall_zero(
+    tiny_base, demo_root, tmp_path, capsys
+):
     folder = always_no(tiny_base, tmp_path / "always-no")
     detector = Detector.load(folder)
     images = folder_frame(demo_root / "demo_a", "test").images()
     assert all(answer.startswith("No") for answer in detector.answer(images[:4], max_new_tokens=3))
-    assert main(["evaluate", "--model", str(folder), "--data", str(demo_root / "demo_a"), "--json",
-                 "--no-robustness", "--out", str(tmp_path / "report")]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(folder),
+                "--data",
+                str(demo_root / "demo_a"),
+                "--json",
+                "--no-robustness",
+                "--out",
+                str(tmp_path / "report"),
+            ]
+        )
+        == 0
+    )
     overall = json.loads(capsys.readouterr().out)["overall"]
     assert overall["roc_auc"] == 0.5 and overall["recall"] == 0.0 and overall["tnr"] == 1.0
     assert overall["confusion"]["tp"] == 0 and overall["balanced_accuracy"] == 0.5
@@ -105,14 +166,17 @@ def test_bad_data_argument_says_what_is_accepted(trained_dir, tmp_path, capsys):
     assert "no images found" in capsys.readouterr().err
 
 
-def test_snapshot_evaluation_and_the_gate_comparison_on_frozen_frames(store, settings, trained_dir, tiny_base, demo_root,
-                                                                     publish_demo, tmp_path):
+def test_snapshot_evaluation_and_the_gate_comparison_on_frozen_frames(
+    store, settings, trained_dir, tiny_base, demo_root, publish_demo, tmp_path
+):
     from tasks.model.cli import evaluate
     from tasks.model.frames import snapshot_frame
 
     publish_demo(store, demo_root / "demo_a")
     version = publish_demo(store, demo_root / "demo_b").version
-    report, dest = evaluate(str(trained_dir), version, "test", str(tmp_path / "r"), robustness=False, settings=settings)
+    report, dest = evaluate(
+        str(trained_dir), version, "test", str(tmp_path / "r"), robustness=False, settings=settings
+    )
     assert report["data"]["name"] == f"snapshot {version} test" and report["overall"]["n"] == 32
     assert set(report["slices"]["generator"]) == {"A", "B"}
     assert set(report["slices"]["source"]) == {"demo_a", "demo_b"}
@@ -121,9 +185,16 @@ def test_snapshot_evaluation_and_the_gate_comparison_on_frozen_frames(store, set
     frame = snapshot_frame(store, version, ("test",), tmp_path / "cache")
     champion = Detector.load(trained_dir)
     challenger = Detector.load(always_no(tiny_base, tmp_path / "no"))
-    result = compare({"champion": champion, "challenger": challenger}, {"test": frame}, with_robustness=False,
-                     keep_scores=True)
+    result = compare(
+        {"champion": champion, "challenger": challenger},
+        {"test": frame},
+        with_robustness=False,
+        keep_scores=True,
+    )
     json.dumps(result)  # plain data
     assert result["test"]["champion"]["image_ids"] == result["test"]["challenger"]["image_ids"]
     assert result["test"]["challenger"]["overall"]["roc_auc"] == 0.5
-    assert evaluate_detector(champion, frame, with_robustness=False)["overall"] == result["test"]["champion"]["overall"]
+    assert (
+        evaluate_detector(champion, frame, with_robustness=False)["overall"]
+        == result["test"]["champion"]["overall"]
+    )

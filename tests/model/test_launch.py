@@ -19,10 +19,20 @@ from tasks.train.launch import (
 
 
 def test_form_params_become_entry_point_arguments_and_empty_fields_are_ignored():
-    argv = trainer_arguments({"profile": "", "snapshot": "v0002", "epochs": 4, "learning_rate": None, "lora_r": 8,
-                              "reason": "new generator"})
+    argv = trainer_arguments(
+        {
+            "profile": "",
+            "snapshot": "v0002",
+            "epochs": 4,
+            "learning_rate": None,
+            "lora_r": 8,
+            "reason": "new generator",
+        }
+    )
     assert argv == ["--snapshot", "v0002", "--epochs", "4", "--lora-r", "8", "--reason", "new generator"]
-    args = add_arguments(argparse.ArgumentParser()).parse_args(["--epochs", "", "--profile", "", "--lora-r", "8"])
+    args = add_arguments(argparse.ArgumentParser()).parse_args(
+        ["--epochs", "", "--profile", "", "--lora-r", "8"]
+    )
     assert (args.epochs, args.profile, args.lora_r) == (None, None, 8)
 
 
@@ -30,7 +40,9 @@ def test_vigil_has_train_and_evaluate():
     parser = build_parser()
     args = parser.parse_args(["train", "--epochs", "3", "--reason", "why"])
     assert (args.command, args.epochs, args.reason) == ("train", 3, "why")
-    args = parser.parse_args(["evaluate", "--model", "models:/vigil-detector@champion", "--data", "v0001", "--json"])
+    args = parser.parse_args(
+        ["evaluate", "--model", "models:/vigil-detector@champion", "--data", "v0001", "--json"]
+    )
     assert (args.command, args.split, args.json) == ("evaluate", "test", True)
 
 

@@ -21,19 +21,29 @@ IMAGE_COMMIT = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 
 
 def trainer_env(tmp: Path, mlflow_server: str, model_name: str) -> dict[str, str]:
-    return {**os.environ, "VIGIL_HOME": str(tmp / "home"), "VIGIL_STORE_URL": (tmp / "store").as_uri(),
-            "MLFLOW_TRACKING_URI": mlflow_server, "VIGIL_MODEL_NAME": model_name,
-            "VIGIL_TRAINING__EXPERIMENT": "vigil-training-tests",
-            # A stray registry URI (mlflow.set_registry_uri exports one to child processes) must not
-            # send the registration elsewhere: Vigil has one MLflow server for runs and registry.
-            "MLFLOW_REGISTRY_URI": "http://127.0.0.1:9",
-            # What the trainer image carries from its build argument (it has no .git to ask).
-            "VIGIL_TRAINING__GIT_COMMIT": IMAGE_COMMIT}
+    return {
+        **os.environ,
+        "VIGIL_HOME": str(tmp / "home"),
+        "VIGIL_STORE_URL": (tmp / "store").as_uri(),
+        "MLFLOW_TRACKING_URI": mlflow_server,
+        "VIGIL_MODEL_NAME": model_name,
+        "VIGIL_TRAINING__EXPERIMENT": "vigil-training-tests",
+        # A stray registry URI (mlflow.set_registry_uri exports one to child processes) must not
+        # send the registration elsewhere: Vigil has one MLflow server for runs and registry.
+        "MLFLOW_REGISTRY_URI": "http://127.0.0.1:9",
+        # What the trainer image carries from its build argument (it has no .git to ask).
+        "VIGIL_TRAINING__GIT_COMMIT": IMAGE_COMMIT,
+    }
 
 
 def run_trainer(env: dict[str, str], *args: str, epochs: int = 3) -> tuple[dict, str]:
-    proc = subprocess.run([sys.executable, "-m", "tasks.train", "--epochs", str(epochs), *args], env=env,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tasks.train", "--epochs", str(epochs), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
 
@@ -60,16 +70,31 @@ def test_entry_point_registers_a_challenger_with_its_tags_metrics_and_artifacts(
     assert version.version == result["version"] == "1" and version.run_id == result["run_id"]
     tags = version.tags
     assert tags["snapshot"] == "v0001" and tags["profile"] == "tiny" and tags["method"] == "full"
-    assert tags["base_model"] == "tiny (built offline)" and float(tags["threshold"]) == pytest.approx(result["threshold"])
+    assert tags["base_model"] == "tiny (built offline)" and float(tags["threshold"]) == pytest.approx(
+        result["threshold"]
+    )
     assert tags["reason"] == "first model on generator A"
 
     run = client.get_run(result["run_id"])
     assert run.data.params["reason"] == "first model on generator A"
     assert run.data.params["train.epochs"] == "3" and run.data.params["snapshot"] == "v0001"
-    assert run.data.tags["mlflow.source.git.commit"] == IMAGE_COMMIT and run.data.tags["vigil.snapshot"] == "v0001"
+    assert (
+        run.data.tags["mlflow.source.git.commit"] == IMAGE_COMMIT
+        and run.data.tags["vigil.snapshot"] == "v0001"
+    )
     assert len(client.get_metric_history(run.info.run_id, "train_loss")) >= 3  # per step
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_roc_auc")] == [1, 2, 3]  # per epoch
-    for metric in ("test_roc_auc", "test_balanced_accuracy", "test_ece", "test_jpeg_q75_delta_roc_auc", "threshold"):
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_roc_auc")] == [
+        1,
+        2,
+        3,
+    ]  # per epoch
+    for metric in (
+        "test_roc_auc",
+        "test_balanced_accuracy",
+        "test_ece",
+        "test_jpeg_q75_delta_roc_auc",
+        "threshold",
+    ):
         assert metric in run.data.metrics, metric
     dataset = run.inputs.dataset_inputs[0].dataset
     assert dataset.name == "snapshot-v0001"
@@ -77,8 +102,10 @@ def test_entry_point_registers_a_challenger_with_its_tags_metrics_and_artifacts(
     assert len(dataset.digest) == 20
 
     artifacts = {f.path for f in client.list_artifacts(run.info.run_id, "evaluation/test")}
-    assert {f"evaluation/test/{n}" for n in ("report.json", "report.md", "roc.png", "reliability.png",
-                                               "confusion.png")} <= artifacts
+    assert {
+        f"evaluation/test/{n}"
+        for n in ("report.json", "report.md", "roc.png", "reliability.png", "confusion.png")
+    } <= artifacts
     assert {f.path for f in client.list_artifacts(run.info.run_id, "config")} == {"config/model_config.yaml"}
     # The registered model is the detector: load it by alias and it scores like the job's own folder.
     detector = Detector.load(f"models:/{name}@challenger", settings=_settings(env))
@@ -91,8 +118,12 @@ def test_entry_point_registers_a_challenger_with_its_tags_metrics_and_artifacts(
 def _settings(env: dict[str, str]):
     from tasks.settings import Settings
 
-    return Settings(home=env["VIGIL_HOME"], store_url=env["VIGIL_STORE_URL"], mlflow_tracking_uri=env["MLFLOW_TRACKING_URI"],
-                    model_name=env["VIGIL_MODEL_NAME"])
+    return Settings(
+        home=env["VIGIL_HOME"],
+        store_url=env["VIGIL_STORE_URL"],
+        mlflow_tracking_uri=env["MLFLOW_TRACKING_URI"],
+        model_name=env["VIGIL_MODEL_NAME"],
+    )
 
 
 def _test_images(env: dict[str, str]):
@@ -103,8 +134,9 @@ def _test_images(env: dict[str, str]):
     return snapshot_frame(store, "latest", ("test",), Path(env["VIGIL_HOME"]) / "cache").images()
 
 
-def test_a_killed_job_resumes_from_its_last_checkpoint_and_matches_an_uninterrupted_run(round1, tmp_path, mlflow_server,
-                                                                                         demo_root, publish_demo):
+def test_a_killed_job_resumes_from_its_last_checkpoint_and_matches_an_uninterrupted_run(
+    round1, tmp_path, mlflow_server, demo_root, publish_demo
+):
     from mlflow import MlflowClient
 
     from tasks.storage import ObjectStore
@@ -113,8 +145,13 @@ def test_a_killed_job_resumes_from_its_last_checkpoint_and_matches_an_uninterrup
     env = trainer_env(tmp_path, mlflow_server, f"detector-{uuid.uuid4().hex[:8]}")
     publish_demo(ObjectStore(env["VIGIL_STORE_URL"]), demo_root / "demo_a")
     # Kill the job (SIGKILL, as a preempted container) right after its first checkpoint.
-    proc = subprocess.Popen([sys.executable, "-m", "tasks.train", "--epochs", "3"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tasks.train", "--epochs", "3"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     seen = []
     for line in proc.stderr:
         seen.append(line)
@@ -132,18 +169,27 @@ def test_a_killed_job_resumes_from_its_last_checkpoint_and_matches_an_uninterrup
 
     result, log = run_trainer(env)
     assert f"resuming from {saved[-1]}: {done} of 3 epochs done" in log
-    epochs = [line.split("vigil.train: ")[1].split(":")[0] for line in log.splitlines() if "INFO vigil.train: epoch " in line]
+    epochs = [
+        line.split("vigil.train: ")[1].split(":")[0]
+        for line in log.splitlines()
+        if "INFO vigil.train: epoch " in line
+    ]
     assert epochs == [f"epoch {e}/3" for e in range(done + 1, 4)], epochs  # it did not redo epoch 1
     assert result["run_id"] == killed_run  # the same MLflow run continued
     history = MlflowClient(mlflow_server).get_metric_history(killed_run, "val_roc_auc")
     assert {m.step for m in history} == {1, 2, 3}
     # Deterministic for a seed: the resumed job ends exactly where the uninterrupted one did.
     assert result["job_id"] == first["job_id"]
-    assert (result["threshold"], result["val_roc_auc"], result["test_roc_auc"]) == \
-        (first["threshold"], first["val_roc_auc"], first["test_roc_auc"])
+    assert (result["threshold"], result["val_roc_auc"], result["test_roc_auc"]) == (
+        first["threshold"],
+        first["val_roc_auc"],
+        first["test_roc_auc"],
+    )
     images = _test_images(env)
-    np.testing.assert_array_equal(Detector.load(result["detector_dir"]).score(images),
-                                  Detector.load(first["detector_dir"]).score(images))
+    np.testing.assert_array_equal(
+        Detector.load(result["detector_dir"]).score(images),
+        Detector.load(first["detector_dir"]).score(images),
+    )
     # A finished job only returns its result when launched again.
     again, log = run_trainer(env)
     assert again == result and "already finished" in log
@@ -164,16 +210,22 @@ def test_continual_training_from_the_champion_replays_old_images(round1, demo_ro
     new, why = new_images_since_last_training(settings)
     assert new == 80 and "v0002" in why and "v0001" in why
     assert should_train("asset_triggered", settings)
-    assert not should_train("asset_triggered", settings.model_copy(
-        update={"training": settings.training.model_copy(update={"min_new_images": 81})}))
+    assert not should_train(
+        "asset_triggered",
+        settings.model_copy(update={"training": settings.training.model_copy(update={"min_new_images": 81})}),
+    )
 
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
     client.set_registered_model_alias(env["VIGIL_MODEL_NAME"], "champion", first["version"])
     result, log = run_trainer(env, epochs=2)
     assert result["start"] == "champion-v1" and result["snapshot"] == "v0002" and result["version"] == "2"
     params = client.get_run(result["run_id"]).data.params
-    assert (params["train_new"], params["train_seen"], params["train_replayed"], params["train_total"]) == \
-        ("48", "48", "24", "72")
+    assert (params["train_new"], params["train_seen"], params["train_replayed"], params["train_total"]) == (
+        "48",
+        "48",
+        "24",
+        "72",
+    )
     assert client.get_model_version_by_alias(env["VIGIL_MODEL_NAME"], "challenger").version == "2"
     assert client.get_model_version_by_alias(env["VIGIL_MODEL_NAME"], "champion").version == "1"
 
@@ -193,6 +245,8 @@ def test_without_a_recorded_commit_runs_are_tagged_with_the_checkout_head():
     from tasks.settings import Settings
     from tasks.train.tracking import git_commit
 
-    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert git_commit(Settings(training={"git_commit": ""})) == head
     assert git_commit(Settings(training={"git_commit": IMAGE_COMMIT})) == IMAGE_COMMIT

@@ -31,8 +31,12 @@ def register(trained_dir: Path, settings, reason: str) -> str:
     use_mlflow(settings)
     experiment = mlflow.set_experiment("vigil-ui-tests")
     with mlflow.start_run(experiment_id=experiment.experiment_id):
-        result = log_and_register(trained_dir, settings, {"snapshot": "v0001", "profile": "tiny", "method": "full",
-                                                          "reason": reason}, reason)
+        result = log_and_register(
+            trained_dir,
+            settings,
+            {"snapshot": "v0001", "profile": "tiny", "method": "full", "reason": reason},
+            reason,
+        )
     return result["version"]
 
 
@@ -48,29 +52,59 @@ def airflow_ui(request, tmp_path_factory, mlflow_server):
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
     tmp = tmp_path_factory.mktemp("ui")
-    env = {"VIGIL_HOME": str(tmp / "home"), "VIGIL_STORE_URL": (tmp / "store").as_uri(),
-           "MLFLOW_TRACKING_URI": mlflow_server, "VIGIL_MODEL_NAME": f"ui-{uuid.uuid4().hex[:8]}"}
+    env = {
+        "VIGIL_HOME": str(tmp / "home"),
+        "VIGIL_STORE_URL": (tmp / "store").as_uri(),
+        "MLFLOW_TRACKING_URI": mlflow_server,
+        "VIGIL_MODEL_NAME": f"ui-{uuid.uuid4().hex[:8]}",
+    }
     home = tmp / "airflow"
     # Start Airflow first: it becomes healthy while the detector trains and the reports are made.
-    service = stack.start_airflow(home, port=stack.free_port(), env={
-        **env, "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"), "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-        "AIRFLOW_VAR_VIGIL_MLFLOW_UI_URL": MLFLOW_UI})
+    service = stack.start_airflow(
+        home,
+        port=stack.free_port(),
+        env={
+            **env,
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+            "AIRFLOW_VAR_VIGIL_MLFLOW_UI_URL": MLFLOW_UI,
+        },
+    )
     try:
-        settings = Settings(home=env["VIGIL_HOME"], store_url=env["VIGIL_STORE_URL"], mlflow_tracking_uri=mlflow_server,
-                            model_name=env["VIGIL_MODEL_NAME"])
+        settings = Settings(
+            home=env["VIGIL_HOME"],
+            store_url=env["VIGIL_STORE_URL"],
+            mlflow_tracking_uri=mlflow_server,
+            model_name=env["VIGIL_MODEL_NAME"],
+        )
         store = ObjectStore.from_settings(settings)
         batch_id = curate_batch(store, settings)
         trained_dir = request.getfixturevalue("trained_dir")
         first = register(trained_dir, settings, "first model")
         Registry(settings).promote(first, "first model: no champion to beat")
-        write_gate_report(store, gate_report(settings.model_name, {"version": first, "run_id": "r1", "snapshot": "v0001"},
-                                             None, "promoted"))
+        write_gate_report(
+            store,
+            gate_report(
+                settings.model_name, {"version": first, "run_id": "r1", "snapshot": "v0001"}, None, "promoted"
+            ),
+        )
         second = register(trained_dir, settings, "retrained on new batches")
         client = Registry(settings).client
-        client.set_model_version_tag(settings.model_name, second, "inference",
-                                     json.dumps({"batch_size": 16, "dtype": "float32"}, separators=(",", ":")))
-        write_gate_report(store, gate_report(settings.model_name, {"version": second, "run_id": "r2", "snapshot": "v0002"},
-                                             {"version": first, "run_id": "r1", "snapshot": "v0001"}, "rejected"))
+        client.set_model_version_tag(
+            settings.model_name,
+            second,
+            "inference",
+            json.dumps({"batch_size": 16, "dtype": "float32"}, separators=(",", ":")),
+        )
+        write_gate_report(
+            store,
+            gate_report(
+                settings.model_name,
+                {"version": second, "run_id": "r2", "snapshot": "v0002"},
+                {"version": first, "run_id": "r1", "snapshot": "v0001"},
+                "rejected",
+            ),
+        )
         stack.wait_healthy(service, timeout=240)
         password = None
         for _ in range(60):
@@ -78,8 +112,15 @@ def airflow_ui(request, tmp_path_factory, mlflow_server):
             if password:
                 break
             time.sleep(0.5)
-        yield {"url": service.url, "password": password, "batch_id": batch_id, "champion": first, "challenger": second,
-               "model_name": settings.model_name, "store": store}
+        yield {
+            "url": service.url,
+            "password": password,
+            "batch_id": batch_id,
+            "champion": first,
+            "challenger": second,
+            "model_name": settings.model_name,
+            "store": store,
+        }
     finally:
         stack.stop(service, timeout=5)
 
@@ -89,8 +130,15 @@ def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"])
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+            ],
+        )
         yield browser
         browser.close()
 
@@ -116,7 +164,11 @@ def test_pages_are_not_served_without_the_airflow_login(browser, airflow_ui):
     context = browser.new_context()
     try:
         tab = context.new_page()
-        for path in ("/vigil/models", f"/vigil/data-quality/{batch_id}", f"/vigil/data-quality/{batch_id}/docs/index.html"):
+        for path in (
+            "/vigil/models",
+            f"/vigil/data-quality/{batch_id}",
+            f"/vigil/data-quality/{batch_id}/docs/index.html",
+        ):
             response = tab.goto(url + path)
             assert "/auth/login" in tab.url, path
             assert batch_id not in tab.content() and "Gate report" not in tab.content()
@@ -151,7 +203,9 @@ def test_data_quality_page_shows_the_batch_and_opens_its_data_docs(page, airflow
     assert response.headers["content-security-policy"].startswith("sandbox")
     assert f"/vigil/data-quality/{batch_id}/docs/validations/raw_batch/{batch_id}/" in page.url
     assert batch_id in response.text()
-    page.wait_for_load_state("domcontentloaded")  # its CDN scripts cannot load offline: wait for the HTML only
+    page.wait_for_load_state(
+        "domcontentloaded"
+    )  # its CDN scripts cannot load offline: wait for the HTML only
     assert batch_id in page.locator("body").inner_text()
 
     # The batch page: the quarantined files with their reasons.
@@ -161,7 +215,11 @@ def test_data_quality_page_shows_the_batch_and_opens_its_data_docs(page, airflow
 
     # Traversal out of the Data Docs folder is refused, also percent-encoded.
     airflow_ui["store"].write_bytes("secret.txt", b"TOP-SECRET")
-    for path in ("..%2F..%2F..%2Fsecret.txt", "%2e%2e/%2e%2e/%2e%2e/secret.txt", "static/..%2F..%2F..%2F..%2Fsecret.txt"):
+    for path in (
+        "..%2F..%2F..%2Fsecret.txt",
+        "%2e%2e/%2e%2e/%2e%2e/secret.txt",
+        "static/..%2F..%2F..%2F..%2Fsecret.txt",
+    ):
         response = page.request.get(f"{url}/vigil/data-quality/{batch_id}/docs/{path}")
         assert response.status in (400, 404), path
         assert b"TOP-SECRET" not in response.body()
@@ -173,7 +231,11 @@ def test_models_page_shows_champion_challenger_and_the_gate_report_per_slice(pag
     assert page.locator(f"tr#v{champion} .badge.champion").inner_text() == "champion"
     assert page.locator(f"tr#v{challenger} .badge.challenger").inner_text() == "challenger"
     challenger_row = page.locator(f"tr#v{challenger}").inner_text()
-    assert "batch_size=16" in challenger_row and "dtype=float32" in challenger_row and "rejected" in challenger_row
+    assert (
+        "batch_size=16" in challenger_row
+        and "dtype=float32" in challenger_row
+        and "rejected" in challenger_row
+    )
     run_link = page.locator(f"tr#v{challenger}").get_by_role("link", name="run").get_attribute("href")
     assert run_link.startswith(MLFLOW_UI + "/#/experiments/") and "/runs/" in run_link
 
@@ -217,8 +279,12 @@ def _token(url: str, password: str) -> str:
 
 def _api(url: str, token: str | None, method: str, path: str, body: dict | None = None):
     headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
-    request = urllib.request.Request(url + path, method=method, headers=headers,
-                                     data=json.dumps(body).encode() if body is not None else None)
+    request = urllib.request.Request(
+        url + path,
+        method=method,
+        headers=headers,
+        data=json.dumps(body).encode() if body is not None else None,
+    )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return json.loads(response.read() or b"null")
@@ -240,11 +306,12 @@ def test_a_failed_run_is_explained_by_the_end_of_its_task_log(airflow_ui, capsys
     run_id = client.trigger("promote", conf={"version": "999999"})
     run = client.wait_for_run("promote", run_id, timeout=300)
     assert run["state"] == "failed"
-    states = {ti["task_id"]: (ti["state"], ti["try_number"]) for ti in client.task_instances("promote", run_id)}
+    states = {
+        ti["task_id"]: (ti["state"], ti["try_number"]) for ti in client.task_instances("promote", run_id)
+    }
     assert states["resolve_version"] == ("failed", 1)  # not retried: a missing version stays missing
 
     explain_failure(client, "promote", run)
     printed = capsys.readouterr().out
     assert "resolve_version failed (try 1); end of its log:" in printed
     assert f"{airflow_ui['model_name']} has no version '999999'" in printed
-

@@ -26,7 +26,11 @@ def test_data_quality_page_lists_the_curated_batch_with_counts_reasons_and_data_
     seen = text(html)
     assert batch_id in seen and "passed" in seen
     [report] = list_batch_reports(store)
-    assert report.counts["images"] == 14 and report.counts["accepted"] == 12 and report.counts["quarantined"] == 2
+    assert (
+        report.counts["images"] == 14
+        and report.counts["accepted"] == 12
+        and report.counts["quarantined"] == 2
+    )
     assert report.by_code == {"empty": 1, "not_an_image": 1}
     assert "empty: 1" in seen and "not_an_image: 1" in seen and "v0001" in seen
     # The Data Docs link opens the validation results (GX's index lists them only with JavaScript).
@@ -50,8 +54,19 @@ def test_data_quality_page_lists_the_curated_batch_with_counts_reasons_and_data_
     assert "zero.jpg" in detail and "page.png" in detail and "not a raster image: HTML document" in detail
 
 
-@pytest.mark.parametrize("relative", ["../summary.json", "../../../secret.txt", "a/../../summary.json", "/etc/passwd",
-                                      "..\\summary.json", ".hidden", "static//x.css", "./index.html"])
+@pytest.mark.parametrize(
+    "relative",
+    [
+        "../summary.json",
+        "../../../secret.txt",
+        "a/../../summary.json",
+        "/etc/passwd",
+        "..\\summary.json",
+        ".hidden",
+        "static//x.css",
+        "./index.html",
+    ],
+)
 def test_data_docs_paths_cannot_leave_the_batch_folder(local_store, relative):
     local_store.write_bytes("secret.txt", b"secret")
     local_store.write_json("reports/b1/summary.json", {"batch_id": "b1"})
@@ -80,10 +95,21 @@ def test_gate_files_are_only_the_three_report_files(local_store):
 
 def test_report_text_is_escaped(local_store):
     evil = "<script>alert(1)</script>"
-    local_store.write_json("reports/b1/summary.json", {
-        "batch_id": "b1", "source": evil, "status": "failed", "message": evil, "started_at": "2026-01-01",
-        "counts": {"images": 1, "quarantined": 1},
-        "quarantine": {"by_code": {evil: 1}, "items": [{"code": evil, "message": evil, "original_name": evil}]}})
+    local_store.write_json(
+        "reports/b1/summary.json",
+        {
+            "batch_id": "b1",
+            "source": evil,
+            "status": "failed",
+            "message": evil,
+            "started_at": "2026-01-01",
+            "counts": {"images": 1, "quarantined": 1},
+            "quarantine": {
+                "by_code": {evil: 1},
+                "items": [{"code": evil, "message": evil, "original_name": evil}],
+            },
+        },
+    )
     for html in (data_quality_page(local_store, "/vigil"), batch_page(local_store, "/vigil", "b1")):
         assert "<script" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
 
@@ -95,9 +121,14 @@ def test_slice_rows_put_champion_and_challenger_side_by_side_and_colour_the_chan
     overall, generator_a = rows
     cells = {c["metric"]: c for c in overall["cells"]}
     assert cells["roc_auc"]["delta"] == pytest.approx(0.02) and cells["roc_auc"]["verdict"] == "better"
-    assert cells["ece"]["delta"] == pytest.approx(-0.01) and cells["ece"]["verdict"] == "better"  # lower is better
+    assert (
+        cells["ece"]["delta"] == pytest.approx(-0.01) and cells["ece"]["verdict"] == "better"
+    )  # lower is better
     assert {c["metric"]: c["verdict"] for c in generator_a["cells"]} == {
-        "roc_auc": "worse", "balanced_accuracy": "worse", "ece": "worse"}
+        "roc_auc": "worse",
+        "balanced_accuracy": "worse",
+        "ece": "worse",
+    }
     # No champion (the first model): no delta, no colour.
     _, [first, _] = slice_rows(gate_report("m", {"version": "1"}, None))
     assert all(c["delta"] is None and c["verdict"] == "" for c in first["cells"])
@@ -109,7 +140,9 @@ def test_dag_runs_link_to_their_page():
     assert {page_for_dag_run(d) for d in ("train_detector", "promote", "deploy")} == {"models"}
 
 
-def test_models_page_shows_versions_aliases_tags_inference_and_gate_report(mlflow_server, local_store, tmp_path):
+def test_models_page_shows_versions_aliases_tags_inference_and_gate_report(
+    mlflow_server, local_store, tmp_path
+):
     from mlflow import MlflowClient
 
     from tasks.registry import Registry
@@ -123,17 +156,27 @@ def test_models_page_shows_versions_aliases_tags_inference_and_gate_report(mlflo
     for i in (1, 2, 3):
         run = client.create_run(experiment)
         client.log_text(run.info.run_id, "detector", "model/detector.txt")
-        client.create_model_version(name, f"runs:/{run.info.run_id}/model", run.info.run_id,
-                                    tags={"snapshot": f"v000{i}", "profile": "tiny", "method": "full",
-                                          "threshold": "0.25"})
+        client.create_model_version(
+            name,
+            f"runs:/{run.info.run_id}/model",
+            run.info.run_id,
+            tags={"snapshot": f"v000{i}", "profile": "tiny", "method": "full", "threshold": "0.25"},
+        )
     registry = Registry(settings, client)
     registry.promote("1", "first")
     registry.promote("2", "better")
     client.set_registered_model_alias(name, "challenger", "3")
     registry.reject("3", ["slice generator=A: roc_auc 0.93 < champion 0.95 - 0.01"])
     client.set_model_version_tag(name, "2", "inference", json.dumps({"batch_size": 16, "dtype": "float32"}))
-    write_gate_report(local_store, gate_report(name, {"version": "3", "run_id": "x", "snapshot": "v0003"},
-                                               {"version": "2", "run_id": "y", "snapshot": "v0002"}, "rejected"))
+    write_gate_report(
+        local_store,
+        gate_report(
+            name,
+            {"version": "3", "run_id": "x", "snapshot": "v0003"},
+            {"version": "2", "run_id": "y", "snapshot": "v0002"},
+            "rejected",
+        ),
+    )
 
     html = models_page(settings, local_store, "/vigil", "http://mlflow.example:5000")
     seen = text(html)

@@ -8,7 +8,16 @@ import sys
 from pathlib import Path
 
 PLUGINS = Path(__file__).resolve().parents[2] / "plugins"
-HEAVY = ("mlflow", "pandas", "torch", "great_expectations", "jinja2", "fastapi", "airflow.api_fastapi", "tasks")
+HEAVY = (
+    "mlflow",
+    "pandas",
+    "torch",
+    "great_expectations",
+    "jinja2",
+    "fastapi",
+    "airflow.api_fastapi",
+    "tasks",
+)
 
 
 def test_importing_the_plugin_loads_nothing_heavy():
@@ -22,7 +31,9 @@ new = sorted(m for m in set(sys.modules) - before)
 print(json.dumps({{"new": new, "plugin": vigil_ui.VigilUIPlugin.name,
                    "views": [v["href"] for v in vigil_ui.VigilUIPlugin.external_views]}}))
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
     result = json.loads(out.stdout.strip().splitlines()[-1])
     heavy = [m for m in result["new"] if m.split(".")[0] in HEAVY or m.startswith(HEAVY)]
     assert heavy == [], heavy

@@ -5,7 +5,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "curate"))  # curation_helpers: batches written like collectors
+sys.path.insert(
+    0, str(Path(__file__).parents[1] / "curate")
+)  # curation_helpers: batches written like collectors
 
 
 def curate_batch(store, settings) -> str:
@@ -13,8 +15,11 @@ def curate_batch(store, settings) -> str:
     from curation_helpers import add_batch, good_images
     from tasks.curate import curate
 
-    files = [*good_images(12), {"data": b"", "name": "zero.jpg"},
-             {"data": b"<!doctype html><html><body>not a picture</body></html>", "name": "page.png"}]
+    files = [
+        *good_images(12),
+        {"data": b"", "name": "zero.jpg"},
+        {"data": b"<!doctype html><html><body>not a picture</body></html>", "name": "page.png"},
+    ]
     batch = add_batch(store, files, source="inbox")
     curate(settings, store)
     return batch.batch_id
@@ -23,19 +28,32 @@ def curate_batch(store, settings) -> str:
 def gate_report(model_name: str, challenger: dict, champion: dict | None, decision: str = "promoted") -> dict:
     """A gate report in the gate's contract (reports/gate/<model>/v<version>/report.json)."""
     slices = [
-        {"test_set": "v0002/test", "slice": "all", "n": 240,
-         "challenger": {"roc_auc": 0.97, "balanced_accuracy": 0.91, "ece": 0.04},
-         "champion": {"roc_auc": 0.95, "balanced_accuracy": 0.90, "ece": 0.05} if champion else None},
-        {"test_set": "v0002/test", "slice": "generator=A", "n": 120,
-         "challenger": {"roc_auc": 0.93, "balanced_accuracy": 0.88, "ece": 0.06},
-         "champion": {"roc_auc": 0.95, "balanced_accuracy": 0.90, "ece": 0.05} if champion else None},
+        {
+            "test_set": "v0002/test",
+            "slice": "all",
+            "n": 240,
+            "challenger": {"roc_auc": 0.97, "balanced_accuracy": 0.91, "ece": 0.04},
+            "champion": {"roc_auc": 0.95, "balanced_accuracy": 0.90, "ece": 0.05} if champion else None,
+        },
+        {
+            "test_set": "v0002/test",
+            "slice": "generator=A",
+            "n": 120,
+            "challenger": {"roc_auc": 0.93, "balanced_accuracy": 0.88, "ece": 0.06},
+            "champion": {"roc_auc": 0.95, "balanced_accuracy": 0.90, "ece": 0.05} if champion else None,
+        },
     ]
     return {
-        "model_name": model_name, "created_at": "2026-11-22T08:00:00+00:00",
-        "challenger": challenger, "champion": champion, "decision": decision,
+        "model_name": model_name,
+        "created_at": "2026-11-22T08:00:00+00:00",
+        "challenger": challenger,
+        "champion": champion,
+        "decision": decision,
         "reasons": ["slice generator=A: roc_auc 0.93 < champion 0.95 - 0.01 <b>tolerance</b>"],
-        "checks": [{"name": "floor roc_auc", "passed": True, "detail": "0.97 >= 0.80"},
-                   {"name": "slice generator=A roc_auc", "passed": decision == "promoted", "detail": "0.93 vs 0.95"}],
+        "checks": [
+            {"name": "floor roc_auc", "passed": True, "detail": "0.97 >= 0.80"},
+            {"name": "slice generator=A roc_auc", "passed": decision == "promoted", "detail": "0.93 vs 0.95"},
+        ],
         "slices": slices,
     }
 
@@ -47,8 +65,12 @@ def write_gate_report(store, report: dict) -> str:
     prefix = f"reports/gate/{report['model_name']}/v{report['challenger']['version']}"
     store.write_json(f"{prefix}/report.json", report)
     store.write_bytes(f"{prefix}/report.md", f"# Gate report\n\n{report['decision']}\n".encode())
-    store.write_bytes(f"{prefix}/report.html", (
-        "<!doctype html><html><head><meta charset='utf-8'><title>Gate report</title></head><body>"
-        f"<h1>Gate report v{html.escape(report['challenger']['version'])}: {html.escape(report['decision'])}</h1>"
-        "</body></html>").encode())
+    store.write_bytes(
+        f"{prefix}/report.html",
+        (
+            "<!doctype html><html><head><meta charset='utf-8'><title>Gate report</title></head><body>"
+            f"<h1>Gate report v{html.escape(report['challenger']['version'])}: {html.escape(report['decision'])}</h1>"
+            "</body></html>"
+        ).encode(),
+    )
     return prefix

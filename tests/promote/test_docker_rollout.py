@@ -8,15 +8,22 @@ INSPECT = {
     "Name": "/vigil-serving",
     "Config": {
         "Image": "vigil-serving:latest",
-        "Env": ["VIGIL_SERVING__PORT=8000", "MLFLOW_TRACKING_URI=http://mlflow:5000", "VIGIL_ADMIN_TOKEN=s3cret"],
+        "Env": [
+            "VIGIL_SERVING__PORT=8000",
+            "MLFLOW_TRACKING_URI=http://mlflow:5000",
+            "VIGIL_ADMIN_TOKEN=s3cret",
+        ],
         "Cmd": ["python", "-m", "tasks.serve"],
         "Labels": {"com.docker.compose.project": "vigil", "com.docker.compose.service": "serving"},
         "Healthcheck": {"Test": ["CMD", "python", "-c", "..."], "Interval": 30000000000, "Retries": 3},
         "User": "vigil",
         "WorkingDir": "/home/vigil",
     },
-    "HostConfig": {"Binds": ["vigil-serving-cache:/home/vigil/vigil:rw"],
-                   "RestartPolicy": {"Name": "unless-stopped", "MaximumRetryCount": 0}, "ShmSize": 67108864},
+    "HostConfig": {
+        "Binds": ["vigil-serving-cache:/home/vigil/vigil:rw"],
+        "RestartPolicy": {"Name": "unless-stopped", "MaximumRetryCount": 0},
+        "ShmSize": 67108864,
+    },
     "NetworkSettings": {"Networks": {"vigil": {"Aliases": ["vigil-serving", "serving"]}}},
 }
 

@@ -23,8 +23,12 @@ LENIENT = {"slices": {"min_samples": 10, "max_regression": 0.02}, "robustness": 
 
 @pytest.fixture
 def gate_settings(mlflow_server, tmp_path, demo_root, publish_demo) -> Settings:
-    settings = Settings(mlflow_tracking_uri=mlflow_server, model_name=f"detector-{uuid.uuid4().hex[:8]}",
-                        home=tmp_path / "home", store_url=(tmp_path / "store").as_uri())
+    settings = Settings(
+        mlflow_tracking_uri=mlflow_server,
+        model_name=f"detector-{uuid.uuid4().hex[:8]}",
+        home=tmp_path / "home",
+        store_url=(tmp_path / "store").as_uri(),
+    )
     publish_demo(ObjectStore.from_settings(settings), demo_root / "demo_a")
     return settings
 
@@ -35,14 +39,20 @@ def policy(**overrides) -> GatePolicy:
 
 def test_the_first_model_meets_floors_only_and_becomes_champion(gate_settings, trained_dir, register):
     version = register(trained_dir, gate_settings, "v0001")
-    report = evaluate(gate_settings, version, policy(floors={"roc_auc": 0.75, "balanced_accuracy": 0.6,
-                                                            "max_ece": 0.5}))
+    report = evaluate(
+        gate_settings, version, policy(floors={"roc_auc": 0.75, "balanced_accuracy": 0.6, "max_ece": 0.5})
+    )
     assert report["decision"] == "promoted", report["reasons"]
     assert report["champion"] is None
     assert {c["name"].split(":")[0] for c in report["checks"]} == {"floor"}
 
     result = apply(gate_settings, report)
-    assert result == {"version": version, "promoted": True, "previous": None, "report_url": report["report_url"]}
+    assert result == {
+        "version": version,
+        "promoted": True,
+        "previous": None,
+        "report_url": report["report_url"],
+    }
     assert Registry(gate_settings).aliases() == {CHAMPION: version, "challenger": version}
 
 
@@ -60,7 +70,9 @@ def test_a_model_below_a_floor_is_rejected_with_the_reason(gate_settings, untrai
     assert tags["gate_decision"] == "rejected"
 
 
-def test_forgetting_an_old_generator_fails_even_when_floors_pass(gate_settings, trained_dir, untrained_dir, register):
+def test_forgetting_an_old_generator_fails_even_when_floors_pass(
+    gate_settings, trained_dir, untrained_dir, register
+):
     champion = register(trained_dir, gate_settings, "v0001")
     Registry(gate_settings).promote(champion, "round 1")
     challenger = register(untrained_dir, gate_settings, "v0001")
@@ -75,14 +87,17 @@ def test_forgetting_an_old_generator_fails_even_when_floors_pass(gate_settings, 
     assert Registry(gate_settings).aliases()[CHAMPION] == champion
 
 
-def test_a_better_challenger_is_promoted_and_rollback_restores_the_old_champion(gate_settings, trained_dir,
-                                                                                untrained_dir, register):
+def test_a_better_challenger_is_promoted_and_rollback_restores_the_old_champion(
+    gate_settings, trained_dir, untrained_dir, register
+):
     registry = Registry(gate_settings)
     old = register(untrained_dir, gate_settings, "v0001")
     registry.promote(old, "a weak first model")
     new = register(trained_dir, gate_settings, "v0001")
 
-    report = evaluate(gate_settings, new, policy(floors={"roc_auc": 0.75, "balanced_accuracy": 0.6, "max_ece": 0.5}))
+    report = evaluate(
+        gate_settings, new, policy(floors={"roc_auc": 0.75, "balanced_accuracy": 0.6, "max_ece": 0.5})
+    )
     assert report["decision"] == "promoted", report["reasons"]
     rows = {row["slice"]: row for row in report["slices"]}
     a = rows["generator=A"]
@@ -96,8 +111,10 @@ def test_a_better_challenger_is_promoted_and_rollback_restores_the_old_champion(
     html = store.read_bytes(f"{prefix}/report.html").decode()
     assert "generator=A" in html and "champion" in html
     run_id = registry.get(new).run_id
-    assert {a.path for a in registry.client.list_artifacts(run_id, "gate")} >= {"gate/gate_report.json",
-                                                                                "gate/gate_report.html"}
+    assert {a.path for a in registry.client.list_artifacts(run_id, "gate")} >= {
+        "gate/gate_report.json",
+        "gate/gate_report.html",
+    }
 
     apply(gate_settings, report)
     assert registry.aliases() == {CHAMPION: new, PREVIOUS: old, "challenger": new}

@@ -29,8 +29,12 @@ def test_fails_a_floor_with_the_numbers_in_the_reason():
 
 def test_fails_on_forgetting_an_old_generator():
     champion = report(0.97, slices={"generator=A": (100, 0.99), "generator=B": (100, 0.60)}, new=0.60)
-    challenger = report(0.96, slices={"generator=A": (100, 0.80), "generator=B": (100, 0.98)}, new=0.98,
-                        robustness={"jpeg75": 0.01})
+    challenger = report(
+        0.96,
+        slices={"generator=A": (100, 0.80), "generator=B": (100, 0.98)},
+        new=0.98,
+        robustness={"jpeg75": 0.01},
+    )
     decision = decide(POLICY, challenger, champion)
     assert not decision.passed
     assert len(decision.reasons) == 1 and decision.reasons[0].startswith("slice generator=A (n=100)")
@@ -38,8 +42,12 @@ def test_fails_on_forgetting_an_old_generator():
 
 def test_passes_when_better_on_new_data_and_no_slice_regresses():
     champion = report(0.90, slices={"generator=A": (100, 0.99), "generator=B": (100, 0.60)}, new=0.60)
-    challenger = report(0.98, slices={"generator=A": (100, 0.985), "generator=B": (100, 0.97)}, new=0.97,
-                        robustness={"jpeg75": 0.02, "resize50": 0.05})
+    challenger = report(
+        0.98,
+        slices={"generator=A": (100, 0.985), "generator=B": (100, 0.97)},
+        new=0.97,
+        robustness={"jpeg75": 0.02, "resize50": 0.05},
+    )
     decision = decide(POLICY, challenger, champion)
     assert decision.passed, decision.reasons
 

@@ -41,7 +41,10 @@ def serve(tmp_path) -> Callable[..., LiveServer]:
 def test_images(demo_root) -> dict[str, list[Path]]:
     """Generator A's test images by label."""
     folder = demo_root / "demo_a" / "test"
-    return {"real": sorted((folder / "0_real").glob("*.png")), "fake": sorted((folder / "1_fake").glob("*.png"))}
+    return {
+        "real": sorted((folder / "0_real").glob("*.png")),
+        "fake": sorted((folder / "1_fake").glob("*.png")),
+    }
 
 
 @pytest.fixture

@@ -52,13 +52,26 @@ class LiveServer:
         self.thread.join(timeout=30)
 
 
-def make_settings(root: Path, *, admin_token: str | None = ADMIN_TOKEN, mlflow_uri: str | None = None,
-                  model_name: str = "vigil-detector", images: dict | None = None, **serving) -> Settings:
+def make_settings(
+    root: Path,
+    *,
+    admin_token: str | None = ADMIN_TOKEN,
+    mlflow_uri: str | None = None,
+    model_name: str = "vigil-detector",
+    images: dict | None = None,
+    **serving,
+) -> Settings:
     extra = {"mlflow_tracking_uri": mlflow_uri} if mlflow_uri else {}
-    return Settings(home=root / "home", store_url=(root / "store").as_uri(), inbox=str(root / "inbox"),
-                    admin_token=admin_token, model_name=model_name, images=images or {},
-                    serving={"micro_batch_wait_ms": 2, **serving}, **extra)
-
+    return Settings(
+        home=root / "home",
+        store_url=(root / "store").as_uri(),
+        inbox=str(root / "inbox"),
+        admin_token=admin_token,
+        model_name=model_name,
+        images=images or {},
+        serving={"micro_batch_wait_ms": 2, **serving},
+        **extra,
+    )
 
 
 def register(mlflow_uri: str, folder: Path, name: str, alias: str | None = None) -> str:
@@ -73,7 +86,9 @@ def register(mlflow_uri: str, folder: Path, name: str, alias: str | None = None)
     mlflow.set_registry_uri(mlflow_uri)
     mlflow.set_experiment("serving-tests")
     with mlflow.start_run():
-        version = log_and_register(folder, settings, tags={"test": "serving"}, description="serving test")["version"]
+        version = log_and_register(folder, settings, tags={"test": "serving"}, description="serving test")[
+            "version"
+        ]
     if alias:
         client(settings).set_registered_model_alias(name, alias, version)
     return version
@@ -107,8 +122,14 @@ class ImageHost:
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
 
-    def route(self, path: str, body: bytes = b"", status: int = 200, headers: dict[str, str] | None = None,
-              delay: float = 0.0) -> str:
+    def route(
+        self,
+        path: str,
+        body: bytes = b"",
+        status: int = 200,
+        headers: dict[str, str] | None = None,
+        delay: float = 0.0,
+    ) -> str:
         self.routes[path] = (status, body, headers or {}, delay)
         return self.url + path
 

@@ -17,8 +17,9 @@ from tasks.storage import ObjectStore, sha256_hex
 
 def detect(server, path, **params) -> requests.Response:
     with open(path, "rb") as fh:
-        return requests.post(server.url + "/v1/detect", files={"file": (path.name, fh, "image/png")}, params=params,
-                             timeout=60)
+        return requests.post(
+            server.url + "/v1/detect", files={"file": (path.name, fh, "image/png")}, params=params, timeout=60
+        )
 
 
 def metric(text: str, sample: str, **labels) -> float:
@@ -31,7 +32,9 @@ def metric(text: str, sample: str, **labels) -> float:
     return 0.0
 
 
-def test_detect_answers_the_models_verdict_and_every_prediction_is_logged(serve, detector, test_images, image_host):
+def test_detect_answers_the_models_verdict_and_every_prediction_is_logged(
+    serve, detector, test_images, image_host
+):
     server = serve(detector, allow_private_urls=True)  # the URL input below is served on loopback
     images = test_images["real"][:3] + test_images["fake"][:3]
     expected = detector.score([Image.open(p).convert("RGB") for p in images])
@@ -47,9 +50,14 @@ def test_detect_answers_the_models_verdict_and_every_prediction_is_logged(serve,
         assert answer["latency_ms"] > 0 and "explanation" not in answer
 
     # explain=true (query parameter or form field): the reason starts with the verdict word.
-    explained = [detect(server, images[0], explain="true").json(), detect(server, images[-1], explain="true").json()]
+    explained = [
+        detect(server, images[0], explain="true").json(),
+        detect(server, images[-1], explain="true").json(),
+    ]
     for answer in explained:
-        assert answer["explanation"].split()[0].rstrip(".,") == ("Yes" if answer["label"] == "synthetic" else "No")
+        assert answer["explanation"].split()[0].rstrip(".,") == (
+            "Yes" if answer["label"] == "synthetic" else "No"
+        )
 
     # A batch scores like single requests.
     files = [("file", (p.name, p.read_bytes(), "image/png")) for p in images[2:5]]
@@ -83,40 +91,57 @@ def test_detect_answers_the_models_verdict_and_every_prediction_is_logged(serve,
     assert log["image_key"].isna().all()  # no image bytes unless serving.log_image_bytes
 
 
-def test_feedback_lands_in_the_inbox_and_the_folder_collector_imports_it(serve, detector, test_images, tmp_path):
+def test_feedback_lands_in_the_inbox_and_the_folder_collector_imports_it(
+    serve, detector, test_images, tmp_path
+):
     server = serve(detector)
     settings = server.service.settings
     real, fake = test_images["real"][0], test_images["fake"][0]
     first, second = detect(server, real).json(), detect(server, fake).json()
 
-    for answer, label in ((first, "synthetic"), (second, "authentic"), (first, "authentic")):  # the last corrects
-        stored = requests.post(server.url + "/v1/feedback", timeout=10,
-                               json={"prediction_id": answer["prediction_id"], "label": label})
+    for answer, label in (
+        (first, "synthetic"),
+        (second, "authentic"),
+        (first, "authentic"),
+    ):  # the last corrects
+        stored = requests.post(
+            server.url + "/v1/feedback",
+            timeout=10,
+            json={"prediction_id": answer["prediction_id"], "label": label},
+        )
         assert stored.status_code == 200, stored.text
 
-    unknown = requests.post(server.url + "/v1/feedback", json={"prediction_id": "0" * 32, "label": "synthetic"})
+    unknown = requests.post(
+        server.url + "/v1/feedback", json={"prediction_id": "0" * 32, "label": "synthetic"}
+    )
     assert unknown.status_code == 404 and unknown.json()["error"] == "unknown_prediction"
     assert "unknown" in unknown.json()["message"]
-    bad = requests.post(server.url + "/v1/feedback", json={"prediction_id": first["prediction_id"], "label": "fake"})
+    bad = requests.post(
+        server.url + "/v1/feedback", json={"prediction_id": first["prediction_id"], "label": "fake"}
+    )
     assert bad.status_code == 422 and bad.json()["field"] == "label"
 
     # The inbox source of include/sources.yaml imports them with label_source feedback.
     include = tmp_path / "include"
     include.mkdir()
-    (include / "sources.yaml").write_text(textwrap.dedent("""
+    (include / "sources.yaml").write_text(
+        textwrap.dedent("""
         sources:
           - name: inbox
             kind: folder
             schedule: null
             label_prior: unknown
             options: {path: "."}
-    """))
+    """)
+    )
     store = ObjectStore(settings.store_url)
     collect("inbox", settings.model_copy(update={"include_dir": include}), store)
     rows = [row for key in list_batches(store) for row in read_batch(store, key).table.to_dict("records")]
     by_sha = {row["sha256"]: (row["label"], row["label_source"]) for row in rows}
-    assert by_sha == {sha256_hex(real.read_bytes()): ("real", "feedback"),
-                      sha256_hex(fake.read_bytes()): ("real", "feedback")}
+    assert by_sha == {
+        sha256_hex(real.read_bytes()): ("real", "feedback"),
+        sha256_hex(fake.read_bytes()): ("real", "feedback"),
+    }
     records = store.list("feedback")
     assert len(records) == 2 and all(key.startswith("feedback/date=") for key in records)
 
@@ -139,8 +164,9 @@ def test_metrics_count_requests_scores_batches_and_the_model_version(serve, dete
 
 
 @pytest.mark.parametrize("micro_batching", [True, False])
-def test_concurrent_requests_share_forward_passes_only_when_micro_batching(serve, detector, test_images,
-                                                                          micro_batching):
+def test_concurrent_requests_share_forward_passes_only_when_micro_batching(
+    serve, detector, test_images, micro_batching
+):
     server = serve(detector, micro_batching=micro_batching, micro_batch_wait_ms=100, micro_batch_size=8)
     paths = (test_images["real"] + test_images["fake"])[:8]
     with ThreadPoolExecutor(8) as pool:
@@ -155,7 +181,13 @@ def test_concurrent_requests_share_forward_passes_only_when_micro_batching(serve
 def test_upload_page_and_openapi_are_served(serve, detector):
     server = serve(detector)
     page = requests.get(server.url + "/", timeout=10)
-    assert page.status_code == 200 and 'type="file"' in page.text and "http" not in page.text.split("<script>")[0]
+    assert (
+        page.status_code == 200
+        and 'type="file"' in page.text
+        and "http" not in page.text.split("<script>")[0]
+    )
     schema = requests.get(server.url + "/openapi.json", timeout=10).json()
-    assert {"/v1/detect", "/v1/detect/batch", "/v1/feedback", "/admin/reload", "/readyz"} <= set(schema["paths"])
+    assert {"/v1/detect", "/v1/detect/batch", "/v1/feedback", "/admin/reload", "/readyz"} <= set(
+        schema["paths"]
+    )
     assert requests.get(server.url + "/docs", timeout=10).status_code == 200

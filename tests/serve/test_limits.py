@@ -33,12 +33,14 @@ def bomb_png(width: int = 10_000, height: int = 8_000) -> bytes:
 
 def image_bytes(fmt: str) -> bytes:
     buf = io.BytesIO()
-    Image.frombytes("RGB", (64, 64), png()[:64 * 64 * 3].ljust(64 * 64 * 3, b"\x07")).save(buf, fmt)
+    Image.frombytes("RGB", (64, 64), png()[: 64 * 64 * 3].ljust(64 * 64 * 3, b"\x07")).save(buf, fmt)
     return buf.getvalue()
 
 
 def upload(server, data: bytes, name: str = "image.png", path: str = "/v1/detect") -> requests.Response:
-    return requests.post(server.url + path, files={"file": (name, data, "application/octet-stream")}, timeout=30)
+    return requests.post(
+        server.url + path, files={"file": (name, data, "application/octet-stream")}, timeout=30
+    )
 
 
 def assert_error(response: requests.Response, status: int, code: str, *words: str) -> None:
@@ -52,8 +54,12 @@ def assert_error(response: requests.Response, status: int, code: str, *words: st
 @pytest.fixture
 def server(serve, detector):
     # BMP left out of the accepted formats to show format_not_allowed.
-    return serve(detector, max_upload_bytes=LIMIT, max_batch_images=2,
-                 images={"allowed_formats": ("JPEG", "PNG", "WEBP", "GIF", "TIFF")})
+    return serve(
+        detector,
+        max_upload_bytes=LIMIT,
+        max_batch_images=2,
+        images={"allowed_formats": ("JPEG", "PNG", "WEBP", "GIF", "TIFF")},
+    )
 
 
 def test_bad_uploads_are_refused_with_a_reason(server):
@@ -72,36 +78,65 @@ def test_bad_uploads_are_refused_with_a_reason(server):
     assert_error(upload(server, b""), 422, "empty")
     # Larger than serving.max_upload_bytes: refused while reading the body (Content-Length first).
     assert_error(upload(server, png((400, 400))), 413, "upload_too_large", f"{LIMIT + 64 * 1024:,}")
-    assert_error(upload(server, png((300, 300)), "big.png", path="/v1/detect/batch"), 413, "upload_too_large",
-                 "big.png", f"{LIMIT:,}")
+    assert_error(
+        upload(server, png((300, 300)), "big.png", path="/v1/detect/batch"),
+        413,
+        "upload_too_large",
+        "big.png",
+        f"{LIMIT:,}",
+    )
+
     # Without a Content-Length (chunked), counting stops the upload as soon as it passes the limit.
     def chunks():
         for _ in range(64):
             yield b"\0" * 64 * 1024
 
-    chunked = requests.post(server.url + "/v1/detect", data=chunks(), timeout=30,
-                            headers={"Content-Type": "multipart/form-data; boundary=x"})
+    chunked = requests.post(
+        server.url + "/v1/detect",
+        data=chunks(),
+        timeout=30,
+        headers={"Content-Type": "multipart/form-data; boundary=x"},
+    )
     assert_error(chunked, 413, "upload_too_large", "more than")
     # Batches: too many images; a bad image is answered in its place, named by its position, and the
     # good ones are still scored; a batch with nothing good fails with the first file's reason.
     files = [("file", (f"{i}.png", png(seed=i), "image/png")) for i in range(3)]
-    assert_error(requests.post(server.url + "/v1/detect/batch", files=files, timeout=30), 413, "batch_too_large", "2")
+    assert_error(
+        requests.post(server.url + "/v1/detect/batch", files=files, timeout=30), 413, "batch_too_large", "2"
+    )
     files = [("file", ("bad.png", truncated, "image/png")), ("file", ("ok.png", good, "image/png"))]
     mixed = requests.post(server.url + "/v1/detect/batch", files=files, timeout=30)
     assert mixed.status_code == 200, mixed.text
     rejected, scored = mixed.json()["predictions"]
     assert (rejected["file"], rejected["status"], rejected["error"]) == ("bad.png", 422, "truncated")
     assert "file 1 (bad.png)" in rejected["message"] and "prediction_id" not in rejected
-    assert scored["label"] in {"synthetic", "authentic"} and scored["p_fake"] == upload(server, good).json()["p_fake"]
+    assert (
+        scored["label"] in {"synthetic", "authentic"}
+        and scored["p_fake"] == upload(server, good).json()["p_fake"]
+    )
     files = [("file", ("bad.png", truncated, "image/png")), ("file", ("notes.txt", b"notes\n", "text/plain"))]
-    assert_error(requests.post(server.url + "/v1/detect/batch", files=files, timeout=30), 422, "truncated",
-                 "file 1 (bad.png)")
+    assert_error(
+        requests.post(server.url + "/v1/detect/batch", files=files, timeout=30),
+        422,
+        "truncated",
+        "file 1 (bad.png)",
+    )
     # Request shapes.
-    assert_error(requests.post(server.url + "/v1/detect", files={"other": ("a.png", good)}), 422, "invalid_request",
-                 "'file'")
-    assert_error(requests.post(server.url + "/v1/detect", data=good, headers={"Content-Type": "image/png"}), 415,
-                 "unsupported_media_type", "multipart/form-data")
-    not_json = requests.post(server.url + "/v1/detect", data=b"{not json", headers={"Content-Type": "application/json"})
+    assert_error(
+        requests.post(server.url + "/v1/detect", files={"other": ("a.png", good)}),
+        422,
+        "invalid_request",
+        "'file'",
+    )
+    assert_error(
+        requests.post(server.url + "/v1/detect", data=good, headers={"Content-Type": "image/png"}),
+        415,
+        "unsupported_media_type",
+        "multipart/form-data",
+    )
+    not_json = requests.post(
+        server.url + "/v1/detect", data=b"{not json", headers={"Content-Type": "application/json"}
+    )
     assert_error(not_json, 422, "invalid_json", "line 1")
     missing = requests.post(server.url + "/v1/detect", json={"link": "http://example.com/a.png"})
     assert_error(missing, 422, "invalid_request", "url")
@@ -114,15 +149,21 @@ def test_bad_uploads_are_refused_with_a_reason(server):
 
 def test_urls_to_private_loopback_and_link_local_addresses_are_refused(server, image_host):
     image_url = image_host.route("/a.png", png(), headers={"Content-Type": "image/png"})
-    for url, words in ((image_url, ("loopback", "127.0.0.1")),
-                       ("http://127.0.0.1:9/a.png", ("loopback",)),
-                       ("http://169.254.169.254/latest/meta-data/", ("link-local",)),
-                       ("http://10.1.2.3/a.png", ("private",)),
-                       ("http://[::1]:9/a.png", ("loopback",))):
+    for url, words in (
+        (image_url, ("loopback", "127.0.0.1")),
+        ("http://127.0.0.1:9/a.png", ("loopback",)),
+        ("http://169.254.169.254/latest/meta-data/", ("link-local",)),
+        ("http://10.1.2.3/a.png", ("private",)),
+        ("http://[::1]:9/a.png", ("loopback",)),
+    ):
         response = requests.post(server.url + "/v1/detect", json={"url": url}, timeout=30)
         assert_error(response, 400, "url_blocked_address", *words)
-    assert_error(requests.post(server.url + "/v1/detect", json={"url": "file:///etc/passwd"}), 400,
-                 "url_invalid_url", "http")
+    assert_error(
+        requests.post(server.url + "/v1/detect", json={"url": "file:///etc/passwd"}),
+        400,
+        "url_invalid_url",
+        "http",
+    )
 
 
 def test_url_limits_with_loopback_allowed(serve, detector, image_host):
@@ -130,16 +171,37 @@ def test_url_limits_with_loopback_allowed(serve, detector, image_host):
     ok = image_host.route("/ok.png", png(), headers={"Content-Type": "image/png"})
     assert requests.post(server.url + "/v1/detect", json={"url": ok}, timeout=30).status_code == 200
     # A redirect to the cloud metadata address is refused at that hop (link-local stays refused even here).
-    redirect = image_host.route("/r", status=302, headers={"Location": "http://169.254.169.254/latest/meta-data/"})
-    assert_error(requests.post(server.url + "/v1/detect", json={"url": redirect}, timeout=30), 400,
-                 "url_blocked_address", "link-local", "169.254.169.254")
+    redirect = image_host.route(
+        "/r", status=302, headers={"Location": "http://169.254.169.254/latest/meta-data/"}
+    )
+    assert_error(
+        requests.post(server.url + "/v1/detect", json={"url": redirect}, timeout=30),
+        400,
+        "url_blocked_address",
+        "link-local",
+        "169.254.169.254",
+    )
     big = image_host.route("/big.png", png((400, 400)), headers={"Content-Type": "image/png"})
-    assert_error(requests.post(server.url + "/v1/detect", json={"url": big}, timeout=30), 413, "url_too_large",
-                 f"{LIMIT:,}")
+    assert_error(
+        requests.post(server.url + "/v1/detect", json={"url": big}, timeout=30),
+        413,
+        "url_too_large",
+        f"{LIMIT:,}",
+    )
     slow = image_host.route("/slow.png", png(), delay=2.0)
-    assert_error(requests.post(server.url + "/v1/detect", json={"url": slow}, timeout=30), 400, "url_timeout", "0.5")
+    assert_error(
+        requests.post(server.url + "/v1/detect", json={"url": slow}, timeout=30), 400, "url_timeout", "0.5"
+    )
     missing = image_host.route("/gone.png", b"", status=404)
-    assert_error(requests.post(server.url + "/v1/detect", json={"url": missing}, timeout=30), 400,
-                 "url_http_status", "404")
-    text = image_host.route("/page.html", b"<html><body>hi</body></html>", headers={"Content-Type": "text/html"})
-    assert_error(requests.post(server.url + "/v1/detect", json={"url": text}, timeout=30), 415, "not_an_image", "HTML")
+    assert_error(
+        requests.post(server.url + "/v1/detect", json={"url": missing}, timeout=30),
+        400,
+        "url_http_status",
+        "404",
+    )
+    text = image_host.route(
+        "/page.html", b"<html><body>hi</body></html>", headers={"Content-Type": "text/html"}
+    )
+    assert_error(
+        requests.post(server.url + "/v1/detect", json={"url": text}, timeout=30), 415, "not_an_image", "HTML"
+    )

@@ -17,8 +17,15 @@ def test_uploading_an_image_on_the_page_shows_the_verdict(serve, detector, test_
     server = serve(detector)
     image = test_images["fake"][0]
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"])
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+            ],
+        )
         try:
             page = browser.new_page()
             requests_seen: list[str] = []
@@ -29,14 +36,19 @@ def test_uploading_an_image_on_the_page_shows_the_verdict(serve, detector, test_
             page.click("#submit")
 
             verdict = page.locator("#verdict")
-            expect(verdict).to_have_text(re.compile(r"Likely (synthetic or manipulated|authentic)"), timeout=30_000)
+            expect(verdict).to_have_text(
+                re.compile(r"Likely (synthetic or manipulated|authentic)"), timeout=30_000
+            )
             label = verdict.get_attribute("class")
             assert label in ("synthetic", "authentic")
             assert page.locator("#score").inner_text().startswith("P(fake) ")
-            assert page.locator("#explanation").inner_text().split()[0].rstrip(".,") == \
-                ("Yes" if label == "synthetic" else "No")
+            assert page.locator("#explanation").inner_text().split()[0].rstrip(".,") == (
+                "Yes" if label == "synthetic" else "No"
+            )
             assert "version" in page.locator("#model").inner_text()
             # No request left the server: no CDN, fonts or scripts from elsewhere.
-            assert all(url.startswith(server.url) or url.startswith("blob:") for url in requests_seen), requests_seen
+            assert all(url.startswith(server.url) or url.startswith("blob:") for url in requests_seen), (
+                requests_seen
+            )
         finally:
             browser.close()

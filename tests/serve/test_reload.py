@@ -20,12 +20,18 @@ def detect(url: str, data: bytes) -> requests.Response:
     return requests.post(url + "/v1/detect", files={"file": ("a.png", data, "image/png")}, timeout=60)
 
 
-def test_admin_needs_the_token_and_a_failed_reload_keeps_the_old_model(serve, detector, test_images, tmp_path):
+def test_admin_needs_the_token_and_a_failed_reload_keeps_the_old_model(
+    serve, detector, test_images, tmp_path
+):
     server = serve(detector)
     reload_url = server.url + "/admin/reload"
 
-    for headers in ({}, {"Authorization": "Bearer wrong-token"}, {"Authorization": f"Basic {ADMIN_TOKEN}"},
-                    {"Authorization": "Bearer"}):
+    for headers in (
+        {},
+        {"Authorization": "Bearer wrong-token"},
+        {"Authorization": f"Basic {ADMIN_TOKEN}"},
+        {"Authorization": "Bearer"},
+    ):
         refused = requests.post(reload_url, headers=headers, timeout=10)
         assert refused.status_code == 401 and refused.json()["error"] == "unauthorized"
         assert refused.headers["WWW-Authenticate"] == "Bearer"
@@ -75,8 +81,9 @@ def test_reload_under_concurrent_requests_fails_none(serve, trained_dir, mlflow_
         swapped = requests.post(server.url + "/admin/reload", headers=AUTH, timeout=120)
         assert swapped.status_code == 200, swapped.text
         assert swapped.json()["model"]["version"] == second and swapped.json()["previous"]["version"] == first
-        back = requests.post(server.url + "/admin/reload", headers=AUTH, json={"model": f"models:/{name}/{first}"},
-                             timeout=120)
+        back = requests.post(
+            server.url + "/admin/reload", headers=AUTH, json={"model": f"models:/{name}/{first}"}, timeout=120
+        )
         assert back.status_code == 200 and back.json()["model"]["version"] == first
         before = sum(statuses.values())
         while sum(statuses.values()) < before + 8:  # and some more requests on the reloaded model
@@ -93,15 +100,28 @@ def test_reload_under_concurrent_requests_fails_none(serve, trained_dir, mlflow_
     assert 'vigil_model_reloads_total{outcome="success"} 3.0' in metrics
 
 
-def test_the_server_starts_without_a_champion_and_becomes_ready_on_reload(tmp_path, mlflow_server, trained_dir,
-                                                                           test_images):
+def test_the_server_starts_without_a_champion_and_becomes_ready_on_reload(
+    tmp_path, mlflow_server, trained_dir, test_images
+):
     name = f"serve-{uuid.uuid4().hex[:8]}"  # nothing registered under this name yet
     port = stack.free_port()
-    env = {"VIGIL_HOME": str(tmp_path / "home"), "VIGIL_STORE_URL": (tmp_path / "store").as_uri(),
-           "VIGIL_INBOX": str(tmp_path / "inbox"), "MLFLOW_TRACKING_URI": mlflow_server, "VIGIL_MODEL_NAME": name,
-           "VIGIL_ADMIN_TOKEN": ADMIN_TOKEN, "PYTHONPATH": os.getcwd()}
-    service = stack.start("serving", [sys.executable, "-m", "tasks.serve", "--port", str(port)], port=port,
-                          health_path="/healthz", log=tmp_path / "serving.log", env=env)
+    env = {
+        "VIGIL_HOME": str(tmp_path / "home"),
+        "VIGIL_STORE_URL": (tmp_path / "store").as_uri(),
+        "VIGIL_INBOX": str(tmp_path / "inbox"),
+        "MLFLOW_TRACKING_URI": mlflow_server,
+        "VIGIL_MODEL_NAME": name,
+        "VIGIL_ADMIN_TOKEN": ADMIN_TOKEN,
+        "PYTHONPATH": os.getcwd(),
+    }
+    service = stack.start(
+        "serving",
+        [sys.executable, "-m", "tasks.serve", "--port", str(port)],
+        port=port,
+        health_path="/healthz",
+        log=tmp_path / "serving.log",
+        env=env,
+    )
     try:
         stack.wait_healthy(service, timeout=90)
         image = test_images["fake"][0].read_bytes()

@@ -59,10 +59,18 @@ def registered(tmp_path_factory, mlflow_server, trained_dir, demo_root, publish_
     from tasks.storage import ObjectStore
 
     tmp = tmp_path_factory.mktemp("tune")
-    env = {"VIGIL_HOME": str(tmp / "home"), "VIGIL_STORE_URL": (tmp / "store").as_uri(),
-           "MLFLOW_TRACKING_URI": mlflow_server, "VIGIL_MODEL_NAME": f"detector-{uuid.uuid4().hex[:8]}"}
-    settings = Settings(home=env["VIGIL_HOME"], store_url=env["VIGIL_STORE_URL"], mlflow_tracking_uri=mlflow_server,
-                        model_name=env["VIGIL_MODEL_NAME"])
+    env = {
+        "VIGIL_HOME": str(tmp / "home"),
+        "VIGIL_STORE_URL": (tmp / "store").as_uri(),
+        "MLFLOW_TRACKING_URI": mlflow_server,
+        "VIGIL_MODEL_NAME": f"detector-{uuid.uuid4().hex[:8]}",
+    }
+    settings = Settings(
+        home=env["VIGIL_HOME"],
+        store_url=env["VIGIL_STORE_URL"],
+        mlflow_tracking_uri=mlflow_server,
+        model_name=env["VIGIL_MODEL_NAME"],
+    )
     publish_demo(ObjectStore.from_settings(settings), demo_root / "demo_a")
     run_1, version_1 = _register(trained_dir, tmp / "v1", "v0001", settings)
     _, version_2 = _register(trained_dir, tmp / "v2", "demo_a", settings)
@@ -84,7 +92,9 @@ def test_tuning_records_the_choice_and_loading_the_version_applies_it(registered
 
     for key, value in registered["env"].items():
         monkeypatch.setenv(key, value)
-    assert main(["tune", "--model", f"models:/{name}/1", "--config", str(registered["config"]), "--json"]) == 0
+    assert (
+        main(["tune", "--model", f"models:/{name}/1", "--config", str(registered["config"]), "--json"]) == 0
+    )
     summary = json.loads(capsys.readouterr().out)
     assert torch.get_num_threads() == threads  # candidates' thread counts do not leak into the caller
 
@@ -97,18 +107,30 @@ def test_tuning_records_the_choice_and_loading_the_version_applies_it(registered
     assert quarter["settings"]["max_pixels"] == 784
     # The downscaled candidate really loses AUC beyond the margin, and is rejected for it, not chosen.
     assert quarter["val_roc_auc"] < baseline["val_roc_auc"] - 0.01
-    assert quarter["status"] == "rejected" and "val ROC AUC" in quarter["reason"] and "margin 0.01" in quarter["reason"]
+    assert (
+        quarter["status"] == "rejected"
+        and "val ROC AUC" in quarter["reason"]
+        and "margin 0.01" in quarter["reason"]
+    )
     assert rows["threads-1"]["val_roc_auc"] == baseline["val_roc_auc"]
     if not torch.ops.mkldnn._is_mkldnn_fp16_supported():
         assert rows["fp16"]["status"] == "skipped" and "float16 on this CPU" in rows["fp16"]["reason"]
     assert baseline["max_score_change"] == 0 and baseline["verdict_changes"] == 0
     assert quarter["max_score_change"] > 0 and isinstance(quarter["verdict_changes"], int)
     for row in (baseline, rows["threads-1"]):
-        assert row["throughput_ips"] > 0 and 0 < row["p50_ms"] <= row["p95_ms"] and row["peak_memory_mb"] is not None
+        assert (
+            row["throughput_ips"] > 0
+            and 0 < row["p50_ms"] <= row["p95_ms"]
+            and row["peak_memory_mb"] is not None
+        )
     chosen = summary["chosen_candidate"]
-    assert chosen != "quarter-pixels" and rows[chosen]["status"] == "chosen"  # which is faster is this CPU's call
+    assert (
+        chosen != "quarter-pixels" and rows[chosen]["status"] == "chosen"
+    )  # which is faster is this CPU's call
     assert summary["chosen"] == rows[chosen]["settings"]
-    assert summary["throughput_ratio_vs_baseline"] == pytest.approx(rows[chosen]["throughput_ips"] / baseline["throughput_ips"])
+    assert summary["throughput_ratio_vs_baseline"] == pytest.approx(
+        rows[chosen]["throughput_ips"] / baseline["throughput_ips"]
+    )
     assert all(r["reason"] for r in summary["table"])  # every candidate says why it won or lost
 
     # MLflow: a child run of the version's training run with the artifacts, table and metrics; tags on the version.
@@ -116,10 +138,18 @@ def test_tuning_records_the_choice_and_loading_the_version_applies_it(registered
     run = client.get_run(summary["run_id"])
     assert run.data.tags["mlflow.parentRunId"] == registered["run_1"] and run.info.status == "FINISHED"
     assert {f.path for f in client.list_artifacts(run.info.run_id, "inference")} == {
-        "inference/inference.json", "inference/tuning.json", "inference/tuning.md", "inference/tuning_table.json"}
-    logged = client.download_artifacts(run.info.run_id, "inference/inference.json", str(registered["config"].parent))
+        "inference/inference.json",
+        "inference/tuning.json",
+        "inference/tuning.md",
+        "inference/tuning_table.json",
+    }
+    logged = client.download_artifacts(
+        run.info.run_id, "inference/inference.json", str(registered["config"].parent)
+    )
     assert InferenceSettings.from_file(logged).model_dump() == summary["chosen"]
-    report = client.download_artifacts(run.info.run_id, "inference/tuning.json", str(registered["config"].parent))
+    report = client.download_artifacts(
+        run.info.run_id, "inference/tuning.json", str(registered["config"].parent)
+    )
     assert json.loads(Path(report).read_text())["table"] == summary["table"]  # strictly JSON (also for XCom)
     assert run.data.metrics["baseline.throughput_ips"] == pytest.approx(baseline["throughput_ips"])
     assert "quarter-pixels.val_roc_auc" in run.data.metrics
@@ -132,7 +162,9 @@ def test_tuning_records_the_choice_and_loading_the_version_applies_it(registered
     for uri in (f"models:/{name}/1", f"models:/{name}@challenger"):
         version = "1" if uri.endswith("/1") else "2"
         loaded = Detector.load(uri, settings=settings)
-        expected = InferenceSettings.model_validate(summary["chosen"]) if version == "1" else InferenceSettings()
+        expected = (
+            InferenceSettings.model_validate(summary["chosen"]) if version == "1" else InferenceSettings()
+        )
         assert (loaded.version, loaded.inference) == (version, expected)
     torch.set_num_threads(threads)
 
@@ -145,14 +177,20 @@ def test_loading_applies_the_version_tag_over_defaults_and_names_a_bad_tag(regis
     untuned = Detector.load(f"models:/{name}/2", settings=settings)
     assert untuned.inference == InferenceSettings() and untuned.preprocessor.pixel_bounds == (3136, 3136)
 
-    client.set_model_version_tag(name, "2", "inference", InferenceSettings(batch_size=7, max_pixels=784).model_dump_json())
+    client.set_model_version_tag(
+        name, "2", "inference", InferenceSettings(batch_size=7, max_pixels=784).model_dump_json()
+    )
     try:
         tuned = Detector.load(f"models:/{name}/2", settings=settings)
         assert tuned.inference.batch_size == 7 and tuned.preprocessor.pixel_bounds == (784, 784)
         # An explicit setting still wins over the tag.
-        assert Detector.load(f"models:/{name}/2", {"batch_size": 3}, settings=settings).inference.batch_size == 3
+        assert (
+            Detector.load(f"models:/{name}/2", {"batch_size": 3}, settings=settings).inference.batch_size == 3
+        )
         client.set_model_version_tag(name, "2", "inference", '{"batch_size": 0}')
-        with pytest.raises(ValueError, match=f"'inference' tag of {name} version 2 is not valid InferenceSettings"):
+        with pytest.raises(
+            ValueError, match=f"'inference' tag of {name} version 2 is not valid InferenceSettings"
+        ):
             Detector.load(f"models:/{name}/2", settings=settings)
     finally:
         client.delete_model_version_tag(name, "2", "inference")
@@ -164,7 +202,12 @@ def test_validation_data_is_the_training_snapshot_else_the_latest(registered, tr
     settings = registered["settings"]
     card = read_card(trained_dir)
     frame, version, note = validation_frame(card.model_copy(update={"snapshot": "v0001"}), settings, None)
-    assert (version, note, len(frame), set(frame.table["split"])) == ("v0001", "the snapshot the model was trained on", 16, {"val"})
+    assert (version, note, len(frame), set(frame.table["split"])) == (
+        "v0001",
+        "the snapshot the model was trained on",
+        16,
+        {"val"},
+    )
     _, version, note = validation_frame(card, settings, None)  # card.snapshot == "demo_a": not a snapshot
     assert version == "v0001" and note.startswith("latest snapshot") and "'demo_a'" in note
     with pytest.raises(LookupError, match="snapshot 'v0009' not found"):
@@ -175,16 +218,31 @@ def test_validation_data_is_the_training_snapshot_else_the_latest(registered, tr
         tune_inference(str(trained_dir), settings, config=TuningConfig())
 
 
-def _row(name: str, throughput: float, auc: float, p95: float = 10.0, memory: float = 50.0) -> CandidateResult:
-    return CandidateResult(name, {}, throughput_ips=throughput, p50_ms=p95 / 2, p95_ms=p95, peak_memory_mb=memory,
-                           val_roc_auc=auc)
+def _row(
+    name: str, throughput: float, auc: float, p95: float = 10.0, memory: float = 50.0
+) -> CandidateResult:
+    return CandidateResult(
+        name,
+        {},
+        throughput_ips=throughput,
+        p50_ms=p95 / 2,
+        p95_ms=p95,
+        peak_memory_mb=memory,
+        val_roc_auc=auc,
+    )
 
 
 def test_choice_follows_the_stated_objective():
     config = TuningConfig(auc_margin=0.01, max_p95_latency_ms=100, max_memory_mb=200, min_gain=0.05)
-    rows = [_row("baseline", 100, 0.99), _row("fast-but-wrong", 400, 0.97), _row("slow-request", 300, 0.99, p95=150),
-            _row("memory-hungry", 280, 0.99, memory=500), _row("ok", 150, 0.981), _row("ok-faster", 160, 0.985),
-            CandidateResult("skipped", {}, status="skipped", reason="budget")]
+    rows = [
+        _row("baseline", 100, 0.99),
+        _row("fast-but-wrong", 400, 0.97),
+        _row("slow-request", 300, 0.99, p95=150),
+        _row("memory-hungry", 280, 0.99, memory=500),
+        _row("ok", 150, 0.981),
+        _row("ok-faster", 160, 0.985),
+        CandidateResult("skipped", {}, status="skipped", reason="budget"),
+    ]
     assert choose(rows, config) == "ok-faster"
     status = {r.name: (r.status, r.reason) for r in rows}
     assert status["fast-but-wrong"] == ("rejected", "val ROC AUC 0.9700 < baseline 0.9900 - margin 0.01")
@@ -215,7 +273,11 @@ def test_the_repository_config_is_valid_and_bad_configs_name_the_field(tmp_path)
         return str(info.value)
 
     message = error("candidates:\n  - name: tiny-batch\n    batch_size: 0\n")
-    assert "tuning.yaml" in message and "candidates[0] (name='tiny-batch').batch_size" in message and "got: 0" in message
+    assert (
+        "tuning.yaml" in message
+        and "candidates[0] (name='tiny-batch').batch_size" in message
+        and "got: 0" in message
+    )
     assert "candidates[0] (name='x').dtyp" in error("candidates:\n  - name: x\n    dtyp: bfloat16\n")
     assert "auc_margin" in error("auc_margin: 2\n")
     assert "reserved" in error("candidates:\n  - name: baseline\n")
