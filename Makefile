@@ -7,13 +7,15 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PIP    := $(BIN)/pip --disable-pip-version-check -q
 
-.PHONY: help venv browser postgres test demo down bench lock clean
+.PHONY: help venv browser postgres lint format test demo down bench lock clean
 
 help:
 	@echo "make demo   - start the embedded stack and run the whole loop through Airflow"
 	@echo "make down   - stop the embedded stack"
 	@echo "make test   - run the test suite (installs what it needs)"
 	@echo "make bench  - run the benchmarks under bench/"
+	@echo "make lint   - ruff: lint rules and the formatter's check (CI runs it before the tests)"
+	@echo "make format - apply the formatter and the safe lint fixes"
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +38,14 @@ postgres:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends postgresql >/dev/null; }
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: venv
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 test: venv browser postgres
 	$(BIN)/python -m pytest

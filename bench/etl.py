@@ -32,13 +32,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
+import numpy as np
+from PIL import Image
 
-from tasks.batches import raw_key, write_batch  # noqa: E402
-from tasks.demo_data import TRAIN_PHOTOS, load_photo  # noqa: E402
-from tasks.settings import Settings  # noqa: E402
-from tasks.storage import ObjectStore, sha256_hex  # noqa: E402
+from tasks.batches import raw_key, write_batch
+from tasks.demo_data import TRAIN_PHOTOS, load_photo
+from tasks.settings import Settings
+from tasks.storage import ObjectStore, sha256_hex
 
 PHOTOS: dict[str, np.ndarray] = {}
 
@@ -100,7 +100,7 @@ def cpu_seconds() -> float:
 
 def baseline(store: ObjectStore) -> tuple[float, float]:
     """Read, decode to RGB and hash every raw image, in one process: (wall, cpu) seconds."""
-    keys = [k for k in store.list("raw")]
+    keys = list(store.list("raw"))
     start, cpu = time.perf_counter(), cpu_seconds()
     for key in keys:
         image = Image.open(io.BytesIO(store.read_bytes(key)))
@@ -139,7 +139,7 @@ def synthesise_store(store: ObjectStore, images: int, settings: Settings) -> Non
             "key": [f"curated/{i}.png" for i in ids],
             "split": splits,
             "label": labels,
-            "path": [export_path(s, lab, i) for s, lab, i in zip(splits, labels, ids)],
+            "path": [export_path(s, lab, i) for s, lab, i in zip(splits, labels, ids, strict=True)],
             "phash": [f"{int(v):016x}" for v in rng.integers(0, 2**63, images, dtype=np.int64)],
             "label_source": "folder",
             "source": "synthetic",

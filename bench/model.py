@@ -98,7 +98,7 @@ def main() -> int:
         answers = [detector.answer([image], max_new_tokens=16)[0] for image in few]
         generated = len(few) / (time.perf_counter() - start)
         verdicts = [parse_verdict(a) for a in answers]
-        agree = np.mean([v == bool(p > 0.5) for v, p in zip(verdicts, scores[: len(few)])])
+        agree = np.mean([v == bool(p > 0.5) for v, p in zip(verdicts, scores[: len(few)], strict=True)])
         rows += [
             (
                 f"scoring: batched single forward, Yes/No logits (batch {args.batch_size}), {threads} thread(s)",

@@ -22,11 +22,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from airflow.sdk import DAG, Param, task
-from vigil_common import DEFAULT_ARGS, RAW_BATCH
 
 from tasks.collect.base import Credential
 from tasks.collect.kinds import KINDS
 from tasks.collect.sources import Source, load_sources
+
+from vigil_common import DEFAULT_ARGS, RAW_BATCH
 
 START_DATE = datetime(2025, 1, 1, tzinfo=UTC)
 TAGS = ["vigil", "collection"]

@@ -27,6 +27,7 @@ from datetime import timedelta
 
 from airflow.sdk import Metadata, Param, dag, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
 from vigil_common import CURATED_DATASET, DEFAULT_ARGS, RAW_BATCH
 
 

@@ -21,9 +21,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 from airflow.sdk import Param, chain, dag, task
-from vigil_common import CHAMPION, DEFAULT_ARGS, container_job
 
 from tasks.settings import Settings
+
+from vigil_common import CHAMPION, DEFAULT_ARGS, container_job
 
 SETTINGS = Settings()
 STEPS = ("tune", "smoke_test_sandbox", "roll_out", "post_deploy_check")

@@ -23,9 +23,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 from airflow.sdk import Param, dag, task
-from vigil_common import CHALLENGER, CHAMPION, DEFAULT_ARGS, container_job
 
 from tasks.settings import Settings
+
+from vigil_common import CHALLENGER, CHAMPION, DEFAULT_ARGS, container_job
 
 SETTINGS = Settings()
 

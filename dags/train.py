@@ -22,9 +22,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 from airflow.sdk import Param, chain, dag, task
-from vigil_common import CHALLENGER, CURATED_DATASET, DEFAULT_ARGS, container_job
 
 from tasks.settings import Settings
+
+from vigil_common import CHALLENGER, CURATED_DATASET, DEFAULT_ARGS, container_job
 
 SETTINGS = Settings()
 TRAINING = SETTINGS.training

@@ -39,7 +39,7 @@ def render(example: str, docker_gid: int | None) -> tuple[str, list[str]]:
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
             # A key's comment block is the run of comment lines right above it.
-            comments = comments + [stripped] if stripped else []
+            comments = [*comments, stripped] if stripped else []
             lines.append(line)
             continue
         key, _, value = line.partition("=")

@@ -24,11 +24,11 @@ MLFLOW_UI_VARIABLE = "vigil_mlflow_ui_url"  # tasks/airflow_objects.py: browser-
 
 def create_app():
     """The FastAPI app behind ``/vigil``, every route behind Airflow's login."""
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.core_api.security import get_user
     from fastapi import Depends, FastAPI, HTTPException, Request
     from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-    from airflow.api_fastapi.app import get_auth_manager
-    from airflow.api_fastapi.core_api.security import get_user
     from tasks import ui
     from tasks.settings import Settings
     from tasks.storage import ObjectStore
@@ -146,8 +146,9 @@ class LazyApp:
 
 class VigilUIPlugin(AirflowPlugin):
     name = "vigil_ui"
-    fastapi_apps = [{"app": LazyApp(), "url_prefix": URL_PREFIX, "name": "Vigil pages"}]
-    external_views = [
+    # AirflowPlugin declares its parts as (mutable) class attributes.
+    fastapi_apps = [{"app": LazyApp(), "url_prefix": URL_PREFIX, "name": "Vigil pages"}]  # noqa: RUF012
+    external_views = [  # noqa: RUF012
         {
             "name": "Data quality",
             "href": f"{URL_PREFIX}/data-quality",

@@ -99,7 +99,7 @@ def explain_failure(client, dag_id: str, run: dict, lines: int = 12) -> None:
             continue
         try:
             log = client.task_log(dag_id, run["dag_run_id"], ti["task_id"], ti["try_number"])
-        except Exception as exc:  # the log is a courtesy; the run's state is what counts
+        except Exception as exc:  # noqa: BLE001 - the log is a courtesy; the run's state is what counts
             log = [f"(log unavailable: {exc})"]
         say(f"    {ti['task_id']} failed (try {ti['try_number']}); end of its log:")
         for line in log[-lines:]:

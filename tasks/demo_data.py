@@ -66,7 +66,7 @@ def load_photo(name: str) -> np.ndarray:
     if name in ("china", "flower"):
         from sklearn.datasets import load_sample_images
 
-        images = dict(zip(("china", "flower"), load_sample_images().images))
+        images = dict(zip(("china", "flower"), load_sample_images().images, strict=True))
         arr = images[name]
     else:
         import skimage.data

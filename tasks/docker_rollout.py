@@ -81,7 +81,6 @@ def _api(settings: Settings):
 
 def _inspect_serving(api, settings: Settings) -> dict[str, Any]:
     import docker
-
     from tasks.deploy import DeployError
 
     name = settings.deploy.serving_container

@@ -223,7 +223,7 @@ def _to_rgb(image: Image.Image) -> tuple[Image.Image, list[str]]:
         image, mode = image.convert("RGBA"), "PA"
     if mode in ("RGBA", "LA", "PA", "La", "RGBa"):
         rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, _WHITE + (255,))
+        background = Image.new("RGBA", rgba.size, (*_WHITE, 255))
         return Image.alpha_composite(background, rgba).convert("RGB"), ["alpha_on_white"]
     if mode == "I" or mode.startswith("I;16") or mode == "F":
         values = np.asarray(image, dtype=np.float32)

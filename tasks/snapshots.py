@@ -152,7 +152,7 @@ def count_rows(table: pd.DataFrame) -> dict[str, Any]:
         return {str(k): int(v) for k, v in values.value_counts(dropna=False, sort=False).items()}
 
     return {
-        "images": int(len(table)),
+        "images": len(table),
         "by_split_label": counts(table["split"].astype(str) + "/" + table["label"].astype(str)),
         "by_source": counts(table["source"]),
         "by_label": counts(table["label"]),

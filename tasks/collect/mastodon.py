@@ -25,7 +25,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 from pydantic import Field, field_validator
 
 from tasks import net
-from tasks.collect.base import Candidate, Collector, CollectError, Credential, Options
+from tasks.collect.base import Candidate, CollectError, Collector, Credential, Options
 
 if TYPE_CHECKING:
     import requests

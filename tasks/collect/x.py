@@ -24,7 +24,7 @@ from typing import Any
 from pydantic import Field, field_validator
 from requests.adapters import HTTPAdapter
 
-from tasks.collect.base import Candidate, Collector, CollectError, CollectConfigError, Credential, Options
+from tasks.collect.base import Candidate, CollectConfigError, CollectError, Collector, Credential, Options
 from tasks.net import server_wait_seconds
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ def build_query(terms: list[str], hashtags: list[str], accounts: list[str]) -> s
     if accounts:
         froms = [f"from:{a}" for a in accounts]
         parts.append(froms[0] if len(froms) == 1 else "(" + " OR ".join(froms) + ")")
-    return " ".join(parts + ["has:images", "-is:retweet"])
+    return " ".join([*parts, "has:images", "-is:retweet"])
 
 
 class XCollector(Collector):

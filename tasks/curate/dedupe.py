@@ -109,10 +109,10 @@ class DuplicateIndex:
         self.labels: list[str] = table["label"].tolist()
         hashes = np.array([int(h, 16) for h in table["phash"]], dtype=np.uint64)
         self.hashes: list[int] = hashes.tolist()
-        self.by_id: dict[str, int] = dict(zip(self.ids, range(len(self.ids))))
+        self.by_id: dict[str, int] = dict(zip(self.ids, range(len(self.ids)), strict=True))
         # Raw bytes already curated -> their label (a human label on the same bytes may correct it).
         self.raw_labels: dict[str, str] = (
-            dict(zip(table["sha256"], table["label"])) if "sha256" in table else {}
+            dict(zip(table["sha256"], table["label"], strict=True)) if "sha256" in table else {}
         )
         self._sorted_bands = []
         for shift, mask in self.layout:
@@ -146,13 +146,15 @@ class DuplicateIndex:
         self.splits.append(entry.split)
         self.labels.append(entry.label)
         self.by_id.setdefault(entry.image_id, position)
-        for added, (shift, mask) in zip(self._added_bands, self.layout):
+        for added, (shift, mask) in zip(self._added_bands, self.layout, strict=True):
             added.setdefault((entry.phash >> shift) & mask, []).append(position)
 
     def near(self, phash: int) -> list[tuple[int, Entry]]:
         """(distance, entry) of every indexed image within ``distance`` bits, nearest first."""
         candidates: set[int] = set()
-        for (values, order), added, (shift, mask) in zip(self._sorted_bands, self._added_bands, self.layout):
+        for (values, order), added, (shift, mask) in zip(
+            self._sorted_bands, self._added_bands, self.layout, strict=True
+        ):
             band = (phash >> shift) & mask
             key = np.uint64(band)
             lo, hi = np.searchsorted(values, key, "left"), np.searchsorted(values, key, "right")

@@ -234,13 +234,15 @@ class BatchCurator:
         known_count = sum(known)
         relabels = {
             r["sha256"]: r["label"]
-            for r, is_known in zip(records, known)
+            for r, is_known in zip(records, known, strict=True)
             if is_known
             and r.get("label_source") == HUMAN_LABEL
             and r.get("label") in LABEL_DIRS
             and r["label"] != self.index.raw_labels[r["sha256"]]
         }
-        decoded = iter(self.pool.map([(r["sha256"], r["raw_key"]) for r, k in zip(records, known) if not k]))
+        decoded = iter(
+            self.pool.map([(r["sha256"], r["raw_key"]) for r, k in zip(records, known, strict=True) if not k])
+        )
         verdicts: Counter[str] = Counter({"exact": known_count})
         rejected: list[tuple[dict, ImageResult]] = []
         accepted: list[tuple[dict, ImageResult]] = []
@@ -264,7 +266,7 @@ class BatchCurator:
                         uploads.append(threads.submit(self._upload, row, item[1].spooled))
                 undecided.clear()
 
-            for record, is_known in zip(records, known):
+            for record, is_known in zip(records, known, strict=True):
                 if is_known:
                     continue
                 result = next(decoded)
@@ -491,7 +493,7 @@ def _snapshot_table(
         kept.loc[hit, "path"] = [
             export_path(split, label, image_id)
             for split, label, image_id in zip(
-                kept.loc[hit, "split"], kept.loc[hit, "label"], kept.loc[hit, "image_id"]
+                kept.loc[hit, "split"], kept.loc[hit, "label"], kept.loc[hit, "image_id"], strict=True
             )
         ]
     return pd.concat([kept, new], ignore_index=True) if rows else kept

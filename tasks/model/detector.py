@@ -22,7 +22,6 @@ the chosen ``inference.json``.
 
 from __future__ import annotations
 
-import json
 import shutil
 import threading
 from collections.abc import Sequence

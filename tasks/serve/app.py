@@ -351,7 +351,7 @@ class Service:
             if self.log.due():
                 try:
                     await asyncio.to_thread(self.log.flush)
-                except Exception:  # noqa: BLE001 - the rows stay buffered; the next tick retries
+                except Exception:
                     log.exception("writing the prediction log to %s failed; will retry", self.store.url)
 
     # -- admin ----------------------------------------------------------------------------------
@@ -392,7 +392,7 @@ class BodyLimit:
         while more:
             message = await receive()
             if message["type"] == "http.disconnect":
-                return
+                return None
             chunks.append(message.get("body", b""))
             total += len(chunks[-1])
             if total > limit:
@@ -407,7 +407,7 @@ class BodyLimit:
             replayed = True
             return {"type": "http.request", "body": body, "more_body": False}
 
-        await self.app(scope, replay, send)
+        return await self.app(scope, replay, send)
 
     async def _refuse(self, scope, send, limit: int, what: str) -> None:
         message = (

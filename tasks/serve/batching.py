@@ -95,7 +95,7 @@ class MicroBatcher:
             self.on_batch(len(live))
             try:
                 scores = await asyncio.to_thread(live[0][0].score, [image for _, image, _ in live])
-            except Exception as exc:  # noqa: BLE001 - the requests get the error, the worker lives on
+            except Exception as exc:
                 log.exception("scoring a batch of %d images failed", len(live))
                 for _, _, future in live:
                     if not future.done():

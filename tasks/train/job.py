@@ -112,7 +112,7 @@ def select_training_rows(
     counts = {
         "train_new": int((~seen).sum()),
         "train_seen": int(seen.sum()),
-        "train_replayed": int(len(kept)),
+        "train_replayed": len(kept),
         "train_total": int(keep.sum()),
     }
     return train.where(keep.to_numpy(), f"{train.name} (new + {replay:.0%} replay)"), counts

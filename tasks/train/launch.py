@@ -247,7 +247,7 @@ def new_images_since_last_training(
 
 def _labels(snapshot) -> set[tuple[str, str]]:
     table = snapshot.labeled()
-    return set(zip(table["image_id"], table["label"]))
+    return set(zip(table["image_id"], table["label"], strict=True))
 
 
 def should_train(run_type: str, settings: Settings | None = None, snapshot: str = "latest") -> bool:

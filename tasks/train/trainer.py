@@ -63,7 +63,7 @@ class DetectorTrainer(Trainer):
         self.val_labels = val_frame.labels
         self.target_fpr = target_fpr
 
-    # Trainer reloads full weights with load_state_dict(strict=False), but save_pretrained writes
+    # Trainer reloads full weights with load_state_dict(strict=True), but save_pretrained writes
     # Qwen2.5-VL's original key names: every key would be silently skipped. Reload through
     # from_pretrained (which maps the names back) and insist that every key matches.
     def _full_weights(self) -> bool:

@@ -294,7 +294,7 @@ def measure_candidates(
                 latency_requests=config.latency_requests,
                 throughput_rounds=config.throughput_rounds,
             )
-        except Exception as exc:  # noqa: BLE001 - a setting that cannot run is a result, not a crash
+        except Exception as exc:
             if name == BASELINE:
                 raise
             row.status, row.reason = "failed", f"{type(exc).__name__}: {exc}"[:300]

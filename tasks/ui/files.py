@@ -51,7 +51,7 @@ def confined_key(prefix: str, relative: str) -> str:
 
 
 def media_type(key: str) -> str:
-    guessed, _ = mimetypes.guess_type(key, strict=False)
+    guessed, _ = mimetypes.guess_type(key, strict=True)
     media = guessed or "application/octet-stream"
     return f"{media}; charset=utf-8" if media.startswith(TEXT_TYPES) else media
 

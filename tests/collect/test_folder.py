@@ -9,6 +9,7 @@ from pathlib import Path
 
 import boto3
 import pytest
+from collect_helpers import image_bytes, rows_by_post
 from PIL.PngImagePlugin import PngInfo
 
 from tasks.batches import list_batches
@@ -16,8 +17,6 @@ from tasks.collect.base import CollectError
 from tasks.collect.run import collect, cursor_key
 from tasks.settings import Settings
 from tasks.storage import sha256_hex
-
-from collect_helpers import image_bytes, rows_by_post
 
 SOURCES = """
     sources:

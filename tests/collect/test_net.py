@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import time
 
 import pytest
@@ -24,7 +25,7 @@ def test_fetch_returns_body_type_and_sends_user_agent(http_server):
 
 
 @pytest.mark.parametrize(
-    "address, reason",
+    ("address", "reason"),
     [
         ("127.0.0.1", "loopback"),
         ("10.1.2.3", "private"),
@@ -93,7 +94,7 @@ def test_connection_level_check_catches_what_resolution_did_not(http_server):
 
 
 @pytest.mark.parametrize(
-    "target, error",
+    ("target", "error"),
     [
         ("http://169.254.169.254/latest/meta-data/", "link-local"),
         ("http://[::ffff:169.254.169.254]/latest/meta-data/", "link-local"),
@@ -194,7 +195,7 @@ def test_politeness_delay_spaces_requests_to_one_host(http_server):
     for _ in range(3):
         net.fetch(f"{http_server.url}/a.png", limits, session=session)
     times = [r.at for r in http_server.requests]
-    assert all(b - a >= 0.29 for a, b in zip(times, times[1:]))
+    assert all(b - a >= 0.29 for a, b in itertools.pairwise(times))
 
 
 def test_invalid_urls_say_what_is_accepted():

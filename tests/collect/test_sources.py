@@ -49,7 +49,7 @@ def test_defaults_and_cleaning(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "entry, message",
+    ("entry", "message"),
     [
         (
             "{name: m_art, kind: mastodon, schedule: '61 * * * *', options: {instance: 'https://a.b'}}",

@@ -8,9 +8,8 @@ import zipfile
 import zlib
 
 import numpy as np
-from PIL import Image
-
 from curation_helpers import encode, photo
+from PIL import Image
 
 
 def png_header_only(width: int, height: int) -> bytes:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import io
 
+import curation_corpus as corpus
 import numpy as np
 import pytest
+from curation_helpers import encode, photo
 from PIL import Image
 
-import curation_corpus as corpus
-from curation_helpers import encode, photo
 from tasks.images import (
     REJECTION_CODES,
     ImageRejected,

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from curation_helpers import add_batch, good_images
+
 from tasks.curate import curate
 from tasks.curate.expectations import SUITE_FILE, SuiteSpec, load_suite
 from tasks.settings import ConfigError, Settings, load_yaml

@@ -6,6 +6,7 @@ import json
 
 import curation_corpus as corpus
 from curation_helpers import add_batch, good_images
+
 from tasks.cli import main
 from tasks.curate import curate, failed_batches_message
 from tasks.snapshots import list_versions
@@ -39,7 +40,7 @@ def test_cli_fails_then_retry_with_a_higher_threshold(local_store, tmp_path, mon
     monkeypatch.setenv("VIGIL_STORE_URL", local_store.url)
     monkeypatch.setenv("VIGIL_HOME", str(tmp_path / "home"))
     batch = add_batch(
-        local_store, [{"data": b"", "name": "a.jpg"}, {"data": b"", "name": "b.jpg"}] + good_images(1)
+        local_store, [{"data": b"", "name": "a.jpg"}, {"data": b"", "name": "b.jpg"}, *good_images(1)]
     )
 
     assert main(["curate"]) == 1
@@ -63,7 +64,7 @@ def test_batch_at_the_threshold_passes(local_store, tmp_path, monkeypatch):
     from tasks.settings import Settings
 
     monkeypatch.setenv("VIGIL_HOME", str(tmp_path / "home"))
-    add_batch(local_store, [{"data": b"", "name": "a.jpg"}, {"data": b"", "name": "b.jpg"}] + good_images(2))
+    add_batch(local_store, [{"data": b"", "name": "a.jpg"}, {"data": b"", "name": "b.jpg"}, *good_images(2)])
     summary = curate(
         Settings(store_url=local_store.url), local_store
     )  # 2 of 4 rejected: 50% is not above 50%

@@ -9,8 +9,8 @@ import sys
 import time
 
 import psutil
-
 from curation_helpers import add_batch, good_images
+
 from tasks.curate import curate
 from tasks.settings import Settings
 from tasks.snapshots import list_versions, read_snapshot
@@ -48,7 +48,7 @@ def test_killed_run_leaves_no_snapshot_and_rerun_publishes_one(tmp_path):
     proc.stdout.close()
 
     assert workers, "the decoding pool was running"
-    gone, alive = psutil.wait_procs(workers, timeout=10)
+    _gone, alive = psutil.wait_procs(workers, timeout=10)
     assert not alive, "worker processes outlived the killed run"
     assert store.list("curated")  # objects were written ...
     assert list_versions(store) == [] and not store.list("snapshots")  # ... but no snapshot is visible

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import io
 
+import curation_corpus as corpus
 import numpy as np
+from curation_helpers import add_batch, good_images
 from PIL import Image
 
-import curation_corpus as corpus
-from curation_helpers import add_batch, good_images
 from tasks.curate import curate
 from tasks.settings import Settings
 from tasks.snapshots import read_snapshot
@@ -126,7 +126,7 @@ def test_bad_files_are_quarantined_with_reasons_and_good_ones_curated(store, sto
 def test_animated_reject_policy_quarantines(local_store, monkeypatch, tmp_path):
     monkeypatch.setenv("VIGIL_HOME", str(tmp_path / "home"))
     settings = Settings(store_url=local_store.url, images={"animated": "reject"})
-    batch = add_batch(local_store, [{"data": ANIMATED, "name": "anim.gif"}] + good_images(3))
+    batch = add_batch(local_store, [{"data": ANIMATED, "name": "anim.gif"}, *good_images(3)])
     summary = curate(settings, local_store)
     assert summary["quarantined"] == {"animated": 1} and summary["new_images"] == 3
     sha = batch.table.loc[0, "sha256"]

@@ -6,9 +6,9 @@ import io
 from itertools import combinations
 
 import pandas as pd
+from curation_helpers import add_batch, encode, good_images, photo
 from PIL import Image
 
-from curation_helpers import add_batch, encode, good_images, photo
 from tasks.curate import curate
 from tasks.images import hamming
 from tasks.snapshots import LABEL_DIRS, SNAPSHOT_COLUMNS, export_imagefolder, list_versions, read_snapshot

@@ -47,7 +47,7 @@ def test_one_dag_per_enabled_source_scheduled_from_the_file(airflow_db, include,
     monkeypatch.delenv("X_BEARER_TOKEN", raising=False)  # missing credentials must not break parsing
 
     def enable_all(sources):
-        for source, schedule in zip(sources, ("*/5 * * * *", "@daily", "0 3 * * 1")):
+        for source, schedule in zip(sources, ("*/5 * * * *", "@daily", "0 3 * * 1"), strict=True):
             source.update(enabled=True, schedule=schedule)
         sources.append({"name": "parked", "kind": "folder", "enabled": False, "schedule": "@hourly"})
 
@@ -112,7 +112,7 @@ def test_pools_file_imports_with_airflows_own_importer(airflow_db):
     from airflow.cli.commands.pool_command import pool_import_helper
     from airflow.models.pool import Pool
 
-    pools, failed = pool_import_helper(str(DEFAULT_INCLUDE_DIR / "airflow" / "pools.json"))
+    _pools, failed = pool_import_helper(str(DEFAULT_INCLUDE_DIR / "airflow" / "pools.json"))
     assert failed == []
     slots = {
         name: Pool.get_pool(name).slots for name in ("collect_x", "collect_mastodon", "collect_folder", "gpu")

@@ -36,7 +36,7 @@ def test_the_dag_is_wiring_with_a_documented_form(airflow_db, monkeypatch):
     dag = parse_dag(airflow_db)
     assert "vigil://curated-dataset" in str(dag.timetable.asset_condition)
     assert {"profile", "snapshot", "epochs", "learning_rate", "lora_r", "reason"} <= set(dag.params.keys())
-    for name in dag.params.keys():
+    for name in dag.params:
         param = dag.params.get_param(name)
         assert param.schema.get("title") and param.description, name
     assert dag.doc_md and "min_new_images" in dag.doc_md

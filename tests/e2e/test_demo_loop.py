@@ -44,7 +44,7 @@ def test_two_rounds_collect_curate_train_promote_tune_deploy_and_answer(tmp_path
         assert second.detection["model"]["version"] == "2"
 
         # Everything ran through Airflow, and the data-quality reports of both batches are in the store.
-        services, info = stack.load_stack(settings.home / "stack.json")
+        _services, info = stack.load_stack(settings.home / "stack.json")
         client = AirflowClient(settings.airflow_url, "admin", info["airflow_password"])
         for dag_id in CHAIN:
             assert any(run["state"] == "success" for run in client.runs(dag_id)), dag_id

@@ -9,9 +9,9 @@ image, volume and network it refers to. Then each service that runs Vigil's code
 from __future__ import annotations
 
 import copy
-import os
 import importlib.resources
 import json
+import os
 import re
 import subprocess
 from urllib.parse import urlparse
@@ -45,7 +45,7 @@ AIRFLOW = (
     "airflow-triggerer",
     "airflow-worker",
 )
-VIGIL_CODE = AIRFLOW + ("serving",)  # services whose processes import Vigil's `tasks` package
+VIGIL_CODE = (*AIRFLOW, "serving")  # services whose processes import Vigil's `tasks` package
 
 # Environment names Vigil's code (or a library it drives) reads, and the services that run that code.
 # The VIGIL_* and MLflow names are also checked by building Settings below; this table adds the
@@ -63,12 +63,12 @@ CODE_ENV: dict[str, tuple[str, ...]] = {
     "VIGIL_ADMIN_TOKEN": ("airflow-worker", "serving"),
     "X_BEARER_TOKEN": ("airflow-worker",),
     "MASTODON_ACCESS_TOKEN": ("airflow-worker",),
-    "AWS_ACCESS_KEY_ID": VIGIL_CODE + ("mlflow",),
-    "AWS_SECRET_ACCESS_KEY": VIGIL_CODE + ("mlflow",),
+    "AWS_ACCESS_KEY_ID": (*VIGIL_CODE, "mlflow"),
+    "AWS_SECRET_ACCESS_KEY": (*VIGIL_CODE, "mlflow"),
     "MLFLOW_S3_ENDPOINT_URL": ("mlflow",),
     "VIGIL_SERVING__HOST": ("serving",),
     # boto3 everywhere; the worker also hands its region to the trainer container (tasks/train/launch.py).
-    "AWS_DEFAULT_REGION": VIGIL_CODE + ("mlflow",),
+    "AWS_DEFAULT_REGION": (*VIGIL_CODE, "mlflow"),
     # Curation runs Great Expectations in the workers: no usage statistics leave the machine.
     "GX_ANALYTICS_ENABLED": AIRFLOW,
     # The deploy DAG (worker) recreates the serving container through the Docker socket.
@@ -269,7 +269,7 @@ def settings_of(compose: dict, name: str, monkeypatch) -> Settings:
     """The Settings a service's process builds: only its own environment, its image's include folder."""
     env = effective_env(compose, name)
     for key in list(os.environ):
-        if key.startswith("VIGIL_") or key.startswith("MLFLOW_"):
+        if key.startswith(("VIGIL_", "MLFLOW_")):
             monkeypatch.delenv(key)
     image = parse_dockerfile(dockerfile_of(compose["services"][name])).pop()
     include_copies = [c for c in image.all("COPY") if c.flags_and_args()[1][-1] == env["VIGIL_INCLUDE_DIR"]]

@@ -24,7 +24,6 @@ from .deploy_files import (
     trainer_pending,
 )
 
-
 # What each image must offer beyond the common rules.
 HEALTH_PATHS = {"serving": "/readyz", "mlflow": "/health"}
 ENTRY_POINTS = {"serving": ["python", "-m", "tasks.serve"]}
@@ -87,7 +86,7 @@ def test_base_images_are_pinned_python_311(images):
 
 
 def test_images_run_as_a_non_root_user(images):
-    for name, (_, dockerfile, stages) in images.items():
+    for _, dockerfile, stages in images.values():
         users = stages[-1].all("USER")
         assert users, f"{dockerfile}: no USER: the image would run as root"
         assert users[-1].text.split(":")[0] not in {"root", "0"}, f"{dockerfile}: runs as {users[-1].text}"
@@ -108,7 +107,7 @@ def test_entry_points(images):
 
 
 def test_copy_sources_exist_and_survive_the_dockerignore(images):
-    for name, (context, dockerfile, stages) in images.items():
+    for context, dockerfile, stages in images.values():
         ignore = DockerIgnore.for_build(context, dockerfile)
         for stage in stages:
             for copy in stage.all("COPY") + stage.all("ADD"):
@@ -123,7 +122,7 @@ def test_copy_sources_exist_and_survive_the_dockerignore(images):
 
 
 def test_build_mounts_refer_to_earlier_stages(images):
-    for name, (_, dockerfile, stages) in images.items():
+    for _, dockerfile, stages in images.values():
         for index, stage in enumerate(stages):
             for run in stage.all("RUN"):
                 for ref in re.findall(r"--mount=\S*\bfrom=([\w.-]+)", run.text):

@@ -92,7 +92,7 @@ def postgres() -> Postgres:
             "fsync=off",
         ],
         stdout=subprocess.DEVNULL,
-        stderr=open(root / "postgres.log", "wb"),
+        stderr=open(root / "postgres.log", "wb"),  # noqa: SIM115 - the server outlives this block
         start_new_session=True,
     )
     try:

@@ -35,7 +35,7 @@ def test_every_field_of_the_reviewed_files_is_commented():
 
 
 @pytest.mark.parametrize(
-    "patch, field",
+    ("patch", "field"),
     [
         ({"train": {"learning_rate": -1}}, "train.learning_rate"),
         ({"lora": {"targets": "everything"}}, "lora.targets"),

@@ -174,7 +174,7 @@ def test_snapshot_evaluation_and_the_gate_comparison_on_frozen_frames(
 
     publish_demo(store, demo_root / "demo_a")
     version = publish_demo(store, demo_root / "demo_b").version
-    report, dest = evaluate(
+    report, _dest = evaluate(
         str(trained_dir), version, "test", str(tmp_path / "r"), robustness=False, settings=settings
     )
     assert report["data"]["name"] == f"snapshot {version} test" and report["overall"]["n"] == 32

@@ -16,7 +16,6 @@ import pytest
 
 from tasks.model.detector import Detector
 
-
 IMAGE_COMMIT = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 
 
@@ -141,7 +140,7 @@ def test_a_killed_job_resumes_from_its_last_checkpoint_and_matches_an_uninterrup
 
     from tasks.storage import ObjectStore
 
-    first_env, first, _ = round1
+    _first_env, first, _ = round1
     env = trainer_env(tmp_path, mlflow_server, f"detector-{uuid.uuid4().hex[:8]}")
     publish_demo(ObjectStore(env["VIGIL_STORE_URL"]), demo_root / "demo_a")
     # Kill the job (SIGKILL, as a preempted container) right after its first checkpoint.
@@ -217,7 +216,7 @@ def test_continual_training_from_the_champion_replays_old_images(round1, demo_ro
 
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
     client.set_registered_model_alias(env["VIGIL_MODEL_NAME"], "champion", first["version"])
-    result, log = run_trainer(env, epochs=2)
+    result, _log = run_trainer(env, epochs=2)
     assert result["start"] == "champion-v1" and result["snapshot"] == "v0002" and result["version"] == "2"
     params = client.get_run(result["run_id"]).data.params
     assert (params["train_new"], params["train_seen"], params["train_replayed"], params["train_total"]) == (

@@ -13,6 +13,7 @@ sys.path.insert(
 def curate_batch(store, settings) -> str:
     """Curate one raw batch (12 good images, an empty file and an HTML page named .png); its batch id."""
     from curation_helpers import add_batch, good_images
+
     from tasks.curate import curate
 
     files = [

@@ -25,7 +25,7 @@ def detect(server, path, **params) -> requests.Response:
 def metric(text: str, sample: str, **labels) -> float:
     """The value of one sample of a Prometheus text exposition (0 when absent)."""
     for line in text.splitlines():
-        if line.startswith(sample + "{") or line.startswith(sample + " "):
+        if line.startswith((sample + "{", sample + " ")):
             found = dict(re.findall(r'(\w+)="([^"]*)"', line.split(" ")[0]))
             if all(found.get(k) == v for k, v in labels.items()):
                 return float(line.rsplit(" ", 1)[1])

@@ -47,8 +47,6 @@ def test_uploading_an_image_on_the_page_shows_the_verdict(serve, detector, test_
             )
             assert "version" in page.locator("#model").inner_text()
             # No request left the server: no CDN, fonts or scripts from elsewhere.
-            assert all(url.startswith(server.url) or url.startswith("blob:") for url in requests_seen), (
-                requests_seen
-            )
+            assert all(url.startswith((server.url, "blob:")) for url in requests_seen), requests_seen
         finally:
             browser.close()

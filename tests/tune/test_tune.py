@@ -212,9 +212,9 @@ def test_validation_data_is_the_training_snapshot_else_the_latest(registered, tr
     assert version == "v0001" and note.startswith("latest snapshot") and "'demo_a'" in note
     with pytest.raises(LookupError, match="snapshot 'v0009' not found"):
         validation_frame(card, settings, "v0009")
-    with pytest.raises(ValueError, match="needs a registered model version"):
-        from tasks.tune import tune_inference
+    from tasks.tune import tune_inference
 
+    with pytest.raises(ValueError, match="needs a registered model version"):
         tune_inference(str(trained_dir), settings, config=TuningConfig())
 
 
