@@ -35,8 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 from PIL import Image
 
-from tasks.batches import raw_key, write_batch
-from tasks.demo_data import TRAIN_PHOTOS, load_photo
+from tasks.data.batches import raw_key, write_batch
+from tasks.demo.data import TRAIN_PHOTOS, load_photo
 from tasks.settings import Settings
 from tasks.storage import ObjectStore, sha256_hex
 
@@ -123,7 +123,7 @@ def synthesise_store(store: ObjectStore, images: int, settings: Settings) -> Non
 
     from tasks.curate.dedupe import split_for_group
     from tasks.curate.pipeline import INTEGER_COLUMNS
-    from tasks.snapshots import CURATION_COLUMNS, SNAPSHOT_COLUMNS, export_path, publish_snapshot
+    from tasks.data.snapshots import CURATION_COLUMNS, SNAPSHOT_COLUMNS, export_path, publish_snapshot
 
     rng = np.random.default_rng(123)
     ids = [hashlib.sha256(f"synthetic-{i}".encode()).hexdigest() for i in range(images)]

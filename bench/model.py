@@ -38,10 +38,10 @@ def main() -> int:
     import numpy as np
     import torch
 
-    from tasks.demo_data import DemoSpec, generate
+    from tasks.data.frames import folder_frame
+    from tasks.demo.data import DemoSpec, generate
     from tasks.model.config import load_config
     from tasks.model.detector import Detector, DetectorCard, InferenceSettings, save_detector
-    from tasks.model.frames import folder_frame
     from tasks.model.processing import parse_verdict
     from tasks.settings import Settings
     from tasks.train.job import StartingPoint, TrainingData, fit

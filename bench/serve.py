@@ -35,7 +35,7 @@ def build_detector(dest: Path) -> Path:
 
 
 def demo_images(dest: Path, count: int) -> list[bytes]:
-    from tasks.demo_data import DemoSpec, generate
+    from tasks.demo.data import DemoSpec, generate
 
     root = generate(dest, DemoSpec(generator="A", per_split=(("test", count // 2),)))
     return [p.read_bytes() for p in sorted(root.rglob("*.png"))][:count]

@@ -27,7 +27,7 @@ from tasks.collect.base import Credential
 from tasks.collect.kinds import KINDS
 from tasks.collect.sources import Source, load_sources
 
-from vigil_common import DEFAULT_ARGS, RAW_BATCH
+from vigil_common import DEFAULT_ARGS, RAW_BATCH, run
 
 START_DATE = datetime(2025, 1, 1, tzinfo=UTC)
 TAGS = ["vigil", "collection"]
@@ -94,17 +94,13 @@ def build_dag(source: Source) -> DAG:
         @task(task_id="collect", pool=f"collect_{source.kind}", outlets=[RAW_BATCH])
         def collect_source(params: dict | None = None, outlet_events=None) -> dict:
             """Collect the source's new images into one raw batch and announce it on `raw_batch`."""
-            from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+            from airflow.sdk.exceptions import AirflowSkipException
 
-            from tasks.collect.base import CollectConfigError
             from tasks.collect.run import collect
 
-            try:
-                summary = collect(
-                    source.name, token=_secret(credential), max_images=(params or {}).get("max_images")
-                )
-            except CollectConfigError as exc:  # a missing token or a bad query: retrying cannot help
-                raise AirflowFailException(str(exc)) from None
+            summary = run(
+                collect, source.name, token=_secret(credential), max_images=(params or {}).get("max_images")
+            )
             if summary["batch_id"] is None:
                 raise AirflowSkipException(
                     f"nothing new in source {source.name!r}; no batch, no raw_batch event"

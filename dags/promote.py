@@ -26,14 +26,14 @@ from airflow.sdk import Param, dag, task
 
 from tasks.settings import Settings
 
-from vigil_common import CHALLENGER, CHAMPION, DEFAULT_ARGS, container_job
+from vigil_common import CHALLENGER, CHAMPION, DEFAULT_ARGS, container_job, run
 
 SETTINGS = Settings()
 
 
 def _human_approval() -> bool:
     """Read from the policy file at parse time (cheap YAML), so the approval step shows in the graph."""
-    from tasks.promote.gate import load_policy
+    from tasks.promote.policy import load_policy
 
     try:
         return load_policy(SETTINGS).human_approval
@@ -70,12 +70,7 @@ def promote():
         from tasks.promote.gate import version_to_gate
 
         extras = [event.extra for events in (triggering_asset_events or {}).values() for event in events]
-        try:
-            return version_to_gate(params.get("version"), extras, SETTINGS)
-        except LookupError as exc:  # a version that does not exist: retrying cannot help
-            from airflow.sdk.exceptions import AirflowFailException
-
-            raise AirflowFailException(str(exc)) from None
+        return run(version_to_gate, params.get("version"), extras, SETTINGS)
 
     version = resolve_version()
     if SETTINGS.training.launcher == "docker":

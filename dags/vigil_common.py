@@ -9,6 +9,8 @@ from datetime import timedelta
 
 from airflow.sdk import Asset
 
+from tasks.errors import PermanentError
+
 RAW_BATCH = Asset(name="raw_batch", uri="vigil://raw-batch")
 CURATED_DATASET = Asset(name="curated_dataset", uri="vigil://curated-dataset")
 CHALLENGER = Asset(name="challenger", uri="vigil://model/challenger")
@@ -21,6 +23,17 @@ DEFAULT_ARGS = {
     "retry_exponential_backoff": True,
     "max_retry_delay": timedelta(minutes=10),
 }
+
+
+def run(func, *args, **kwargs):
+    """One call into ``tasks/``: a :class:`~tasks.errors.PermanentError` (a missing credential, a bad
+    config, a version that does not exist) fails the task at once, without its retries."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    try:
+        return func(*args, **kwargs)
+    except PermanentError as exc:
+        raise AirflowFailException(str(exc)) from None
 
 
 def container_job(

@@ -32,9 +32,8 @@ def create_app():
     from tasks import ui
     from tasks.settings import Settings
     from tasks.storage import ObjectStore
-    from tasks.ui import models, quality
+    from tasks.ui import PAGE_CSP, STORED_CSP, models, quality
     from tasks.ui.files import ReportFile, ReportPathError
-    from tasks.ui.render import PAGE_CSP, STORED_CSP
 
     app = FastAPI(
         title="Vigil pages", dependencies=[Depends(get_user)], docs_url=None, redoc_url=None, openapi_url=None

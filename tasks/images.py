@@ -149,9 +149,8 @@ def decode_image(data: bytes, policy: ImageSettings) -> DecodedImage:
         frames = int(getattr(image, "n_frames", 1) or 1)
         if frames > 1 and policy.animated == "reject":
             raise ImageRejected("animated", f"animated {fmt}, {frames} frames; images.animated is 'reject'")
-        orientation = _orientation(image)
         image.load()  # the first frame: pixels are decoded only now
-        rgb, conversions = _to_rgb(image)
+        rgb, conversions = upright_rgb(image)
     except ImageRejected:
         raise
     except Image.DecompressionBombError as exc:
@@ -163,9 +162,6 @@ def decode_image(data: bytes, policy: ImageSettings) -> DecodedImage:
         raise ImageRejected(code, f"{fmt} could not be decoded: {text}") from None
     if frames > 1:
         conversions.append(f"first_frame_of_{frames}")
-    if orientation in _ORIENTATION_TRANSPOSE:
-        rgb = rgb.transpose(getattr(Image.Transpose, _ORIENTATION_TRANSPOSE[orientation]))
-        conversions.append(f"exif_orientation_{orientation}")
     spread = max(ImageStat.Stat(rgb).stddev)
     if spread < policy.min_pixel_std:
         raise ImageRejected(
@@ -203,6 +199,31 @@ def _open_checked(data: bytes, fmt: str, policy: ImageSettings) -> Image.Image:
         )
     image.verify()  # checksums and structure; the image object is unusable afterwards
     return open_()
+
+
+def upright_rgb(image: Image.Image) -> tuple[Image.Image, list[str]]:
+    """The one conversion of any decoded image to what every stage sees: EXIF orientation applied,
+    8-bit RGB, transparency composited on white; returns the image and the conversions applied.
+
+    Idempotent: the result carries no EXIF orientation any more, so a second call changes nothing.
+    """
+    orientation = _orientation(image)
+    rgb, conversions = _to_rgb(image)
+    if orientation in _ORIENTATION_TRANSPOSE:
+        rgb = rgb.transpose(getattr(Image.Transpose, _ORIENTATION_TRANSPOSE[orientation]))
+        conversions.append(f"exif_orientation_{orientation}")
+    if rgb is not image:
+        rgb.info.pop("exif", None)  # applied: it must not be applied again downstream
+    return rgb, conversions
+
+
+def load_image(data: bytes) -> Image.Image:
+    """Trusted image bytes (curated images, a labeled folder) as the model sees them: the first frame,
+    through :func:`upright_rgb`. Untrusted bytes go through :func:`decode_image`, which adds the checks."""
+    with Image.open(io.BytesIO(data)) as image:
+        image.seek(0)
+        image.load()
+        return upright_rgb(image)[0]
 
 
 def _orientation(image: Image.Image) -> int:

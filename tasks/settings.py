@@ -25,12 +25,14 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from tasks.errors import PermanentError
+
 PACKAGE_ROOT = Path(__file__).resolve().parent
 # In a checkout `include/` sits next to `tasks/`; images copy it and set VIGIL_INCLUDE_DIR.
 DEFAULT_INCLUDE_DIR = PACKAGE_ROOT.parent / "include"
 
 
-class ConfigError(ValueError):
+class ConfigError(PermanentError, ValueError):
     """A configuration file or value is invalid; the message names the file and the field."""
 
 

@@ -20,6 +20,8 @@ from urllib.parse import urlparse
 
 import fsspec
 
+from tasks.settings import Settings
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -54,7 +56,6 @@ class ObjectStore:
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> ObjectStore:
-        from tasks.settings import Settings
 
         settings = settings or Settings()
         return cls(settings.store_url, endpoint_url=settings.s3_endpoint_url)

@@ -45,6 +45,16 @@ def airflow_db() -> Path:
     return home
 
 
+@pytest.fixture
+def http_server():
+    """A loopback HTTP server for third-party APIs and media (X, Mastodon, image hosts)."""
+    from tests.helpers.collect import FixtureServer
+
+    server = FixtureServer()
+    yield server
+    server.close()
+
+
 @pytest.fixture(scope="session")
 def moto_endpoint() -> str:
     """A real HTTP S3 endpoint (moto's server) on 127.0.0.1."""
@@ -120,8 +130,8 @@ import json  # noqa: E402
 
 import pandas as pd  # noqa: E402
 
-from tasks.demo_data import DemoSpec, generate  # noqa: E402
-from tasks.snapshots import export_path, latest_version, publish_snapshot, read_snapshot  # noqa: E402
+from tasks.data.snapshots import export_path, latest_version, publish_snapshot, read_snapshot  # noqa: E402
+from tasks.demo.data import DemoSpec, generate  # noqa: E402
 
 SMALL = (("train", 24), ("val", 8), ("test", 8))
 
@@ -195,7 +205,7 @@ def tiny_base(tiny_config, tmp_path_factory):
 @pytest.fixture(scope="session")
 def demo_frames(demo_root):
     """Generator A's small demo folder as train/val/test frames."""
-    from tasks.model.frames import folder_frame
+    from tasks.data.frames import folder_frame
 
     frame = folder_frame(demo_root / "demo_a")
     return {
@@ -261,7 +271,7 @@ def register_detector(folder: Path, settings, snapshot: str) -> str:
     training does at its end. Returns the version."""
     import mlflow
 
-    from tasks.model.registry import use_mlflow
+    from tasks.registry import use_mlflow
     from tasks.train.tracking import log_and_register
 
     use_mlflow(settings)

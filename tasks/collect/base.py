@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from tasks.errors import PermanentError
+
 if TYPE_CHECKING:
     from tasks.collect.sources import Source
     from tasks.settings import Settings
@@ -29,7 +31,7 @@ class CollectError(RuntimeError):
     """A source could not be read (credentials, access tier, API down); the message says what to do."""
 
 
-class CollectConfigError(CollectError):
+class CollectConfigError(CollectError, PermanentError):
     """Retrying cannot help (missing or rejected credentials, paid tier, bad options or metadata): fix first."""
 
 

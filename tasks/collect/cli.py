@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import logging
+
+from tasks.collect.base import CollectError
+from tasks.collect.run import collect
+from tasks.collect.sources import load_sources
+from tasks.console import print_json
+from tasks.logs import setup_logging
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,13 +26,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _collect(args: argparse.Namespace) -> int:
-    from tasks.cli import print_json
-    from tasks.collect.base import CollectError
-    from tasks.collect.run import collect
 
     if args.max_images is not None and args.max_images < 1:
         raise ValueError(f"--max-images must be at least 1, got {args.max_images}")
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    setup_logging()
     try:
         summary = collect(args.source, max_images=args.max_images)
     except CollectError as exc:
@@ -38,8 +40,6 @@ def _collect(args: argparse.Namespace) -> int:
 
 
 def _sources(args: argparse.Namespace) -> int:
-    from tasks.cli import print_json
-    from tasks.collect.sources import load_sources
 
     rows = [
         {

@@ -30,8 +30,8 @@ from typing import Any
 
 from pydantic import Field
 
-from tasks.batches import HUMAN_LABEL
 from tasks.collect.base import Candidate, CollectConfigError, Collector, Options
+from tasks.data.batches import HUMAN_LABEL
 from tasks.storage import ObjectStore, sha256_hex
 
 LABEL_DIRS = {"0_real": "real", "1_fake": "fake"}

@@ -6,7 +6,7 @@
    extension); folder files are kept whatever they are (curation quarantines them visibly);
 3. store the raw bytes content-addressed under ``raw/<source>/<date>/<sha256>.<ext>``;
 4. weak-label each image (:mod:`tasks.collect.provenance`) and hash the author;
-5. publish the batch manifest last (:func:`tasks.batches.write_batch`), then save the cursor.
+5. publish the batch manifest last (:func:`tasks.data.batches.write_batch`), then save the cursor.
 
 A run that dies before step 5 publishes nothing and keeps the old cursor: the next run sees the
 same items again and re-uses the raw objects already stored (same bytes, same key). A run that
@@ -23,11 +23,12 @@ from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
-from tasks import batches, net
+from tasks import net
 from tasks.collect import provenance
 from tasks.collect.base import Candidate, Collector
 from tasks.collect.kinds import KINDS
 from tasks.collect.sources import Source, load_sources
+from tasks.data import batches
 from tasks.images import EXTENSIONS, describe_non_image, sniff_format
 from tasks.settings import Settings
 from tasks.storage import ObjectStore, sha256_hex

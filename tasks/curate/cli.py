@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
+
+from tasks.console import print_json
+from tasks.curate import CurationError, curate, failed_batches_message
+from tasks.logs import setup_logging
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,10 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _curate(args: argparse.Namespace) -> int:
-    from tasks.cli import print_json
-    from tasks.curate import CurationError, curate, failed_batches_message
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging()
     try:
         summary = curate(retry=args.retry)
     except CurationError as exc:

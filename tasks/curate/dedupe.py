@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from tasks.snapshots import SPLITS
+from tasks.data.snapshots import SPLITS
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tasks.data.batches import LABELS
+from tasks.data.snapshots import SPLITS
 from tasks.settings import ConfigError, load_yaml
 
 if TYPE_CHECKING:
@@ -48,8 +50,6 @@ class SuiteSpec(BaseModel):
 
 def suite_parameters(settings: Settings) -> dict[str, Any]:
     """Values for the suite's ``$PARAMETER`` placeholders, from the settings."""
-    from tasks.batches import LABELS
-    from tasks.snapshots import SPLITS
 
     images = settings.images
     return {

@@ -26,12 +26,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tasks.batches import HUMAN_LABEL, Batch, batch_id_of, list_batches, read_batch
 from tasks.curate.dedupe import DuplicateIndex
 from tasks.curate.expectations import load_suite, suite_parameters, validate_batch
 from tasks.curate.process import ImagePool, ImageResult, ImageWorker
-from tasks.settings import Settings
-from tasks.snapshots import (
+from tasks.data.batches import HUMAN_LABEL, Batch, batch_id_of, list_batches, read_batch
+from tasks.data.snapshots import (
     CURATION_COLUMNS,
     LABEL_DIRS,
     SNAPSHOT_COLUMNS,
@@ -41,6 +40,7 @@ from tasks.snapshots import (
     publish_snapshot,
     read_snapshot,
 )
+from tasks.settings import Settings
 from tasks.storage import ObjectStore
 
 if TYPE_CHECKING:

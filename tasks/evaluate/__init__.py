@@ -29,8 +29,8 @@ from tasks.evaluate.metrics import binary_metrics, reliability_bins
 if TYPE_CHECKING:
     from PIL import Image
 
+    from tasks.data.frames import Frame
     from tasks.model.detector import Detector
-    from tasks.model.frames import Frame
 
 log = logging.getLogger("vigil.evaluate")
 SLICE_COLUMNS = ("source", "label_source", "generator", "original_format")

@@ -19,7 +19,7 @@ _EXPORTS = {
     "InferenceSettings": "tasks.model.detector",
     "Preprocessor": "tasks.model.processing",
     "QUESTION": "tasks.model.processing",
-    "load_image": "tasks.model.processing",
+    "load_image": "tasks.images",
     "prepare_image": "tasks.model.processing",
 }
 __all__ = sorted(_EXPORTS)

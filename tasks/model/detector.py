@@ -34,6 +34,7 @@ import torch
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
+from tasks.model.artifacts import resolve_model
 from tasks.model.config import ImageSize, LoraSettings, ModelConfig, TinyArchitecture
 from tasks.model.processing import QUESTION, Preprocessor
 
@@ -296,7 +297,6 @@ class Detector:
         ``inference.json`` if it has one, else a registry version's tuned settings (its ``inference``
         tag, written by inference tuning), else :class:`InferenceSettings` defaults.
         """
-        from tasks.model.registry import resolve_model
 
         resolved = resolve_model(str(source), settings=settings)
         folder = detector_folder(resolved.path)

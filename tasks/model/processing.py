@@ -11,15 +11,16 @@ out of the loss.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, Qwen2_5_VLProcessor
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+from tasks.images import upright_rgb
 
 QUESTION = "Is this image manipulated or synthesized?"
 YES, NO = "Yes", "No"
@@ -46,17 +47,9 @@ def parse_verdict(answer: str) -> bool | None:
     return {YES.lower(): True, NO.lower(): False}.get(word)
 
 
-def load_image(data: bytes) -> Image.Image:
-    """Decode image bytes for the model (first frame of animations, EXIF orientation applied, RGB)."""
-    with Image.open(io.BytesIO(data)) as image:
-        image.seek(0)
-        return prepare_image(image)
-
-
 def prepare_image(image: Image.Image) -> Image.Image:
-    """The model's view of any PIL image: EXIF orientation applied, converted to RGB."""
-    image = ImageOps.exif_transpose(image)
-    return image if image.mode == "RGB" else image.convert("RGB")
+    """The model's view of any PIL image (:func:`tasks.images.upright_rgb`): a no-op for decoded images."""
+    return upright_rgb(image)[0]
 
 
 class _Processor(Qwen2_5_VLProcessor):

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import mlflow.pyfunc
 
+from tasks.images import load_image
+
 
 class DetectorPyfunc(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
@@ -18,8 +20,6 @@ class DetectorPyfunc(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input, params=None):
         import pandas as pd
-
-        from tasks.model.processing import load_image
 
         images = [load_image(bytes(data)) for data in model_input["image"]]
         scores = self.detector.score(images)

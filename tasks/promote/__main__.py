@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 
+from tasks.logs import setup_logging
 from tasks.promote.gate import evaluate, summary
 from tasks.settings import Settings
 
@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tasks.promote", description=__doc__.split("\n")[0])
     parser.add_argument("--version", default="", help="model version (default: the challenger alias)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     print(json.dumps(summary(evaluate(Settings(), args.version or None))), flush=True)
     return 0
 

@@ -15,7 +15,6 @@ report (JSON + Markdown + HTML with champion and challenger side by side) to the
 
 from __future__ import annotations
 
-import html
 import json
 import logging
 import tempfile
@@ -23,22 +22,23 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tasks.promote.policy import GatePolicy, decide
-from tasks.settings import Settings, load_yaml
+from tasks.data.frames import load_frame, snapshot_frame
+from tasks.data.snapshots import latest_version, read_snapshot
+from tasks.evaluate import compare
+from tasks.html import render
+from tasks.promote.policy import GatePolicy, decide, load_policy
+from tasks.registry import CHALLENGER, CHAMPION, Registry, Tags, mlflow_client
+from tasks.settings import Settings
+from tasks.storage import ObjectStore
 
 if TYPE_CHECKING:
-    from tasks.model.frames import Frame
+    from tasks.data.frames import Frame
     from tasks.storage import ObjectStore
 
 log = logging.getLogger("vigil.gate")
 
 SLICE_COLUMNS = ("source", "generator")
 TABLE_METRICS = ("roc_auc", "balanced_accuracy", "ece")
-
-
-def load_policy(settings: Settings) -> GatePolicy:
-    """``include/gate.yaml``; errors name the field."""
-    return load_yaml(settings.include(settings.promotion.policy_file), GatePolicy)
 
 
 def report_prefix(model_name: str, version: str) -> str:
@@ -55,8 +55,6 @@ def _test_frames(
     store: ObjectStore, settings: Settings, policy: GatePolicy, champion_snapshot: str | None
 ) -> tuple[str, dict[str, Frame], str | None]:
     """(newest snapshot, {test set name: frame}, name of the new-data set or None)."""
-    from tasks.model.frames import load_frame, snapshot_frame
-    from tasks.snapshots import latest_version, read_snapshot
 
     newest = latest_version(store)
     if newest is None:
@@ -138,10 +136,7 @@ def evaluate(
 
     Aliases are not moved here (see :func:`apply`), so a human can approve in between.
     """
-    from tasks.evaluate import compare
     from tasks.model.detector import Detector, InferenceSettings
-    from tasks.registry import CHALLENGER, CHAMPION, Registry
-    from tasks.storage import ObjectStore
 
     policy = policy or load_policy(settings)
     registry = Registry(settings)
@@ -198,7 +193,6 @@ def evaluate(
 
 def apply(settings: Settings, report: dict[str, Any], approved_by: str | None = None) -> dict[str, Any]:
     """Move the aliases as the report decided: promote (old champion -> ``previous``) or tag ``rejected``."""
-    from tasks.registry import Registry
 
     registry = Registry(settings)
     version = report["challenger"]["version"]
@@ -285,50 +279,23 @@ def markdown(report: dict[str, Any]) -> str:
 
 def render_html(report: dict[str, Any]) -> str:
     """A self-contained page: decision, reasons, the side-by-side slice table with deltas, the checks."""
-    esc = html.escape
-    champion = report["champion"]
-    head = ["<tr><th>test set</th><th>slice</th><th>n</th>"]
-    for metric in TABLE_METRICS:
-        head.append(f"<th>{metric}<br>champion</th><th>{metric}<br>challenger</th><th>Δ</th>")
-    head.append("</tr>")
-    body = []
+    rows = []
     for row in report["slices"]:
-        cells = [f"<td>{esc(row['test_set'])}</td><td>{esc(row['slice'])}</td><td>{row['n']}</td>"]
+        cells = []
         for metric in TABLE_METRICS:
             delta = _delta(row, metric)
             better = None if delta is None else (delta < 0 if metric == "ece" else delta > 0)
-            css = (
-                ""
-                if delta is None or abs(delta) < 1e-9
-                else (' class="better"' if better else ' class="worse"')
-            )
+            verdict = "" if delta is None or abs(delta) < 1e-9 else ("better" if better else "worse")
             cells.append(
-                f"<td>{_fmt((row['champion'] or {}).get(metric))}</td>"
-                f"<td>{_fmt((row['challenger'] or {}).get(metric))}</td>"
-                f"<td{css}>{'' if delta is None else f'{delta:+.4f}'}</td>"
+                {
+                    "champion": (row["champion"] or {}).get(metric),
+                    "challenger": (row["challenger"] or {}).get(metric),
+                    "delta": delta,
+                    "verdict": verdict,
+                }
             )
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    checks = "".join(
-        f'<li class="{"pass" if c["passed"] else "fail"}">{esc(c["detail"])}</li>' for c in report["checks"]
-    )
-    reasons = "".join(f"<li>{esc(r)}</li>" for r in report["reasons"])
-    title = f"Gate: {report['model_name']} v{report['challenger']['version']}"
-    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>
-<style>
-body{{font:14px/1.4 system-ui,sans-serif;margin:2rem;color:#1b1f24}} table{{border-collapse:collapse}}
-td,th{{border:1px solid #d0d7de;padding:.3rem .6rem;text-align:right}} td:nth-child(-n+2),th:nth-child(-n+2){{text-align:left}}
-th{{background:#f6f8fa}} .better{{color:#1a7f37}} .worse{{color:#cf222e;font-weight:600}}
-.decision{{display:inline-block;padding:.2rem .6rem;border-radius:4px;color:#fff}}
-.promoted{{background:#1a7f37}} .rejected{{background:#cf222e}} li.fail{{color:#cf222e}} li.pass{{color:#1a7f37}}
-</style></head><body>
-<h1>{esc(title)} <span class="decision {esc(report["decision"])}">{esc(report["decision"])}</span></h1>
-<p>Champion: {esc("v" + champion["version"]) if champion else "none (first model: floors only)"} ·
-test snapshot {esc(str(report["snapshot"]))} · {esc(report["created_at"])}</p>
-{f"<h2>Reasons</h2><ul>{reasons}</ul>" if reasons else ""}
-<h2>Slices: champion and challenger side by side</h2>
-<table><thead>{"".join(head)}</thead><tbody>{"".join(body)}</tbody></table>
-<h2>Checks</h2><ul>{checks}</ul>
-</body></html>"""
+        rows.append({**row, "cells": cells})
+    return render("promote/gate_report.html", report=report, metrics=TABLE_METRICS, rows=rows)
 
 
 def _store_report(store: ObjectStore, settings: Settings, report: dict[str, Any]) -> str:
@@ -341,9 +308,6 @@ def _store_report(store: ObjectStore, settings: Settings, report: dict[str, Any]
 
 def _log_to_mlflow(settings: Settings, report: dict[str, Any]) -> None:
     """The report files as artifacts of the challenger's run (``gate/``) and the decision as version tags."""
-    from tasks.model.registry import client
-
-    mlflow = client(settings)
     version = report["challenger"]["version"]
     run_id = report["challenger"]["run_id"]
     if run_id:
@@ -352,14 +316,14 @@ def _log_to_mlflow(settings: Settings, report: dict[str, Any]) -> None:
             (folder / "gate_report.json").write_text(json.dumps(report, indent=2))
             (folder / "gate_report.md").write_text(markdown(report))
             (folder / "gate_report.html").write_text(render_html(report))
-            mlflow.log_artifacts(run_id, str(folder), "gate")
-    mlflow.set_model_version_tag(report["model_name"], version, "gate_decision", report["decision"])
-    mlflow.set_model_version_tag(report["model_name"], version, "gate_report", report["report_url"])
+            mlflow_client(settings).log_artifacts(run_id, str(folder), "gate")
+    Registry(settings, name=report["model_name"]).tag(
+        version, {Tags.GATE_DECISION: report["decision"], Tags.GATE_REPORT: report["report_url"]}
+    )
 
 
 def version_to_gate(requested: str | None, event_extras: list[dict[str, Any]], settings: Settings) -> str:
     """The form's version, else the newest triggering `challenger` event's, else the `challenger` alias."""
-    from tasks.registry import CHALLENGER, Registry
 
     return Registry(settings).pick(requested, event_extras, CHALLENGER)
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import Field
 
-from tasks.settings import Section
+from tasks.settings import Section, Settings, load_yaml
 
 Metrics = dict[str, Any]  # one slice: {"n": ..., "roc_auc": ..., "balanced_accuracy": ..., "ece": ...}
 
@@ -132,3 +132,8 @@ def decide(policy: GatePolicy, challenger: dict[str, Any], champion: dict[str, A
                 )
             )
     return Decision(all(c.passed for c in checks), checks)
+
+
+def load_policy(settings: Settings) -> GatePolicy:
+    """``include/gate.yaml``; errors name the field."""
+    return load_yaml(settings.include(settings.promotion.policy_file), GatePolicy)

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from tasks.logs import setup_logging
+from tasks.serve.app import create_app
+from tasks.settings import Settings
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="interface to listen on (default: serving.host)")
@@ -22,14 +26,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import logging
 
     import uvicorn
 
-    from tasks.serve.app import create_app
-    from tasks.settings import Settings
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     settings = Settings()
     app = create_app(settings, model_source=args.model)
     uvicorn.run(

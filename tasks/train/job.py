@@ -29,10 +29,18 @@ from typing import Any
 
 import numpy as np
 
+from tasks.data.frames import Frame, snapshot_frame
+from tasks.data.snapshots import manifest_key, resolve_version
+from tasks.evaluate import evaluate_detector
+from tasks.evaluate.metrics import binary_metrics, threshold_at_fpr
+from tasks.evaluate.report import log_report
+from tasks.model.artifacts import resolve_model
 from tasks.model.config import ModelConfig
 from tasks.model.detector import DetectorCard, now_iso
-from tasks.model.frames import Frame, snapshot_frame
+from tasks.registry import CHAMPION, Registry
 from tasks.settings import Settings
+from tasks.storage import ObjectStore
+from tasks.train import tracking
 
 log = logging.getLogger("vigil.train")
 DEEPSPEED_CONFIG = "deepspeed_zero2.json"
@@ -65,9 +73,8 @@ def starting_point(config: ModelConfig, settings: Settings) -> StartingPoint:
     if config.init_from == "base":
         return StartingPoint("base")
     from tasks.model.detector import detector_folder, read_card
-    from tasks.model.registry import CHAMPION, find_alias, resolve_model
 
-    champion = find_alias(settings.model_name, CHAMPION, settings)
+    champion = Registry(settings).version(CHAMPION)
     if champion is None:
         log.info("no champion yet: starting from the base model")
         return StartingPoint("base")
@@ -226,8 +233,6 @@ def train(
     config_source: str | None = None,
 ) -> dict[str, Any]:
     """Run (or resume, or return the result of) the training job for ``config``; returns the result dict."""
-    from tasks.snapshots import manifest_key, resolve_version
-    from tasks.storage import ObjectStore
 
     settings = settings or Settings()
     store = ObjectStore.from_settings(settings)
@@ -255,8 +260,6 @@ def train(
 
     run = None
     if is_main_process():
-        from tasks.train import tracking
-
         run = tracking.start_run(
             work,
             settings,
@@ -401,11 +404,7 @@ def finalize(
     """Threshold on val, save the detector, report on test, log and register the challenger."""
     import mlflow
 
-    from tasks.evaluate import evaluate_detector
-    from tasks.evaluate.metrics import binary_metrics, threshold_at_fpr
-    from tasks.evaluate.report import log_report
     from tasks.model.detector import Detector, save_detector
-    from tasks.train import tracking
 
     best = trainer.state.best_metric
     val_scores = trainer.validation_scores()

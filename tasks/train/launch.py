@@ -19,7 +19,12 @@ import subprocess
 import sys
 from typing import Any
 
+from tasks.data.snapshots import read_snapshot
+from tasks.logs import setup_logging
+from tasks.model.config import config_path, load_config
+from tasks.registry import Registry, Tags
 from tasks.settings import Settings
+from tasks.storage import ObjectStore
 
 log = logging.getLogger("vigil.train")
 # Form/CLI parameter -> config field it overrides.
@@ -134,14 +139,6 @@ def challenger_extra(result: dict[str, Any] | str) -> dict[str, Any]:
     return {k: result.get(k) for k in keys}
 
 
-def setup_logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    for noisy in ("httpx", "urllib3", "mlflow.tracking.fluent"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
 def visible_gpus() -> int:
     try:
         import torch
@@ -171,7 +168,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tasks.model.config import config_path, load_config
 
     setup_logging()
     settings = Settings()
@@ -223,16 +219,12 @@ def new_images_since_last_training(
 ) -> tuple[int, str]:
     """Labeled images in ``snapshot`` that the last registered model's snapshot did not have, or had with
     another label (a correction by feedback), and an explanation."""
-    from tasks.model.registry import latest_version
-    from tasks.snapshots import read_snapshot
-    from tasks.storage import ObjectStore
-
     settings = settings or Settings()
     store = ObjectStore.from_settings(settings)
     current = read_snapshot(store, snapshot)
     labeled = _labels(current)
-    last = latest_version(settings.model_name, settings)
-    last_snapshot = (last.tags or {}).get("snapshot") if last else None
+    last = Registry(settings).latest()
+    last_snapshot = (last.tags or {}).get(Tags.SNAPSHOT) if last else None
     if not last_snapshot:
         return len(
             labeled

@@ -25,7 +25,8 @@ import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tasks.model.registry import CHALLENGER, client
+from tasks.registry import CHALLENGER, Registry, use_mlflow
+from tasks.storage import sha256_hex
 
 if TYPE_CHECKING:
     from tasks.settings import Settings
@@ -67,8 +68,6 @@ def start_run(work: Path, settings: Settings, run_name: str, tags: dict[str, str
     """Start the job's MLflow run, or resume it when the job restarts (its id is kept in the work folder)."""
     import mlflow
 
-    from tasks.model.registry import use_mlflow
-
     use_mlflow(settings)  # the version this run registers goes to the same server
     experiment = mlflow.set_experiment(settings.training.experiment)
     run_file = work / RUN_FILE
@@ -90,8 +89,6 @@ def start_run(work: Path, settings: Settings, run_name: str, tags: dict[str, str
 def log_snapshot_input(store: ObjectStore, manifest_key: str, table, version: str) -> None:
     """The snapshot as the run's dataset input: source = the manifest's URI, digest = its sha256."""
     import mlflow
-
-    from tasks.storage import sha256_hex
 
     digest = sha256_hex(store.read_bytes(manifest_key))[:20]
     columns = [c for c in ("image_id", "split", "label", "source", "label_source", "generator") if c in table]
@@ -125,13 +122,10 @@ def log_and_register(
         artifacts={"detector": str(detector_dir)},
         pip_requirements=pip_requirements(),
     )
-    version = mlflow.register_model(info.model_uri, settings.model_name, tags=tags)
-    registry = client(settings)
-    registry.update_model_version(settings.model_name, version.version, description=description)
-    registry.set_registered_model_alias(settings.model_name, CHALLENGER, version.version)
-    log.info("registered %s version %s with alias %r", settings.model_name, version.version, CHALLENGER)
+    version = Registry(settings).register(info.model_uri, tags, description)
+    log.info("registered %s version %s with alias %r", settings.model_name, version, CHALLENGER)
     return {
-        "model_uri": f"models:/{settings.model_name}/{version.version}",
+        "model_uri": f"models:/{settings.model_name}/{version}",
         "logged_model_uri": info.model_uri,
-        "version": str(version.version),
+        "version": version,
     }

@@ -11,12 +11,12 @@ import contextlib
 import json
 import sys
 
+from tasks.logs import setup_logging
 from tasks.settings import Settings
+from tasks.tune import tune_inference
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tasks.train.launch import setup_logging
-    from tasks.tune import tune_inference
 
     parser = argparse.ArgumentParser(prog="python -m tasks.tune", description=__doc__.split("\n")[0])
     parser.add_argument("--model", required=True, help="models:/<name>/<version>")

@@ -6,6 +6,11 @@ import argparse
 import contextlib
 import sys
 
+from tasks.console import print_json
+from tasks.logs import setup_logging
+from tasks.settings import Settings
+from tasks.tune import tune_inference
+
 
 def register(sub) -> None:
     tune = sub.add_parser(
@@ -29,10 +34,6 @@ def register(sub) -> None:
 
 
 def _tune(args: argparse.Namespace) -> int:
-    from tasks.cli import print_json
-    from tasks.settings import Settings
-    from tasks.train.launch import setup_logging
-    from tasks.tune import tune_inference
 
     setup_logging()
     settings = Settings()

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
 
-from tasks.settings import Section, load_yaml
+from tasks.settings import Section, Settings, load_yaml
 
 if TYPE_CHECKING:
     from tasks.model.detector import InferenceSettings
@@ -69,7 +69,5 @@ class TuningConfig(Section):
 def load_tuning_config(path: str | Path | None = None, settings: Settings | None = None) -> TuningConfig:
     """``path``, else ``include/tuning.yaml`` of the settings."""
     if path is None:
-        from tasks.settings import Settings
-
         path = (settings or Settings()).include(CONFIG_NAME)
     return load_yaml(path, TuningConfig)

@@ -33,17 +33,23 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from tasks.data.frames import snapshot_frame
+from tasks.data.snapshots import VERSION_RE, list_versions
+from tasks.model.artifacts import resolve_model
+from tasks.registry import Registry, Tags, mlflow_client
+from tasks.settings import Settings
+from tasks.storage import ObjectStore
 from tasks.tune.config import BASELINE, TuningConfig, load_tuning_config
 
 if TYPE_CHECKING:
+    from tasks.data.frames import Frame
     from tasks.model.detector import DetectorCard, InferenceSettings
-    from tasks.model.frames import Frame
     from tasks.settings import Settings
 
 log = logging.getLogger("vigil.tune")
 STANDALONE_EXPERIMENT = "vigil-tuning"
 ARTIFACT_DIR = "inference"
-# Tags on the model version; INFERENCE_TAG is what loading applies (see tasks.model.registry).
+# Tags on the model version; INFERENCE_TAG is what loading applies (see tasks.model.artifacts).
 RUN_TAG, CANDIDATE_TAG = "inference_run_id", "inference_candidate"
 
 
@@ -151,8 +157,6 @@ def tune_inference(
     import torch
 
     from tasks.model.detector import detector_folder, read_card
-    from tasks.model.registry import resolve_model
-    from tasks.settings import Settings
 
     settings = settings or Settings()
     if not isinstance(config, TuningConfig):
@@ -208,9 +212,6 @@ def tune_inference(
 
 def validation_frame(card: DetectorCard, settings: Settings, snapshot: str | None) -> tuple[Frame, str, str]:
     """The val split of ``snapshot``, else of the model's training snapshot, else of the latest snapshot."""
-    from tasks.model.frames import snapshot_frame
-    from tasks.snapshots import VERSION_RE, list_versions
-    from tasks.storage import ObjectStore
 
     store = ObjectStore.from_settings(settings)
     known = list_versions(store)
@@ -426,10 +427,8 @@ def record(result: TuningResult, settings: Settings) -> str:
     """Log the tuning run (artifacts, table, metrics) and tag the model version; returns the run id."""
     import pandas as pd
 
-    from tasks.model.registry import INFERENCE_TAG, client
-
-    registry = client(settings)
-    version = registry.get_model_version(result.model_name, result.version)
+    registry = mlflow_client(settings)  # the tuning run (tracking); the version's tags go through Registry
+    version = Registry(settings, name=result.model_name).get(result.version)
     tags = {
         "vigil.stage": "tuning",
         "vigil.model_name": result.model_name,
@@ -479,10 +478,12 @@ def record(result: TuningResult, settings: Settings) -> str:
         registry.set_terminated(run_id, "FAILED")
         raise
     registry.set_terminated(run_id, "FINISHED")
-    for key, value in {
-        INFERENCE_TAG: result.chosen.model_dump_json(),
-        RUN_TAG: run_id,
-        CANDIDATE_TAG: result.chosen_name,
-    }.items():
-        registry.set_model_version_tag(result.model_name, result.version, key, value)
+    Registry(settings, name=result.model_name).tag(
+        result.version,
+        {
+            Tags.INFERENCE: result.chosen.model_dump_json(),
+            Tags.INFERENCE_RUN: run_id,
+            Tags.INFERENCE_CANDIDATE: result.chosen_name,
+        },
+    )
     return run_id

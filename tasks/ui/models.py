@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from tasks.registry import ALIASES, Registry, Tags
+from tasks.ui import render_page
 from tasks.ui.files import ReportFile, check_id, read_report_file
-from tasks.ui.render import render
 
 if TYPE_CHECKING:
     from tasks.settings import Settings
@@ -19,7 +20,6 @@ if TYPE_CHECKING:
 
 GATE_PREFIX = "reports/gate"
 GATE_FILES = ("report.html", "report.md", "report.json")
-ALIASES = ("champion", "challenger", "previous")
 # Tags shown in their own columns or sections; the others are listed under "other tags".
 SHOWN_TAGS = (
     "snapshot",
@@ -121,33 +121,22 @@ def _float(value: Any) -> float | None:
         return None
 
 
-def _client(settings: Settings):
+def _registry(settings: Settings) -> Registry:
     # The page must answer when MLflow is down: fail after one try instead of minutes of retries.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-    from tasks.model.registry import client
-
-    return client(settings)
+    return Registry(settings)
 
 
 def list_versions(settings: Settings, store: ObjectStore, mlflow_ui_url: str) -> list[VersionView]:
     """The newest registered versions, with their aliases, tags, run links and gate reports."""
-    from mlflow.exceptions import MlflowException
-
-    registry = _client(settings)
+    registry = _registry(settings)
     name = settings.model_name
-    try:
-        aliases = dict(registry.get_registered_model(name).aliases)
-    except MlflowException as exc:
-        if getattr(exc, "error_code", "") == "RESOURCE_DOES_NOT_EXIST":
-            return []
-        raise
+    aliases = registry.aliases()
     by_version: dict[str, list[str]] = {}
     for alias, version in aliases.items():
         by_version.setdefault(str(version), []).append(alias)
-    versions = registry.search_model_versions(
-        f"name = '{name}'", order_by=["version_number DESC"], max_results=MAX_VERSIONS
-    )
+    versions = registry.versions(max_results=MAX_VERSIONS)
     gates = gate_reports(store, name)
     ui = mlflow_ui_url.rstrip("/")
     views = []
@@ -157,13 +146,10 @@ def list_versions(settings: Settings, store: ObjectStore, mlflow_ui_url: str) ->
         run_url = None
         if mv.run_id:
             if mv.run_id not in experiments:
-                try:
-                    experiments[mv.run_id] = registry.get_run(mv.run_id).info.experiment_id
-                except MlflowException:
-                    experiments[mv.run_id] = None
+                experiments[mv.run_id] = registry.run_experiment(mv.run_id)
             if experiments[mv.run_id] is not None:
                 run_url = f"{ui}/#/experiments/{quote(experiments[mv.run_id])}/runs/{quote(mv.run_id)}"
-        inference, inference_error = _inference(mv.tags.get("inference"))
+        inference, inference_error = _inference(mv.tags.get(Tags.INFERENCE))
         views.append(
             VersionView(
                 version=version,
@@ -213,7 +199,7 @@ def models_page(settings: Settings, store: ObjectStore, base: str, mlflow_ui_url
         if view.gate is not None and len(gates) < MAX_GATE_REPORTS:
             metrics, rows = slice_rows(view.gate)
             gates.append({"version": view.version, "report": view.gate, "metrics": metrics, "rows": rows})
-    return render(
+    return render_page(
         "models.html",
         base=base,
         nav="models",

@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from tasks.ui import render_page
 from tasks.ui.files import ReportFile, check_id, read_report_file
-from tasks.ui.render import render
 
 if TYPE_CHECKING:
     from tasks.storage import ObjectStore
@@ -136,7 +136,7 @@ def data_quality_page(store: ObjectStore, base: str, source: str | None = None) 
         "new_images": sum(r.counts.get("new_images", 0) for r in reports),
     }
     sources = sorted({r.source for r in reports} | ({source} if source else set()))
-    return render(
+    return render_page(
         "data_quality.html",
         base=base,
         nav="quality",
@@ -152,4 +152,4 @@ def data_quality_page(store: ObjectStore, base: str, source: str | None = None) 
 
 def batch_page(store: ObjectStore, base: str, batch_id: str) -> str:
     report = read_batch_report(store, batch_id)
-    return render("batch.html", base=base, nav="quality", title=f"Batch {batch_id}", report=report)
+    return render_page("batch.html", base=base, nav="quality", title=f"Batch {batch_id}", report=report)

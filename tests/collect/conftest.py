@@ -1,18 +1,10 @@
-"""Fixtures of the collection tests: a loopback HTTP server and settings reading a given sources.yaml."""
+"""Fixtures of the collection tests: settings reading a given sources.yaml."""
 
 from __future__ import annotations
 
 import textwrap
 
 import pytest
-from collect_helpers import FixtureServer
-
-
-@pytest.fixture
-def http_server():
-    server = FixtureServer()
-    yield server
-    server.close()
 
 
 @pytest.fixture

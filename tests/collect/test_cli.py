@@ -6,7 +6,7 @@ import json
 import shutil
 
 from tasks.cli import main
-from tasks.demo_data import DemoSpec, generate
+from tasks.demo.data import DemoSpec, generate
 from tasks.settings import DEFAULT_INCLUDE_DIR
 
 SMALL = DemoSpec(per_split=(("train", 3), ("val", 1), ("test", 1)))

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import boto3
 import pytest
-from collect_helpers import image_bytes, rows_by_post
 from PIL.PngImagePlugin import PngInfo
 
-from tasks.batches import list_batches
 from tasks.collect.base import CollectError
 from tasks.collect.run import collect, cursor_key
+from tasks.data.batches import list_batches
 from tasks.settings import Settings
 from tasks.storage import sha256_hex
+from tests.helpers.collect import image_bytes, rows_by_post
 
 SOURCES = """
     sources:

@@ -6,11 +6,11 @@ import hashlib
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from collect_helpers import FakeMastodon, all_rows, json_reply
 
 from tasks.collect.base import CollectError
 from tasks.collect.mastodon import next_max_id
 from tasks.collect.run import collect, cursor_key
+from tests.helpers.collect import FakeMastodon, all_rows, json_reply
 
 SOURCES = """
     sources:

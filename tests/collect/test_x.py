@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from collect_helpers import FakeX, all_rows, x_error
 
-from tasks.batches import list_batches
 from tasks.collect.base import CollectError
 from tasks.collect.run import collect, cursor_key
 from tasks.collect.x import build_query
+from tasks.data.batches import list_batches
 from tasks.settings import DEFAULT_INCLUDE_DIR
+from tests.helpers.collect import FakeX, all_rows, x_error
 
 SOURCES = """
     sources:

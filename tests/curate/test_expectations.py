@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from curation_helpers import add_batch, good_images
 
 from tasks.curate import curate
 from tasks.curate.expectations import SUITE_FILE, SuiteSpec, load_suite
 from tasks.settings import ConfigError, Settings, load_yaml
+from tests.helpers.curation import add_batch, good_images
 
 
 def test_data_docs_and_summary_per_batch(local_store, tmp_path, monkeypatch):

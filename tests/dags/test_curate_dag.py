@@ -8,10 +8,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tests" / "curate"))
 sys.path.insert(0, str(REPO / "dags"))  # Airflow puts the DAGs folder on sys.path (vigil_common)
 
-from curation_helpers import add_batch, good_images  # noqa: E402
+from tests.helpers.curation import add_batch, good_images  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +51,7 @@ def asset_events(run_id: str) -> list[dict]:
 
 @pytest.mark.parametrize("store_env", ["local"], indirect=True)
 def test_dag_run_publishes_snapshot_and_emits_event(curate_dag, store, store_env):
-    from tasks.snapshots import read_snapshot
+    from tasks.data.snapshots import read_snapshot
 
     add_batch(store, good_images(12))
     run = curate_dag.test()

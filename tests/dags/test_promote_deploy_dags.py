@@ -53,9 +53,9 @@ def env(monkeypatch, tmp_path, mlflow_server, demo_root, publish_demo):
 @pytest.fixture
 def live_serving(env):
     """The serving app as the embedded stack runs it (it loads the champion alias at start)."""
-    from tasks.stack import _port_of, start, stop
+    from tasks.stack import port_of, start, stop
 
-    port = _port_of(env.serving_url)
+    port = port_of(env.serving_url)
     service = start(
         "serving",
         [sys.executable, "-m", "tasks.serve", "--host", "127.0.0.1", "--port", str(port)],
@@ -68,7 +68,7 @@ def live_serving(env):
 
 
 def served_version(settings) -> str | None:
-    from tasks.deploy import wait_ready
+    from tasks.deploy.smoke import wait_ready
 
     return str(wait_ready(settings.serving_url, 120).get("model", {}).get("version"))
 

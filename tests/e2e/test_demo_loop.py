@@ -10,9 +10,9 @@ import pytest
 @pytest.mark.slow
 def test_two_rounds_collect_curate_train_promote_tune_deploy_and_answer(tmp_path, monkeypatch):
     from tasks import stack
-    from tasks.airflow_client import AirflowClient
-    from tasks.demo import CHAIN, run_demo
+    from tasks.demo.run import CHAIN, run_demo
     from tasks.settings import Settings
+    from tasks.stack.airflow_client import AirflowClient
     from tasks.storage import ObjectStore
 
     for name in ("MLFLOW_TRACKING_URI", "VIGIL_AIRFLOW_URL", "VIGIL_SERVING_URL"):

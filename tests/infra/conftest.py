@@ -7,8 +7,8 @@ import importlib.util
 
 import pytest
 
-from .deploy_files import ENV_EXAMPLE, REPO, load_compose
-from .image_venvs import ImageVenvs
+from tests.helpers.deploy_files import ENV_EXAMPLE, REPO, load_compose
+from tests.helpers.image_venvs import ImageVenvs
 
 # docker/make_env.py: the script users run on the host (not part of the `tasks` package).
 _spec = importlib.util.spec_from_file_location("make_env", REPO / "docker" / "make_env.py")

@@ -14,11 +14,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tasks import airflow_objects
 from tasks.settings import Settings
-
-from .deploy_files import REPO, service_environment
-from .test_compose import AIRFLOW, settings_of
+from tasks.stack import airflow_objects
+from tests.helpers.deploy_files import REPO, service_environment
+from tests.infra.test_compose import AIRFLOW, settings_of
 
 POOLS = REPO / "include" / airflow_objects.POOLS_FILE
 

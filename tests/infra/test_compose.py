@@ -20,8 +20,7 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from tasks.settings import Settings
-
-from .deploy_files import (
+from tests.helpers.deploy_files import (
     COMPOSE_FILE,
     ENV_EXAMPLE,
     REPO,

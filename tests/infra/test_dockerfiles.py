@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .deploy_files import (
+from tests.helpers.deploy_files import (
     REPO,
     DockerIgnore,
     Stage,

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from .deploy_files import REPO, trainer_pending
-from .image_venvs import run_in
+from tests.helpers.deploy_files import REPO, trainer_pending
+from tests.helpers.image_venvs import run_in
 
 # Libraries the DAG files must not import at module level (they slow every parse; some are absent here).
 HEAVY_AT_PARSE = ["torch", "transformers", "peft", "great_expectations", "mlflow", "PIL", "pandas", "tweepy"]
@@ -190,7 +190,15 @@ def test_trainer_image_imports_its_entry_point(image_venvs):
         pytest.fail("tasks/train exists but docker/trainer/requirements.txt does not")
     modules = entry_point_or_fallback(
         "train",
-        ["tasks.settings", "tasks.storage", "tasks.snapshots", "torch", "transformers", "peft", "mlflow"],
+        [
+            "tasks.settings",
+            "tasks.storage",
+            "tasks.data.snapshots",
+            "torch",
+            "transformers",
+            "peft",
+            "mlflow",
+        ],
     )
     assert "imported" in run_in(
         image_venvs.python("trainer"), imports_code(modules), env={"HF_HUB_OFFLINE": "1"}

@@ -9,7 +9,7 @@ import sys
 
 from cryptography.fernet import Fernet
 
-from .deploy_files import ENV_EXAMPLE, REPO, load_compose, read_env_file
+from tests.helpers.deploy_files import ENV_EXAMPLE, REPO, load_compose, read_env_file
 
 SCRIPT = REPO / "docker" / "make_env.py"
 

@@ -24,8 +24,7 @@ from pathlib import Path
 import pytest
 
 from tasks.stack import Service, free_port, stop, wait_healthy
-
-from .deploy_files import REPO, load_compose, service_environment
+from tests.helpers.deploy_files import REPO, load_compose, service_environment
 
 INIT_SCRIPT = REPO / "docker" / "postgres" / "init-mlflow-db.sh"
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .deploy_files import REPO, DockerIgnore, dockerfile_of, effective_env, parse_dockerfile
+from tests.helpers.deploy_files import REPO, DockerIgnore, dockerfile_of, effective_env, parse_dockerfile
 
 
 def test_every_airflow_service_loads_the_plugin_baked_into_its_image(compose):

@@ -160,8 +160,8 @@ def per_image(call: dict) -> dict[bytes, tuple]:
 def test_training_evaluation_and_serving_feed_identical_tensors(
     tiny_config, trained_dir, demo_root, tmp_path, monkeypatch
 ):
-    from tasks.model.cli import evaluate
-    from tasks.model.frames import folder_frame
+    from tasks.data.frames import folder_frame
+    from tasks.evaluate.cli import evaluate
     from tasks.settings import Settings
     from tasks.train.job import StartingPoint, TrainingData, fit
 

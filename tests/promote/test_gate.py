@@ -123,7 +123,7 @@ def test_a_better_challenger_is_promoted_and_rollback_restores_the_old_champion(
 
 
 def test_a_bad_policy_file_names_the_field(gate_settings, tmp_path):
-    from tasks.promote.gate import load_policy
+    from tasks.promote.policy import load_policy
     from tasks.settings import ConfigError
 
     (tmp_path / "include").mkdir()

@@ -6,9 +6,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from serve_helpers import ImageHost, LiveServer, make_settings
 
 from tasks.settings import Settings
+from tests.helpers.serve import ImageHost, LiveServer, make_settings
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,137 @@
+"""Helpers of the serving tests: the app on a real uvicorn on loopback, settings, registry, an image server."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import requests
+
+from tasks.settings import Settings
+from tasks.stack import free_port
+
+ADMIN_TOKEN = "test-admin-token-1234"
+
+
+class LiveServer:
+    """``create_app(...)`` served by uvicorn in a thread on a free loopback port."""
+
+    def __init__(self, app) -> None:
+        import uvicorn
+
+        self.app = app
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError(f"uvicorn did not start on {self.url}")
+            time.sleep(0.02)
+
+    @property
+    def service(self):
+        return self.app.state.service
+
+    def wait_ready(self, timeout: float = 60) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            response = requests.get(self.url + "/readyz", timeout=5)
+            if response.status_code == 200:
+                return response.json()
+            time.sleep(0.1)
+        raise TimeoutError(f"{self.url}/readyz not ready after {timeout}s: {response.text}")
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+def make_settings(
+    root: Path,
+    *,
+    admin_token: str | None = ADMIN_TOKEN,
+    mlflow_uri: str | None = None,
+    model_name: str = "vigil-detector",
+    images: dict | None = None,
+    **serving,
+) -> Settings:
+    extra = {"mlflow_tracking_uri": mlflow_uri} if mlflow_uri else {}
+    return Settings(
+        home=root / "home",
+        store_url=(root / "store").as_uri(),
+        inbox=str(root / "inbox"),
+        admin_token=admin_token,
+        model_name=model_name,
+        images=images or {},
+        serving={"micro_batch_wait_ms": 2, **serving},
+        **extra,
+    )
+
+
+def register(mlflow_uri: str, folder: Path, name: str, alias: str | None = None) -> str:
+    """Register ``folder`` as a new version of ``name`` the way training does; optionally alias it."""
+    import mlflow
+
+    from tasks.registry import Registry
+    from tasks.train.tracking import log_and_register
+
+    settings = Settings(mlflow_tracking_uri=mlflow_uri, model_name=name)
+    mlflow.set_tracking_uri(mlflow_uri)
+    mlflow.set_registry_uri(mlflow_uri)
+    mlflow.set_experiment("serving-tests")
+    with mlflow.start_run():
+        version = log_and_register(folder, settings, tags={"test": "serving"}, description="serving test")[
+            "version"
+        ]
+    if alias:
+        Registry(settings).client.set_registered_model_alias(name, alias, version)
+    return version
+
+
+class ImageHost:
+    """A loopback HTTP server for URL input: ``route(path, status, body, headers, delay)``."""
+
+    def __init__(self) -> None:
+        routes: dict[str, tuple[int, bytes, dict[str, str], float]] = {}
+        self.routes = routes
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                status, body, headers, delay = routes.get(self.path, (404, b"not found", {}, 0.0))
+                time.sleep(delay)
+                self.send_response(status)
+                for key, value in {"Content-Length": str(len(body)), **headers}.items():
+                    self.send_header(key, value)
+                self.end_headers()
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    self.wfile.write(body)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def route(
+        self,
+        path: str,
+        body: bytes = b"",
+        status: int = 200,
+        headers: dict[str, str] | None = None,
+        delay: float = 0.0,
+    ) -> str:
+        self.routes[path] = (status, body, headers or {}, delay)
+        return self.url + path
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
