@@ -1,7 +1,7 @@
 """Connections, variables and pools as code: the same names in both modes, read by real Airflow.
 
 Compose spells the connections and variables out in docker-compose.yaml; the embedded stack
-(tasks/stack.py) merges ``airflow_objects.airflow_env(settings)`` into its Airflow processes'
+(tasks/stack/embedded.py) merges ``airflow_objects.airflow_env(settings)`` into its Airflow processes'
 environment. Both import the one pools file, ``include/airflow/pools.json``: compose's airflow-init
 and the embedded stack after its ``airflow db migrate``.
 """

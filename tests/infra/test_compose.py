@@ -82,8 +82,8 @@ _TORCHRUN = (
     "the entry point under torch.distributed.run when several GPUs are visible)"
 )
 NOT_FOR_COMPOSE = {
-    "PYTHONPATH": "tasks/stack.py extends it for the embedded stack's Airflow processes",
-    "PATH": "tasks/stack.py puts this venv's bin first for the embedded stack's Airflow processes",
+    "PYTHONPATH": "tasks/stack/embedded.py extends it for the embedded stack's Airflow processes",
+    "PATH": "tasks/stack/embedded.py puts this venv's bin first for the embedded stack's Airflow processes",
     "RANK": _TORCHRUN,
     "LOCAL_RANK": _TORCHRUN,
     "WORLD_SIZE": _TORCHRUN,
