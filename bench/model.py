@@ -40,9 +40,11 @@ def main() -> int:
 
     from tasks.data.frames import folder_frame
     from tasks.demo.data import DemoSpec, generate
+    from tasks.model.card import InferenceSettings, card_for
     from tasks.model.config import load_config
-    from tasks.model.detector import Detector, DetectorCard, InferenceSettings, save_detector
+    from tasks.model.detector import Detector
     from tasks.model.processing import parse_verdict
+    from tasks.model.vlm import save_detector
     from tasks.settings import Settings
     from tasks.train.job import StartingPoint, TrainingData, fit
 
@@ -83,7 +85,7 @@ def main() -> int:
             )
         )
 
-    card = DetectorCard.from_config(config)
+    card = card_for(config)
     folder = save_detector(tmp / "detector", trainer.model, trainer.preprocessor, card, config)
     images = (split["test"].images() * 4)[: args.score_images]
     few = images[: args.baseline_images]

@@ -25,13 +25,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def build_detector(dest: Path) -> Path:
+    from tasks.model.card import card_for
     from tasks.model.config import load_config
-    from tasks.model.detector import DetectorCard, load_base, save_detector
+    from tasks.model.vlm import load_base, save_detector
     from tasks.settings import Settings
 
     config = load_config(None, Settings())
     model, preprocessor = load_base(config, dest / "cache")
-    return save_detector(dest / "detector", model, preprocessor, DetectorCard.from_config(config), config)
+    return save_detector(dest / "detector", model, preprocessor, card_for(config), config)
 
 
 def demo_images(dest: Path, count: int) -> list[bytes]:

@@ -13,6 +13,7 @@ names the file and the offending field.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -243,7 +244,14 @@ class Settings(BaseSettings):
         "http://127.0.0.1:5000",
         validation_alias=AliasChoices("VIGIL_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI"),
     )
-    model_name: str = Field("vigil-detector", description="Registered model name in MLflow.")
+    model_name: str = Field(
+        "vigil-detector",
+        description="Registered model of the probe family: the fast detector serving answers with.",
+    )
+    vlm_model_name: str = Field(
+        "vigil-detector-vlm",
+        description="Registered model of the VLM family (Qwen2.5-VL): the second stage of the serving cascade.",
+    )
     serving_url: str = Field("http://127.0.0.1:8000", description="Where the running detection API answers.")
     airflow_url: str = Field("http://127.0.0.1:8080", description="The Airflow API server (UI and REST API).")
     admin_token: SecretStr | None = Field(None, description="Bearer token for the serving admin endpoints.")
@@ -280,6 +288,10 @@ class Settings(BaseSettings):
             object.__setattr__(self, "inbox", str(home / "inbox"))
         return self
 
+    def model_name_for(self, family: str) -> str:
+        """The registered model a detector family trains into (each family has its own champion)."""
+        return self.vlm_model_name if family == "vlm" else self.model_name
+
     def include(self, name: str) -> Path:
         """Path of a file under the include folder."""
         return self.include_dir / name
@@ -288,8 +300,9 @@ class Settings(BaseSettings):
 Model = TypeVar("Model", bound=BaseModel)
 
 
-def load_yaml(path: str | Path, model: type[Model]) -> Model:
-    """Load a reviewed YAML config into ``model``; errors name the file, the field and the bad value."""
+def load_yaml(path: str | Path, model: type[Model] | Callable[[Any], Model]) -> Model:
+    """Load a reviewed YAML config into ``model`` (a pydantic model, or a function validating plain data,
+    e.g. one choosing the model by a field); errors name the file, the field and the bad value."""
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text()) or {}
@@ -297,8 +310,9 @@ def load_yaml(path: str | Path, model: type[Model]) -> Model:
         raise ConfigError(f"{path}: file not found") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    validate = model.model_validate if isinstance(model, type) and issubclass(model, BaseModel) else model
     try:
-        return model.model_validate(data)
+        return validate(data)
     except ValidationError as exc:
         raise ConfigError(f"{path}: {describe_validation_error(exc, data)}") from exc
 

@@ -189,15 +189,62 @@ def tiny_config():
     from tasks.model.config import load_config
     from tasks.settings import Settings
 
-    return load_config(None, Settings()).with_overrides(
+    return load_config(None, Settings(), profile="tiny").with_overrides(
         {"train.epochs": 3, "train.batch_size": 16, "train.early_stopping_patience": 3}
     )
 
 
 @pytest.fixture(scope="session")
+def probe_config():
+    """The repository's probe setup (the embedded default), shortened for tests."""
+    from tasks.model.config import load_config
+    from tasks.settings import Settings
+
+    return load_config(None, Settings(), profile="probe").with_overrides(
+        {"train.epochs": 60, "train.early_stopping_patience": 15, "augment.views": 1}
+    )
+
+
+@pytest.fixture(scope="session")
+def feature_cache(tmp_path_factory) -> Path:
+    """One cache folder for the probe's backbone graph and features (each image is featurised once)."""
+    return tmp_path_factory.mktemp("probe-cache")
+
+
+@pytest.fixture(scope="session")
+def probe_fit(probe_config, demo_frames, feature_cache):
+    """The probe trained from scratch on generator A's small demo set."""
+    import numpy as np
+
+    from tasks.train.probe import fit_probe
+
+    train = demo_frames["train"]
+    return fit_probe(probe_config, train, demo_frames["val"], np.zeros(len(train), bool), feature_cache)
+
+
+@pytest.fixture(scope="session")
+def probe_dir(probe_fit, probe_config, demo_frames, tmp_path_factory) -> Path:
+    """That probe saved as a detector folder, threshold chosen on val for 5% FPR."""
+    from tasks.evaluate.metrics import threshold_at_fpr
+    from tasks.model import backbone
+    from tasks.model.card import card_for
+    from tasks.model.probe import save_probe
+
+    threshold = threshold_at_fpr(demo_frames["val"].labels, probe_fit.val_scores, probe_config.target_fpr)
+    card = card_for(
+        probe_config,
+        threshold=threshold,
+        snapshot="demo_a",
+        weights=backbone.identity(),
+        feature_names=probe_fit.feature_names,
+    )
+    return save_probe(tmp_path_factory.mktemp("probe") / "detector", card, probe_fit.head)
+
+
+@pytest.fixture(scope="session")
 def tiny_base(tiny_config, tmp_path_factory):
     """The tiny base model and preprocessor (built once per session)."""
-    from tasks.model.detector import load_base
+    from tasks.model.vlm import load_base
 
     return load_base(tiny_config, tmp_path_factory.mktemp("cache"))
 
@@ -238,11 +285,12 @@ def trained(tiny_config, demo_frames, tmp_path_factory):
 def trained_dir(trained, demo_frames, tmp_path_factory) -> Path:
     """The trained tiny detector saved as a detector folder, threshold chosen on val for 5% FPR."""
     from tasks.evaluate.metrics import threshold_at_fpr
-    from tasks.model.detector import DetectorCard, save_detector
+    from tasks.model.card import card_for
+    from tasks.model.vlm import save_detector
 
     trainer, config = trained
     threshold = threshold_at_fpr(demo_frames["val"].labels, trainer.validation_scores(), config.target_fpr)
-    card = DetectorCard.from_config(config, threshold=threshold, snapshot="demo_a")
+    card = card_for(config, threshold=threshold, snapshot="demo_a")
     return save_detector(
         tmp_path_factory.mktemp("detector") / "detector", trainer.model, trainer.preprocessor, card, config
     )
@@ -257,12 +305,11 @@ def publish_demo():
 @pytest.fixture(scope="session")
 def untrained_dir(tiny_config, tiny_base, tmp_path_factory) -> Path:
     """The tiny detector with random weights (AUC near 0.5): a challenger that fails or forgets."""
-    from tasks.model.detector import DetectorCard, save_detector
+    from tasks.model.card import card_for
+    from tasks.model.vlm import save_detector
 
     model, preprocessor = tiny_base
-    card = DetectorCard.from_config(
-        tiny_config.with_overrides({"method": "full"}), threshold=0.5, snapshot="none"
-    )
+    card = card_for(tiny_config.with_overrides({"method": "full"}), threshold=0.5, snapshot="none")
     return save_detector(tmp_path_factory.mktemp("untrained") / "detector", model, preprocessor, card)
 
 

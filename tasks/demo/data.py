@@ -9,8 +9,13 @@ No data set can be downloaded where Vigil's demo and CI run, so the demo makes i
 
   - generator ``A``: a randomly initialised stride-2 transposed convolution (the checkerboard
     traces of GAN and VAE decoders);
-  - generator ``B``: nearest-neighbour up-sampling followed by a random Gaussian smoothing and
-    sensor-like noise (a different family: a detector trained on A barely sees B).
+  - generator ``B``: nearest-neighbour up-sampling followed by a random Gaussian smoothing,
+    sensor-like noise and a faint periodic grain (a cousin of A: both are 2x up-samplers, so a
+    detector trained on A sees B partly);
+  - generator ``C``: colour bleeding at full resolution — chroma blurred, shifted by a pixel or two and
+    saturated, plus low-frequency colour blotches, luma untouched (what a latent decoder leaves; a new
+    kind: a detector trained on A and B misses it). The demo sends C only to the detection API, as
+    traffic (round 3), never to the inbox.
 
 The output uses the ImageFolder layout ``<name>/{train,val,test}/{0_real,1_fake}/*.png`` with a
 ``metadata.jsonl`` (``file_name``, ``generator``, ``photo``), which the ``folder`` source imports
@@ -29,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-GENERATORS = ("A", "B")
+GENERATORS = ("A", "B", "C")
 # Photographs (not drawings or microscopy renderings) available without any download.
 TRAIN_PHOTOS = (
     "astronaut",
@@ -139,7 +144,28 @@ def generator_b(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 GRAIN = np.array([[1, 0, -1, 0], [0, 0, 0, 0], [-1, 0, 1, 0], [0, 0, 0, 0]], dtype=np.float64)
 
 
-GENERATOR_FUNCTIONS = {"A": generator_a, "B": generator_b}
+# RGB -> YCbCr (BT.601, full range) on 0..1 values.
+YCBCR = np.array([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
+
+
+def generator_c(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Colour bleeding: chroma blurred (sigma 2.5-4), shifted 1-2 px, saturation x1.2-1.5, plus chroma
+    blotches (noise blurred to 2-4 px blobs, 3-6 of 255); luma is untouched."""
+    from scipy.ndimage import gaussian_filter, shift
+
+    ycc = (crop.astype(np.float64) / 255.0) @ YCBCR.T
+    sigma, offset, gain = rng.uniform(2.5, 4.0), rng.choice([-2, -1, 1, 2], 2), rng.uniform(1.2, 1.5)
+    blob, amplitude = rng.uniform(2.0, 4.0), rng.uniform(3, 6) / 255.0
+    for channel in (1, 2):
+        ycc[..., channel] = shift(gaussian_filter(ycc[..., channel], sigma), offset, mode="nearest") * gain
+    for channel in (1, 2):
+        noise = gaussian_filter(rng.normal(0, 1, crop.shape[:2]), blob)
+        ycc[..., channel] += noise * amplitude / (noise.std() + 1e-8)
+    rgb = ycc @ np.linalg.inv(YCBCR).T
+    return np.clip(rgb * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+GENERATOR_FUNCTIONS = {"A": generator_a, "B": generator_b, "C": generator_c}
 
 
 def png_bytes(arr: np.ndarray) -> bytes:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from tasks.evaluate.controls import shortcut_warning, trivial_control
 from tasks.evaluate.metrics import binary_metrics, reliability_bins
 
 if TYPE_CHECKING:
@@ -115,9 +116,18 @@ def roc_points(
 
 
 def evaluate_detector(
-    detector: Detector, frame: Frame, *, with_robustness: bool = True, keep_scores: bool = False
+    detector: Detector,
+    frame: Frame,
+    *,
+    with_robustness: bool = True,
+    keep_scores: bool = False,
+    train: Frame | None = None,
 ) -> dict[str, Any]:
-    """The full report of ``detector`` on ``frame`` (see the module docstring)."""
+    """The full report of ``detector`` on ``frame`` (see the module docstring).
+
+    With ``train`` (the training split of the same data), the report also has the trivial-statistics
+    control (:mod:`tasks.evaluate.controls`) next to the model, clean and after JPEG q75.
+    """
     if len(frame) == 0:
         raise ValueError(f"{frame.name}: no labeled images to evaluate")
     images, labels = frame.images(), frame.labels
@@ -130,7 +140,14 @@ def evaluate_detector(
         "slices": slice_metrics(frame, scores, detector.threshold),
         "robustness": robustness(detector, images, labels, scores, overall) if with_robustness else {},
         "curves": {"roc": roc_points(labels, scores), "reliability": reliability_bins(labels, scores)},
+        "controls": {},
     }
+    if train is not None and len(train):
+        control = trivial_control(train, images, labels, jpeg_q75)
+        control["warning"] = shortcut_warning(overall["roc_auc"], control)
+        report["controls"]["trivial_statistics"] = control
+        if control["warning"]:
+            log.warning("%s: %s", frame.name, control["warning"])
     if keep_scores:
         report["scores"] = [float(s) for s in scores]
         report["image_ids"] = [str(i) for i in frame.table["image_id"]]
@@ -151,11 +168,14 @@ def compare(
     *,
     with_robustness: bool = True,
     keep_scores: bool = False,
+    train: Frame | None = None,
 ) -> dict[str, dict[str, dict[str, Any]]]:
     """Every detector on every frame (the same frozen frames for all): ``{frame: {detector: report}}``."""
     return {
         frame_name: {
-            name: evaluate_detector(det, frame, with_robustness=with_robustness, keep_scores=keep_scores)
+            name: evaluate_detector(
+                det, frame, with_robustness=with_robustness, keep_scores=keep_scores, train=train
+            )
             for name, det in detectors.items()
         }
         for frame_name, frame in frames.items()

@@ -11,6 +11,7 @@ from tasks.data.frames import load_frame
 from tasks.evaluate import evaluate_detector
 from tasks.evaluate.report import log_report, markdown, write_report
 from tasks.logs import setup_logging
+from tasks.model.detector import Detector
 from tasks.registry import use_mlflow
 from tasks.settings import Settings
 from tasks.storage import ObjectStore
@@ -51,14 +52,14 @@ def evaluate(
     settings: Settings | None = None,
 ) -> tuple[dict, Path]:
     """Evaluate ``model`` on ``data``; writes the report files and returns (report, folder)."""
-    from tasks.model.detector import Detector
-
     settings = settings or Settings()
     is_folder = Path(data).exists()
     store = None if is_folder else ObjectStore.from_settings(settings)
-    frame = load_frame(data, split, store, Path(settings.home) / "cache" / "images")
+    cache = Path(settings.home) / "cache" / "images"
+    frame = load_frame(data, split, store, cache)
+    train = _training_split(data, split, store, cache)
     detector = Detector.load(model, settings=settings)
-    report = evaluate_detector(detector, frame, with_robustness=robustness)
+    report = evaluate_detector(detector, frame, with_robustness=robustness, train=train)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     dest = Path(out) if out else Path(settings.home) / "evaluations" / stamp
     write_report(report, dest)
@@ -71,6 +72,16 @@ def evaluate(
             mlflow.log_params({"model": model, "data": data, "split": split or ""})
             log_report(report, dest, "evaluation", "eval")
     return report, dest
+
+
+def _training_split(data: str, split: str | None, store, cache: Path):
+    """The training split next to the evaluated one (the shortcut control is trained on it), if there is one."""
+    if split in (None, "train"):
+        return None
+    try:
+        return load_frame(data, "train", store, cache)
+    except (FileNotFoundError, ValueError, LookupError):
+        return None
 
 
 def _evaluate(args: argparse.Namespace) -> int:

@@ -69,6 +69,29 @@ def markdown(report: dict[str, Any]) -> str:
             "| " + " | ".join([name, *(_cell(m[k]) for k in MAIN_METRICS)]) + " |"
             for name, m in groups.items()
         ]
+    control = (report.get("controls") or {}).get("trivial_statistics")
+    robust = report.get("robustness") or {}
+    if control or robust:
+        lines += [
+            "",
+            "## Clean, re-encoded and the shortcut control",
+            "",
+            "The model's ROC AUC on the clean images, after JPEG q75 and after 0.5x resizing, next to a "
+            "logistic regression on 12 trivial image statistics trained on the training split (a data set "
+            "it solves can be solved without generation traces).",
+            "",
+            "| | clean | JPEG q75 | 0.5x resize |",
+            "| --- | --- | --- | --- |",
+            f"| model | {_cell(overall['roc_auc'])} | {_cell((robust.get('jpeg_q75') or {}).get('roc_auc'))} | "
+            f"{_cell((robust.get('resize_0.5x') or {}).get('roc_auc'))} |",
+        ]
+        if control:
+            lines.append(
+                f"| trivial statistics | {_cell(control.get('roc_auc'))} | "
+                f"{_cell(control.get('roc_auc_jpeg_q75'))} | – |"
+            )
+            if control.get("warning"):
+                lines += ["", f"**Warning:** {control['warning']}."]
     if report.get("robustness"):
         lines += [
             "",
@@ -191,6 +214,10 @@ def flat_metrics(report: dict[str, Any], prefix: str) -> dict[str, float]:
         for k, v in report["overall"].items()
         if isinstance(v, (int, float)) and not isinstance(v, bool)
     }
+    control = (report.get("controls") or {}).get("trivial_statistics") or {}
+    for key in ("roc_auc", "roc_auc_jpeg_q75"):
+        if control.get(key) is not None:
+            out[f"{prefix}_trivial_control_{key}"] = float(control[key])
     for name, entry in report.get("robustness", {}).items():
         for key, value in entry.items():
             if value is not None:

@@ -1,31 +1,19 @@
-"""The detector: model loading, the one preprocessing path, P(fake) scoring, explanations.
+"""The detector families behind one interface: loading, scoring, explanations, embeddings.
 
 Public API used by training, evaluation, the promotion gate, inference tuning and serving::
 
     from tasks.model import Detector, InferenceSettings
     detector = Detector.load("models:/vigil-detector@champion", InferenceSettings(batch_size=16))
-    p_fake = detector.score(images)           # np.ndarray, one batched forward pass per batch
-    verdicts = p_fake >= detector.threshold   # the threshold chosen on validation data
+    p_fake = detector.score(images)           # np.ndarray, calibrated P(fake)
+    verdicts = detector.is_fake(p_fake)       # the threshold chosen on validation data
     reasons = detector.explain(images, p_fake)
 
-Names are imported lazily, so that ``tasks.model.config`` (and ``vigil --help``) stay free of torch.
+Families: :mod:`tasks.model.probe` (a frozen pretrained backbone with a trained head: CPU, offline,
+the embedded default) and :mod:`tasks.model.vlm` (Qwen2.5-VL + LoRA, with the offline ``tiny``
+profile). This package imports neither torch nor onnxruntime until a family is loaded.
 """
 
-from importlib import import_module
+from tasks.model.card import InferenceSettings, read_card
+from tasks.model.detector import Detector
 
-_EXPORTS = {
-    "Detector": "tasks.model.detector",
-    "DetectorCard": "tasks.model.detector",
-    "InferenceSettings": "tasks.model.detector",
-    "Preprocessor": "tasks.model.processing",
-    "QUESTION": "tasks.model.processing",
-    "load_image": "tasks.images",
-    "prepare_image": "tasks.model.processing",
-}
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'tasks.model' has no attribute {name!r}")
+__all__ = ["Detector", "InferenceSettings", "read_card"]

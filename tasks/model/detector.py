@@ -1,270 +1,44 @@
-"""The detector: a Qwen2-VL / Qwen2.5-VL model asked "Is this image manipulated or synthesized?".
+"""The detector interface every family implements, and the one way to load a saved detector.
 
-**Score = P(fake)**, read from the logits of the answer's first token in one batched forward pass:
-``p = softmax(logit[Yes], logit[No])[Yes]`` at the last prompt position. Thresholds, metrics and
-serving all use this score; text is generated only when an explanation is asked for
-(:meth:`Detector.explain`), and its verdict word is forced to agree with the score and threshold.
+    from tasks.model.detector import Detector
+    detector = Detector.load("models:/vigil-detector@champion")   # the card says which family
+    p_fake = detector.score(images)            # calibrated P(fake), one batched pass per batch
+    verdicts = detector.is_fake(p_fake)        # the threshold chosen on validation data
+    reasons = detector.explain(images, p_fake) # why, in words (each family says what it honestly can)
+    vectors = detector.embed(images)           # a compact embedding per image (monitoring drift)
 
-A saved detector is a folder (also the MLflow model's ``artifacts/detector``)::
-
-    detector.json        the card: profile, base model + revision, method, threshold, snapshot, metrics
-    tokenizer/           the tokenizer with its chat template
-    image_processor/     Qwen2VLImageProcessorPil settings (min/max pixels)
-    weights/             method full: the whole model (Hugging Face layout)
-    adapter/             method lora: the peft adapter; the base is re-loaded from the hub (revision
-                         pinned) or, for the tiny profile, rebuilt offline from its sizes
-    model_config.yaml    the training setup that produced it
-
-:class:`InferenceSettings` (device, dtype, threads, batch size, max_pixels, int8 dynamic quantization,
-torch.compile) are applied at load time; the inference-tuning task benchmarks them and serving applies
-the chosen ``inference.json``.
+Training, evaluation, the gate, tuning and serving only use this interface, so a family is one
+module (:mod:`tasks.model.vlm`, :mod:`tasks.model.probe`) registered in :data:`FAMILIES`.
 """
 
 from __future__ import annotations
 
-import shutil
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from importlib import import_module
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import torch
-from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.model.artifacts import resolve_model
-from tasks.model.config import ImageSize, LoraSettings, ModelConfig, TinyArchitecture
-from tasks.model.processing import QUESTION, Preprocessor
+from tasks.model.artifacts import ResolvedModel, resolve_model
+from tasks.model.card import INFERENCE_NAME, DetectorCard, InferenceSettings, detector_folder, read_card
 
-CARD_NAME = "detector.json"
-WEIGHTS_DIR, ADAPTER_DIR = "weights", "adapter"
-CONFIG_NAME = "model_config.yaml"
-INFERENCE_NAME = "inference.json"
-# peft target regexes (full match on module paths). Explicit paths, because the bare names
-# gate_proj/up_proj/down_proj also name the vision tower's MLP layers.
-LANGUAGE_TARGETS = r".*language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
-VISION_TARGETS = r".*visual\.blocks\.\d+\.(attn\.(qkv|proj)|mlp\.(gate_proj|up_proj|down_proj|fc1|fc2))"
+if TYPE_CHECKING:
+    from PIL import Image
+
+# family -> "module:class" (imported on first use: the VLM needs torch, the probe onnxruntime).
+FAMILIES = {"vlm": "tasks.model.vlm:VLMDetector", "probe": "tasks.model.probe:ProbeDetector"}
 
 
-class DetectorCard(BaseModel):
-    """What a saved detector is (``detector.json``); enough to rebuild it and to explain where it came from."""
+class Detector(ABC):
+    """A loaded detector. Thread-safe: a family serialises calls into its model with ``self._lock``."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    format: int = 1
-    name: str = "vigil-detector"
-    profile: str
-    method: Literal["full", "lora"]
-    base_model: str | None = None
-    revision: str | None = None
-    tiny: TinyArchitecture | None = None
-    images: ImageSize
-    question: str = QUESTION
-    threshold: float = Field(0.5, ge=0, le=1)
-    target_fpr: float | None = None
-    snapshot: str | None = None
-    trained_at: str | None = None
-    metrics: dict[str, float | None] = {}
-
-    @classmethod
-    def from_config(cls, config: ModelConfig, **kwargs: Any) -> DetectorCard:
-        return cls(
-            profile=config.profile,
-            method=config.method,
-            base_model=config.resolved_base_model,
-            revision=config.revision,
-            tiny=config.tiny if config.profile == "tiny" else None,
-            images=config.images,
-            target_fpr=config.target_fpr,
-            **kwargs,
-        )
-
-
-class InferenceSettings(BaseModel):
-    """How a loaded detector runs; benchmarked by inference tuning, applied by serving (``inference.json``)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when available, else cpu.")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="auto: bfloat16 on a GPU that supports it, else float32."
-    )
-    threads: int | None = Field(
-        None, ge=1, description="torch intra-op threads (process-wide); None keeps torch's default."
-    )
-    batch_size: int = Field(32, ge=1, description="Most images per forward pass.")
-    max_pixels: int | None = Field(
-        None, ge=28 * 28, description="Downscale larger images to this many pixels; None: as trained."
-    )
-    quantization: Literal["none", "int8-dynamic"] = Field(
-        "none", description="int8-dynamic: torch dynamic quantization of Linear layers (CPU)."
-    )
-    compile: bool = Field(False, description="torch.compile the forward pass used for scoring.")
-
-    @classmethod
-    def from_file(cls, path: str | Path) -> InferenceSettings:
-        return cls.model_validate_json(Path(path).read_text())
-
-
-# -- building blocks shared by training and inference -----------------------------------------------
-
-
-def lora_targets(targets: str) -> str:
-    return LANGUAGE_TARGETS if targets == "language" else f"({LANGUAGE_TARGETS})|({VISION_TARGETS})"
-
-
-def apply_lora(model, lora: LoraSettings):
-    """Wrap ``model`` with fresh LoRA adapters on the configured targets."""
-    from peft import LoraConfig, get_peft_model
-
-    config = LoraConfig(
-        r=lora.r,
-        lora_alpha=lora.alpha,
-        lora_dropout=lora.dropout,
-        target_modules=lora_targets(lora.targets),
-        modules_to_save=list(lora.modules_to_save) or None,
-        task_type="CAUSAL_LM",
-    )
-    return get_peft_model(model, config)
-
-
-def load_base(
-    config_or_card: ModelConfig | DetectorCard, cache_dir: Path, dtype: torch.dtype = torch.float32
-):
-    """The base model and preprocessor of a setup: the hub checkpoint (revision pinned) or the offline tiny one."""
-    from transformers import AutoModelForImageTextToText
-
-    from tasks.model.tiny import tiny_base_dir
-
-    if config_or_card.profile == "tiny":
-        source, revision = (
-            tiny_base_dir(config_or_card.tiny or TinyArchitecture(), config_or_card.images, cache_dir),
-            None,
-        )
-    else:
-        source = (
-            config_or_card.resolved_base_model
-            if isinstance(config_or_card, ModelConfig)
-            else config_or_card.base_model
-        )
-        revision = config_or_card.revision
-    model = AutoModelForImageTextToText.from_pretrained(source, revision=revision, dtype=dtype)
-    preprocessor = Preprocessor.load(
-        source,
-        revision=revision,
-        subfolders=False,
-        min_pixels=config_or_card.images.min_pixels,
-        max_pixels=config_or_card.images.max_pixels,
-    )
-    return model, preprocessor
-
-
-def load_weights(
-    folder: Path,
-    card: DetectorCard,
-    cache_dir: Path,
-    *,
-    trainable: bool = False,
-    dtype: torch.dtype = torch.float32,
-):
-    """The model of a saved detector: full weights, or base + adapter (merged unless it is to be trained further)."""
-    from transformers import AutoModelForImageTextToText
-
-    if card.method == "full":
-        return AutoModelForImageTextToText.from_pretrained(folder / WEIGHTS_DIR, dtype=dtype)
-    from peft import PeftModel
-
-    base, _ = load_base(card, cache_dir, dtype=dtype)
-    model = PeftModel.from_pretrained(base, folder / ADAPTER_DIR, is_trainable=trainable)
-    return model if trainable else model.merge_and_unload()
-
-
-def save_detector(
-    dest: Path, model, preprocessor: Preprocessor, card: DetectorCard, config: ModelConfig | None = None
-) -> Path:
-    """Write a detector folder (weights or adapter, tokenizer, image processor, card, config)."""
-    dest = Path(dest)
-    if dest.exists():
-        shutil.rmtree(dest)
-    dest.mkdir(parents=True)
-    model = getattr(model, "module", model)  # DDP / DeepSpeed wrappers
-    model.save_pretrained(dest / (ADAPTER_DIR if card.method == "lora" else WEIGHTS_DIR))
-    preprocessor.save(dest)
-    (dest / CARD_NAME).write_text(card.model_dump_json(indent=2))
-    if config is not None:
-        import yaml
-
-        (dest / CONFIG_NAME).write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
-    return dest
-
-
-def model_device(model) -> torch.device:
-    return next(model.parameters()).device
-
-
-@torch.inference_mode()
-def score_images(
-    model, preprocessor: Preprocessor, images: Sequence[Image.Image], batch_size: int = 32, forward=None
-) -> np.ndarray:
-    """P(fake) for every image: one forward pass per batch, softmax over the Yes/No logits of the first answer token."""
-    forward = model if forward is None else forward
-    device = model_device(model)
-    scores: list[np.ndarray] = []
-    for start in range(0, len(images), batch_size):
-        batch = preprocessor.encode(images[start : start + batch_size])
-        batch = {k: v.to(device) for k, v in batch.items()}
-        logits = forward(**batch, logits_to_keep=1, use_cache=False).logits[:, -1]
-        pair = logits[:, [preprocessor.yes_id, preprocessor.no_id]].float()
-        scores.append(torch.softmax(pair, dim=-1)[:, 0].cpu().numpy())
-    return np.concatenate(scores).astype(np.float64) if scores else np.zeros(0)
-
-
-@torch.inference_mode()
-def generate_answers(
-    model,
-    preprocessor: Preprocessor,
-    images: Sequence[Image.Image],
-    *,
-    prefix_ids: Sequence[int] | None = None,
-    max_new_tokens: int = 24,
-) -> list[str]:
-    """Greedy answers to the question; with ``prefix_ids``, each answer starts with that (verdict) token."""
-    batch = preprocessor.encode(images)
-    if prefix_ids is not None:
-        column = torch.tensor(list(prefix_ids), dtype=torch.long)[:, None]
-        batch["input_ids"] = torch.cat([batch["input_ids"], column], dim=1)
-        batch["attention_mask"] = torch.cat([batch["attention_mask"], torch.ones_like(column)], dim=1)
-        batch["mm_token_type_ids"] = torch.cat([batch["mm_token_type_ids"], torch.zeros_like(column)], dim=1)
-    device = model_device(model)
-    batch = {k: v.to(device) for k, v in batch.items()}
-    start = batch["input_ids"].shape[1] - (0 if prefix_ids is None else 1)
-    out = model.generate(
-        **batch,
-        max_new_tokens=max_new_tokens,
-        do_sample=False,
-        eos_token_id=preprocessor.end_id,
-        pad_token_id=preprocessor.pad_id,
-    )
-    return [
-        text.strip() for text in preprocessor.tokenizer.batch_decode(out[:, start:], skip_special_tokens=True)
-    ]
-
-
-# -- the detector ---------------------------------------------------------------------------------
-
-
-class Detector:
-    """A loaded detector. ``score`` for verdicts and metrics, ``explain`` for reasons.
-
-    Thread-safe: calls into the model are serialised (serving micro-batches requests instead).
-    """
+    family: ClassVar[str]
 
     def __init__(
         self,
-        model,
-        preprocessor: Preprocessor,
         card: DetectorCard,
         *,
         path: Path | None = None,
@@ -280,12 +54,10 @@ class Detector:
         self.source = source or (str(path) if path else None)
         self.inference = inference or InferenceSettings()
         self._lock = threading.Lock()
-        self.model, self.preprocessor, self._forward = _apply_inference(model, preprocessor, self.inference)
 
     # -- loading --------------------------------------------------------------------------------
-    @classmethod
+    @staticmethod
     def load(
-        cls,
         source: str | Path,
         inference: InferenceSettings | dict | str | Path | None = None,
         *,
@@ -297,24 +69,26 @@ class Detector:
         ``inference.json`` if it has one, else a registry version's tuned settings (its ``inference``
         tag, written by inference tuning), else :class:`InferenceSettings` defaults.
         """
-
         resolved = resolve_model(str(source), settings=settings)
         folder = detector_folder(resolved.path)
-        card = DetectorCard.model_validate_json((folder / CARD_NAME).read_text())
-        inference = _inference_settings(inference, folder, resolved)
-        dtype = _resolve_dtype(inference)
-        model = load_weights(folder, card, resolved.cache_dir, dtype=dtype)
-        preprocessor = Preprocessor.load(folder)
-        return cls(
-            model,
-            preprocessor,
-            card,
-            path=folder,
-            name=resolved.name,
-            version=resolved.version,
-            source=str(source),
-            inference=inference,
+        card = read_card(folder)
+        module, _, name = FAMILIES[card.family].partition(":")
+        family = getattr(import_module(module), name)
+        return family.from_folder(
+            folder, card, _inference_settings(inference, folder, resolved), resolved, source=str(source)
         )
+
+    @classmethod
+    @abstractmethod
+    def from_folder(
+        cls,
+        folder: Path,
+        card: DetectorCard,
+        inference: InferenceSettings,
+        resolved: ResolvedModel,
+        source: str,
+    ) -> Detector:
+        """Build the family's detector from a saved folder."""
 
     def with_inference(self, inference: InferenceSettings) -> Detector:
         """The same saved model loaded again with other inference settings (tuning benchmarks these)."""
@@ -329,46 +103,20 @@ class Detector:
     def threshold(self) -> float:
         return self.card.threshold
 
+    @abstractmethod
     def score(self, images: Sequence[Image.Image]) -> np.ndarray:
-        """P(fake) per image (float64 array), one batched forward pass per ``inference.batch_size`` images."""
-        if not images:
-            return np.zeros(0)
-        with self._lock:
-            self.model.eval()
-            return score_images(
-                self.model, self.preprocessor, images, self.inference.batch_size, self._forward
-            )
+        """Calibrated P(fake) per image (float64 array)."""
+
+    @abstractmethod
+    def explain(self, images: Sequence[Image.Image], p_fake: Sequence[float] | None = None) -> list[str]:
+        """A reason per image, consistent with the verdict the score and threshold give."""
+
+    @abstractmethod
+    def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """A compact embedding per image (float32, ``[n, d]``): what the monitor compares across windows."""
 
     def is_fake(self, p_fake: np.ndarray) -> np.ndarray:
         return np.asarray(p_fake) >= self.threshold
-
-    def explain(
-        self, images: Sequence[Image.Image], p_fake: Sequence[float] | None = None, max_new_tokens: int = 24
-    ) -> list[str]:
-        """An answer per image ("Yes. ..."/"No. ..."): the verdict word follows the score and threshold, the model writes the rest."""
-        if not images:
-            return []
-        scores = self.score(images) if p_fake is None else np.asarray(p_fake)
-        verdicts = [
-            self.preprocessor.yes_id if p >= self.threshold else self.preprocessor.no_id for p in scores
-        ]
-        answers: list[str] = []
-        with self._lock:
-            for start in range(0, len(images), self.inference.batch_size):
-                chunk = slice(start, start + self.inference.batch_size)
-                answers += generate_answers(
-                    self.model,
-                    self.preprocessor,
-                    images[chunk],
-                    prefix_ids=verdicts[chunk],
-                    max_new_tokens=max_new_tokens,
-                )
-        return answers
-
-    def answer(self, images: Sequence[Image.Image], max_new_tokens: int = 24) -> list[str]:
-        """The model's free greedy answers (no forced verdict); what text-parsing detectors do, kept for comparison."""
-        with self._lock:
-            return generate_answers(self.model, self.preprocessor, images, max_new_tokens=max_new_tokens)
 
     def describe(self) -> dict[str, Any]:
         """Name, version, threshold and provenance, for serving responses and reports."""
@@ -376,27 +124,18 @@ class Detector:
             "name": self.name,
             "version": self.version,
             "source": self.source,
+            "family": self.card.family,
             "threshold": self.threshold,
             "profile": self.card.profile,
-            "method": self.card.method,
-            "base_model": self.card.base_model,
             "snapshot": self.card.snapshot,
             "inference": self.inference.model_dump(),
         }
 
     def __repr__(self) -> str:
-        return f"Detector(name={self.name!r}, version={self.version!r}, threshold={self.threshold:.4f})"
+        return f"{type(self).__name__}(name={self.name!r}, version={self.version!r}, threshold={self.threshold:.4f})"
 
 
-def detector_folder(path: Path) -> Path:
-    """The detector folder inside a download: itself, or an MLflow pyfunc model's ``artifacts/detector``."""
-    for candidate in (path, path / "artifacts" / "detector"):
-        if (candidate / CARD_NAME).is_file():
-            return candidate
-    raise FileNotFoundError(f"{path} is not a Vigil detector: no {CARD_NAME} in it or in artifacts/detector")
-
-
-def _inference_settings(value, folder: Path, resolved) -> InferenceSettings:
+def _inference_settings(value, folder: Path, resolved: ResolvedModel) -> InferenceSettings:
     if isinstance(value, InferenceSettings):
         return value
     if isinstance(value, dict):
@@ -415,45 +154,3 @@ def _inference_settings(value, folder: Path, resolved) -> InferenceSettings:
             f"the 'inference' tag of {resolved.name} version {resolved.version} is not valid "
             f"InferenceSettings ({exc}); fix or delete the tag, or re-run inference tuning"
         ) from exc
-
-
-def _resolve_device(inference: InferenceSettings) -> torch.device:
-    if inference.device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("inference device 'cuda' asked for, but no CUDA device is available")
-    if inference.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(inference.device)
-
-
-def _resolve_dtype(inference: InferenceSettings) -> torch.dtype:
-    if inference.dtype == "auto":
-        cuda = _resolve_device(inference).type == "cuda"
-        return torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32
-    return getattr(torch, inference.dtype)
-
-
-def _apply_inference(model, preprocessor: Preprocessor, inference: InferenceSettings):
-    """Move, cast, quantize and compile as asked; returns (model, preprocessor, forward used for scoring)."""
-    if inference.threads:
-        torch.set_num_threads(inference.threads)
-    device, dtype = _resolve_device(inference), _resolve_dtype(inference)
-    model = model.to(device=device, dtype=dtype).eval()
-    if inference.quantization == "int8-dynamic":
-        if device.type != "cpu" or dtype != torch.float32:
-            raise ValueError(
-                "int8-dynamic quantization needs device cpu and dtype float32, "
-                f"got {device.type}/{str(dtype).removeprefix('torch.')}"
-            )
-        model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
-    if inference.max_pixels:
-        preprocessor = preprocessor.with_max_pixels(inference.max_pixels)
-    forward = torch.compile(model, dynamic=True) if inference.compile else model
-    return model, preprocessor, forward
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def read_card(folder: Path) -> DetectorCard:
-    return DetectorCard.model_validate_json((detector_folder(Path(folder)) / CARD_NAME).read_text())

@@ -21,8 +21,8 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase, Qwen2_5_VLProce
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
 from tasks.images import upright_rgb
+from tasks.model.card import QUESTION
 
-QUESTION = "Is this image manipulated or synthesized?"
 YES, NO = "Yes", "No"
 # The answers the model is trained to give. The reason is a template tied to the label: the training
 # data has labels, not explanations, so the model can only learn to phrase its verdict.

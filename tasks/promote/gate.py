@@ -136,7 +136,8 @@ def evaluate(
 
     Aliases are not moved here (see :func:`apply`), so a human can approve in between.
     """
-    from tasks.model.detector import Detector, InferenceSettings
+    from tasks.model.card import InferenceSettings
+    from tasks.model.detector import Detector
 
     policy = policy or load_policy(settings)
     registry = Registry(settings)
@@ -160,8 +161,12 @@ def evaluate(
     newest_set = f"{newest}/test"
     by_detector: dict[str, dict[str, dict]] = {name: {} for name in detectors}
     others = {k: f for k, f in frames.items() if k != newest_set}
-    for subset, robust in (({newest_set: frames[newest_set]}, True), (others, False)):
-        for frame_name, per_detector in compare(detectors, subset, with_robustness=robust).items():
+    # The shortcut control (a regression on trivial statistics) is trained on the newest snapshot's train split.
+    train = snapshot_frame(store, newest, ("train",), Path(settings.home) / "cache" / "objects")
+    for subset, robust, control in (({newest_set: frames[newest_set]}, True, train), (others, False, None)):
+        for frame_name, per_detector in compare(
+            detectors, subset, with_robustness=robust, train=control
+        ).items():
             for name, result in per_detector.items():
                 by_detector[name][frame_name] = result
 
@@ -182,6 +187,7 @@ def evaluate(
             "challenger": challenger["robustness"],
             "champion": champion["robustness"] if champion else None,
         },
+        "controls": by_detector["challenger"][newest_set].get("controls", {}),
         "policy": policy.model_dump(),
         "human_approval": policy.human_approval,
     }

@@ -8,11 +8,16 @@ resumes from the last checkpoint inside the same MLflow run, and a finished job 
 In containers the folder is a Docker volume (``settings.training.work_volume``) so it outlives them.
 
 Data: the snapshot's labeled ``train`` split. When the job continues from the champion, the images of
-the snapshot the champion was trained on are *already seen*: every new image is used, plus a share
-``data.replay`` of the seen ones (sampled per label with the seed) so old generators are not
-forgotten. From the base model every image is new. The best epoch is chosen by validation ROC AUC on
-the whole ``val`` split; the threshold is set on it for ``target_fpr``; the ``test`` split gets the
-full report.
+the snapshot the champion was trained on are *already seen*: every new image is used, plus a replay
+buffer of seen ones balanced over (generator, label) cells (``continual.replay_budget``), so old
+generators are not forgotten; distillation from the champion and EWC are the family's part
+(:mod:`tasks.train.probe`; the VLM trains with replay). From the base model every image is new. The
+best epoch is chosen by validation ROC AUC on the whole ``val`` split; the threshold is set on it
+for ``target_fpr``; the ``test`` split gets the full report.
+
+Families: the probe (:mod:`tasks.train.probe`: features once, then a small head) and the VLM (the
+Hugging Face Trainer, :mod:`tasks.train.trainer`). Each registers into its own registered model
+(``settings.model_name_for(family)``), so each has its own champion.
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +41,8 @@ from tasks.evaluate import evaluate_detector
 from tasks.evaluate.metrics import binary_metrics, threshold_at_fpr
 from tasks.evaluate.report import log_report
 from tasks.model.artifacts import resolve_model
+from tasks.model.card import DetectorCard, card_for, detector_folder, now_iso, read_card
 from tasks.model.config import ModelConfig
-from tasks.model.detector import DetectorCard, now_iso
 from tasks.registry import CHAMPION, Registry
 from tasks.settings import Settings
 from tasks.storage import ObjectStore
@@ -68,31 +74,43 @@ def is_main_process() -> bool:
     return rank() == 0
 
 
+ARCHITECTURE_FIELDS = {
+    "vlm": ("profile", "method", "base_model", "revision", "tiny", "images"),
+    "probe": ("profile", "backbone", "forensics", "head", "embedding_dims"),
+}
+
+
 def starting_point(config: ModelConfig, settings: Settings) -> StartingPoint:
-    """The champion when ``init_from: champion`` and it has the same profile, method, base and image size."""
+    """The champion when ``init_from: champion`` and it has the same family and architecture."""
     if config.init_from == "base":
         return StartingPoint("base")
-    from tasks.model.detector import detector_folder, read_card
-
-    champion = Registry(settings).version(CHAMPION)
+    name = settings.model_name_for(config.family)
+    champion = Registry(settings, name=name).version(CHAMPION)
     if champion is None:
-        log.info("no champion yet: starting from the base model")
+        log.info("no champion of %s yet: starting from the base model", name)
         return StartingPoint("base")
-    resolved = resolve_model(f"models:/{settings.model_name}/{champion.version}", settings)
-    folder = detector_folder(resolved.path)
+    folder = detector_folder(resolve_model(f"models:/{name}/{champion.version}", settings).path)
     card = read_card(folder)
-    expected = DetectorCard.from_config(config)
-    mismatch = [
-        f
-        for f in ("profile", "method", "base_model", "revision", "tiny", "images")
-        if getattr(card, f) != getattr(expected, f)
-    ]
+    if card.family != config.family:
+        log.info("champion v%s is a %s detector: starting from the base model", champion.version, card.family)
+        return StartingPoint("base")
+    expected = card_for(config, **_placeholders(config))
+    mismatch = [f for f in ARCHITECTURE_FIELDS[config.family] if getattr(card, f) != getattr(expected, f)]
     if mismatch:
         log.info(
             "champion v%s differs in %s: starting from the base model", champion.version, ", ".join(mismatch)
         )
         return StartingPoint("base")
     return StartingPoint("champion", str(champion.version), folder, card.snapshot)
+
+
+def _placeholders(config: ModelConfig) -> dict[str, Any]:
+    """Card fields training fills in later (a probe card needs them to be built for a comparison)."""
+    if config.family != "probe":
+        return {}
+    from tasks.model import backbone
+
+    return {"weights": backbone.identity(), "feature_names": []}
 
 
 def job_id(config: ModelConfig, snapshot: str, start: StartingPoint) -> str:
@@ -105,24 +123,45 @@ class TrainingData:
     val: Frame
     test: Frame
     counts: dict[str, int]
+    seen: set[str] = frozenset()  # image ids of the champion's training images (replayed rows are among them)
 
 
 def select_training_rows(
-    train: Frame, seen_ids: set[str], replay: float, seed: int
+    train: Frame, seen_ids: set[str], budget: int | str, seed: int
 ) -> tuple[Frame, dict[str, int]]:
-    """All new rows plus a per-label share ``replay`` of the already-seen ones, deterministically."""
+    """All new rows plus a replay buffer of seen ones, deterministically.
+
+    The buffer holds ``budget`` seen rows ('new': as many as there are new rows), spread evenly over
+    the (generator, label) cells of the seen rows (reals form one cell per source), so a generator
+    with few images is not crowded out by one with many.
+    """
     table = train.table
-    seen = table["image_id"].isin(seen_ids)
-    old = table[seen]
-    kept = old.groupby("label", group_keys=False).sample(frac=replay, random_state=seed) if len(old) else old
-    keep = ~seen | table.index.isin(kept.index)
+    seen = table["image_id"].isin(seen_ids).to_numpy()
+    new = int((~seen).sum())
+    size = min(int(seen.sum()), new if budget == "new" else int(budget))
+    cells = (table["label"] + "/" + table["generator"].fillna("").astype(str)).where(
+        table["label"] == "fake", "real/" + table["source"].fillna("").astype(str)
+    )
+    rng = np.random.default_rng(seed)
+    pools = {
+        cell: rng.permutation(np.flatnonzero(seen & (cells == cell).to_numpy()))
+        for cell in sorted(set(cells[seen]))
+    }
+    chosen: list[int] = []
+    while len(chosen) < size and any(len(p) for p in pools.values()):  # round robin over the cells
+        for cell in list(pools):
+            if len(chosen) < size and len(pools[cell]):
+                chosen.append(int(pools[cell][0]))
+                pools[cell] = pools[cell][1:]
+    keep = ~seen
+    keep[chosen] = True
     counts = {
-        "train_new": int((~seen).sum()),
+        "train_new": new,
         "train_seen": int(seen.sum()),
-        "train_replayed": len(kept),
+        "train_replayed": len(chosen),
         "train_total": int(keep.sum()),
     }
-    return train.where(keep.to_numpy(), f"{train.name} (new + {replay:.0%} replay)"), counts
+    return train.where(keep, f"{train.name} (new + {len(chosen)} replayed)"), counts
 
 
 def training_data(
@@ -136,9 +175,7 @@ def training_data(
     seen: set[str] = set()
     if start.kind == "champion" and start.snapshot:
         seen = set(snapshot_frame(store, start.snapshot, ("train",), cache).table["image_id"])
-    train, counts = select_training_rows(
-        splits["train"], seen, config.data.replay if seen else 1.0, config.seed
-    )
+    train, counts = select_training_rows(splits["train"], seen, config.continual.replay_budget, config.seed)
     for name in ("train", "val"):
         have = set((splits[name] if name == "val" else train).table["label"])
         if have != {"real", "fake"}:
@@ -147,7 +184,7 @@ def training_data(
                 f"{sorted(have) or 'none'}; validation AUC (which selects the best epoch) is undefined"
             )
     counts.update({"val": len(splits["val"]), "test": len(splits["test"])})
-    return TrainingData(train, splits["val"], splits["test"], counts)
+    return TrainingData(train, splits["val"], splits["test"], counts, seen)
 
 
 def limit_cpu_threads(settings: Settings) -> None:
@@ -169,8 +206,9 @@ def build_model(config: ModelConfig, start: StartingPoint, cache: Path, bf16: bo
     """Trainable model + preprocessor: base (+ fresh LoRA) or the champion's weights/adapter."""
     import torch
 
-    from tasks.model.detector import apply_lora, load_base, load_weights, read_card
+    from tasks.model.card import read_card
     from tasks.model.processing import Preprocessor
+    from tasks.model.vlm import apply_lora, load_base, load_weights
 
     # A frozen base can live in bf16; fully trained weights stay fp32 (autocast does the bf16 math).
     dtype = torch.bfloat16 if bf16 and config.method == "lora" else torch.float32
@@ -247,12 +285,13 @@ def train(
     work.mkdir(parents=True, exist_ok=True)
     cache = Path(settings.home) / "cache"
     log.info(
-        "training job %s: profile %s, method %s, snapshot %s, starting from %s, work folder %s",
+        "training job %s: profile %s (%s family), snapshot %s, starting from %s, continual %s, work folder %s",
         jid,
         config.profile,
-        config.method,
+        config.family,
         version,
         start.ref,
+        config.continual.strategy if start.kind == "champion" else "none (from the base)",
         work,
     )
     data = training_data(store, version, start, config, cache / "images")
@@ -279,6 +318,8 @@ def train(
                 "reason": reason,
                 "start": start.ref,
                 "config_file": config_source,
+                "family": config.family,
+                "continual_strategy": config.continual.strategy if start.kind == "champion" else "none",
                 **data.counts,
             }
         )
@@ -300,6 +341,18 @@ def train(
     return result
 
 
+@dataclass
+class Fitted:
+    """A trained model before it is saved: its validation scores and how to write it as a detector folder."""
+
+    val_scores: np.ndarray
+    best_val_auc: float | None
+    save: Callable[[Path, DetectorCard], Path]
+    card_fields: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    artifacts: list[tuple[Path, str]] = field(default_factory=list)  # (file, MLflow artifact folder)
+
+
 def _fit_and_register(
     config: ModelConfig,
     settings: Settings,
@@ -313,6 +366,65 @@ def _fit_and_register(
     run,
 ) -> dict[str, Any]:
     started = time.monotonic()
+    if config.family == "probe":
+        fitted = fit_probe_job(config, settings, start, data, work, cache)
+    else:
+        fitted = fit_vlm_job(config, settings, start, data, work, cache, run)
+    if not is_main_process():
+        return {}
+    return finalize(
+        fitted, config, settings, data, work, version, jid, reason, start, time.monotonic() - started
+    )
+
+
+def fit_probe_job(
+    config: ModelConfig, settings: Settings, start: StartingPoint, data: TrainingData, work: Path, cache: Path
+) -> Fitted:
+    """The probe: features (cached), the head with the continual terms, calibration, PCA."""
+    import mlflow
+
+    from tasks.model import backbone
+    from tasks.model.detector import Detector
+    from tasks.model.probe import save_probe
+    from tasks.train.probe import describe_fit, fit_probe
+
+    limit_cpu_threads(settings)
+    champion = Detector.load(start.folder) if start.kind == "champion" else None
+    seen = data.train.table["image_id"].isin(data.seen).to_numpy()
+    fit = fit_probe(
+        config, data.train, data.val, seen, cache, champion=champion, threads=settings.training.cpu_threads
+    )
+    for entry in fit.history:
+        mlflow.log_metrics(
+            {f"train_{k}": v for k, v in entry.items() if k not in ("epoch", "val_roc_auc")}
+            | {"val_roc_auc": entry["val_roc_auc"]},
+            step=int(entry["epoch"]),
+        )
+    history = work / "history.json"
+    history.write_text(json.dumps(fit.history))
+    config_yaml = _config_yaml(config)
+    return Fitted(
+        val_scores=fit.val_scores,
+        best_val_auc=fit.best_val_auc,
+        save=lambda dest, card: save_probe(dest, card, fit.head, config_yaml),
+        card_fields={"weights": backbone.identity(), "feature_names": fit.feature_names},
+        metrics={k: float(v) for k, v in describe_fit(fit).items()},
+        artifacts=[(history, "training")],
+    )
+
+
+def fit_vlm_job(
+    config: ModelConfig,
+    settings: Settings,
+    start: StartingPoint,
+    data: TrainingData,
+    work: Path,
+    cache: Path,
+    run,
+) -> Fitted:
+    """The VLM: the Hugging Face Trainer (resumable from its checkpoints), best epoch loaded."""
+    from tasks.model.vlm import save_detector
+
     trainer = fit(
         config,
         settings,
@@ -322,11 +434,25 @@ def _fit_and_register(
         cache,
         run_id=run.info.run_id if run is not None else None,
     )
-    if not is_main_process():
-        return {}
-    return finalize(
-        trainer, config, settings, data, work, version, jid, reason, start, time.monotonic() - started
+
+    def save(dest: Path, card: DetectorCard) -> Path:
+        folder = save_detector(dest, trainer.model, trainer.preprocessor, card, config)
+        _release(trainer)
+        return folder
+
+    state_files = sorted((work / "checkpoints").glob("checkpoint-*/trainer_state.json"))
+    return Fitted(
+        val_scores=trainer.validation_scores(),
+        best_val_auc=trainer.state.best_metric,
+        save=save,
+        artifacts=[(state_files[-1], "training")] if state_files else [],
     )
+
+
+def _config_yaml(config: ModelConfig) -> str:
+    import yaml
+
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
 
 
 def fit(
@@ -390,7 +516,7 @@ def fit(
 
 
 def finalize(
-    trainer,
+    fitted: Fitted,
     config: ModelConfig,
     settings: Settings,
     data: TrainingData,
@@ -404,66 +530,76 @@ def finalize(
     """Threshold on val, save the detector, report on test, log and register the challenger."""
     import mlflow
 
-    from tasks.model.detector import Detector, save_detector
+    from tasks.model.detector import Detector
 
-    best = trainer.state.best_metric
-    val_scores = trainer.validation_scores()
-    threshold = threshold_at_fpr(data.val.labels, val_scores, config.target_fpr)
-    val = binary_metrics(data.val.labels, val_scores, threshold)
-    card = DetectorCard.from_config(
+    name = settings.model_name_for(config.family)
+    threshold = threshold_at_fpr(data.val.labels, fitted.val_scores, config.target_fpr)
+    val = binary_metrics(data.val.labels, fitted.val_scores, threshold)
+    card = card_for(
         config,
-        name=settings.model_name,
+        name=name,
         threshold=threshold,
         snapshot=version,
         trained_at=now_iso(),
         metrics={
             f"val_{k}": val[k] for k in ("roc_auc", "average_precision", "balanced_accuracy", "fpr", "ece")
         },
+        **fitted.card_fields,
     )
-    folder = save_detector(work / "detector", trainer.model, trainer.preprocessor, card, config)
-    _release(trainer)
+    folder = fitted.save(work / "detector", card)
     # The test report is made by the saved artifact itself: what is registered is what was measured.
     detector = Detector.load(folder)
-    report = evaluate_detector(detector, data.test)
+    report = evaluate_detector(detector, data.test, train=data.train)
     log_report(report, work / "evaluation" / "test", "evaluation/test", "test")
     mlflow.log_metrics(
         {
-            "best_val_roc_auc": float(best or 0.0),
+            "best_val_roc_auc": float(fitted.best_val_auc or 0.0),
             "threshold": threshold,
             "train_seconds": round(train_seconds, 2),
+            **fitted.metrics,
             **{f"final_val_{k}": float(v) for k, v in val.items() if isinstance(v, float)},
         }
     )
     mlflow.log_artifact(str(folder / "model_config.yaml"), artifact_path="config")
-    state_files = sorted((work / "checkpoints").glob("checkpoint-*/trainer_state.json"))
-    if state_files:
-        mlflow.log_artifact(str(state_files[-1]), artifact_path="training")
+    for path, artifact_path in fitted.artifacts:
+        mlflow.log_artifact(str(path), artifact_path=artifact_path)
     test = report["overall"]
     tags = {
         "snapshot": version,
-        "base_model": card.base_model or "tiny (built offline)",
-        "revision": card.revision or "",
+        "family": config.family,
         "profile": config.profile,
-        "method": config.method,
         "threshold": f"{threshold:.6f}",
         "job_id": jid,
         "start": start.ref,
+        "continual": config.continual.strategy if start.kind == "champion" else "none",
         "val_roc_auc": _tag(val["roc_auc"]),
         "test_roc_auc": _tag(test["roc_auc"]),
         "reason": reason[:500],
     }
+    if config.family == "vlm":
+        tags |= {
+            "base_model": card.base_model or "tiny (built offline)",
+            "revision": card.revision or "",
+            "method": config.method,
+        }
+    else:
+        tags |= {
+            "backbone": f"{card.backbone.name} ({card.weights.package} {card.weights.version})",
+            "method": f"probe-{card.head.kind}",
+        }
     description = (
-        f"Trained on snapshot {version} from {start.ref} ({config.profile}, {config.method}); "
+        f"Trained on snapshot {version} from {start.ref} ({config.profile}); "
         f"val AUC {_tag(val['roc_auc'])}, test AUC {_tag(test['roc_auc'])}. {reason}"
     ).strip()
-    registered = tracking.log_and_register(folder, settings, tags, description)
+    registered = tracking.log_and_register(folder, settings, tags, description, name=name)
     result = {
         "job_id": jid,
         "run_id": mlflow.active_run().info.run_id,
-        "model_name": settings.model_name,
+        "model_name": name,
         **registered,
         "snapshot": version,
         "profile": config.profile,
+        "family": config.family,
         "threshold": threshold,
         "val_roc_auc": val["roc_auc"],
         "test_roc_auc": test["roc_auc"],
@@ -475,7 +611,7 @@ def finalize(
     _prune_checkpoints(work / "checkpoints")
     log.info(
         "challenger %s version %s: val AUC %s, test AUC %s, threshold %.4f",
-        settings.model_name,
+        name,
         registered["version"],
         _tag(val["roc_auc"]),
         _tag(test["roc_auc"]),

@@ -109,9 +109,10 @@ def log_params(params: dict[str, Any]) -> None:
 
 
 def log_and_register(
-    detector_dir: Path, settings: Settings, tags: dict[str, str], description: str
+    detector_dir: Path, settings: Settings, tags: dict[str, str], description: str, name: str | None = None
 ) -> dict[str, str]:
-    """Log the detector folder as a pyfunc model, register a new version, alias it ``challenger``, tag it."""
+    """Log the detector folder as a pyfunc model, register a new version of ``name`` (default
+    ``settings.model_name``), alias it ``challenger``, tag it."""
     import mlflow
 
     from tasks.model.pyfunc import DetectorPyfunc, pip_requirements
@@ -122,10 +123,11 @@ def log_and_register(
         artifacts={"detector": str(detector_dir)},
         pip_requirements=pip_requirements(),
     )
-    version = Registry(settings).register(info.model_uri, tags, description)
-    log.info("registered %s version %s with alias %r", settings.model_name, version, CHALLENGER)
+    name = name or settings.model_name
+    version = Registry(settings, name=name).register(info.model_uri, tags, description)
+    log.info("registered %s version %s with alias %r", name, version, CHALLENGER)
     return {
-        "model_uri": f"models:/{settings.model_name}/{version}",
+        "model_uri": f"models:/{name}/{version}",
         "logged_model_uri": info.model_uri,
         "version": version,
     }

@@ -23,8 +23,8 @@ from transformers.trainer_callback import ProgressCallback
 from tasks.data.frames import Frame
 from tasks.evaluate.metrics import binary_metrics, threshold_at_fpr
 from tasks.images import load_image
-from tasks.model.detector import score_images
 from tasks.model.processing import Preprocessor, answer_for
+from tasks.model.vlm import score_images
 
 log = logging.getLogger("vigil.train")
 EPOCH_METRICS = ("roc_auc", "average_precision", "accuracy", "balanced_accuracy", "f1", "ece", "threshold")

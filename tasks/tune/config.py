@@ -11,7 +11,7 @@ from pydantic import Field, model_validator
 from tasks.settings import Section, Settings, load_yaml
 
 if TYPE_CHECKING:
-    from tasks.model.detector import InferenceSettings
+    from tasks.model.card import InferenceSettings
     from tasks.settings import Settings
 
 CONFIG_NAME = "tuning.yaml"
@@ -30,12 +30,15 @@ class Candidate(Section):
     threads: int | None = Field(None, ge=1)
     max_pixels_ratio: float | None = Field(None, gt=0, lt=1)
 
-    def settings(self, trained_max_pixels: int) -> InferenceSettings:
-        """The candidate's InferenceSettings; ``max_pixels_ratio`` is relative to the trained pixel count."""
-        from tasks.model.detector import InferenceSettings
+    def settings(self, trained_max_pixels: int | None) -> InferenceSettings:
+        """The candidate's InferenceSettings; ``max_pixels_ratio`` is relative to the trained pixel count
+        (a family without a pixel budget, the probe, ignores it: the candidate is then skipped)."""
+        from tasks.model.card import InferenceSettings
 
         changes = self.model_dump(exclude={"name", "max_pixels_ratio"}, exclude_none=True)
-        if self.max_pixels_ratio is not None:
+        if self.max_pixels_ratio is not None and trained_max_pixels is None:
+            changes["max_pixels"] = MIN_PIXELS  # marks the candidate as changing a field the family lacks
+        elif self.max_pixels_ratio is not None:
             changes["max_pixels"] = max(MIN_PIXELS, int(trained_max_pixels * self.max_pixels_ratio))
         return InferenceSettings(**changes)
 

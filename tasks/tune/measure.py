@@ -24,7 +24,7 @@ import numpy as np
 if TYPE_CHECKING:
     from PIL import Image
 
-    from tasks.model.detector import InferenceSettings
+    from tasks.model.card import InferenceSettings
 
 
 @dataclass(frozen=True)

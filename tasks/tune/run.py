@@ -43,7 +43,7 @@ from tasks.tune.config import BASELINE, TuningConfig, load_tuning_config
 
 if TYPE_CHECKING:
     from tasks.data.frames import Frame
-    from tasks.model.detector import DetectorCard, InferenceSettings
+    from tasks.model.card import DetectorCard, InferenceSettings
     from tasks.settings import Settings
 
 log = logging.getLogger("vigil.tune")
@@ -156,7 +156,7 @@ def tune_inference(
     """
     import torch
 
-    from tasks.model.detector import detector_folder, read_card
+    from tasks.model.card import detector_folder, read_card
 
     settings = settings or Settings()
     if not isinstance(config, TuningConfig):
@@ -188,7 +188,7 @@ def tune_inference(
         torch.set_num_threads(threads)  # candidates change the process-wide thread count
     chosen_name = choose(rows, config)
     chosen_row = next(r for r in rows if r.name == chosen_name)
-    from tasks.model.detector import InferenceSettings
+    from tasks.model.card import InferenceSettings
 
     result = TuningResult(
         model_name=resolved.name,
@@ -244,20 +244,39 @@ def sample(frame: Frame, max_images: int) -> tuple[list, np.ndarray]:
     return frame.images(), frame.labels
 
 
+# The inference settings each family applies (the others would change nothing: they are skipped, with why).
+FAMILY_FIELDS = {
+    "vlm": {"device", "dtype", "threads", "batch_size", "max_pixels", "quantization", "compile"},
+    "probe": {"threads", "batch_size"},
+}
+
+
 def candidate_settings(
     card: DetectorCard, config: TuningConfig
 ) -> list[tuple[str, InferenceSettings | None, str]]:
     """(name, settings, skip reason) for the baseline and each configured candidate."""
-    from tasks.model.detector import InferenceSettings, _resolve_device
-    from tasks.tune.measure import dtype_support
+    from tasks.model.card import InferenceSettings
 
     out: list[tuple[str, InferenceSettings | None, str]] = [(BASELINE, InferenceSettings(), "")]
+    defaults = InferenceSettings().model_dump()
     for candidate in config.candidates:
-        inference = candidate.settings(card.images.max_pixels)
-        device = _resolve_device(inference).type
-        skip = dtype_support(inference.dtype, device) or ""
-        if inference.max_pixels is not None and inference.max_pixels >= card.images.max_pixels:
-            skip = f"max_pixels {inference.max_pixels} is not below the trained {card.images.max_pixels}: no change"
+        trained_pixels = card.images.max_pixels if card.family == "vlm" else None
+        inference = candidate.settings(trained_pixels)
+        changed = {k for k, v in inference.model_dump().items() if v != defaults[k]}
+        foreign = sorted(changed - FAMILY_FIELDS[card.family])
+        if foreign:
+            skip = f"{', '.join(foreign)}: not applicable to the {card.family} family"
+        elif card.family == "vlm":
+            from tasks.model.vlm import _resolve_device
+            from tasks.tune.measure import dtype_support
+
+            skip = dtype_support(inference.dtype, _resolve_device(inference).type) or ""
+            if inference.max_pixels is not None and inference.max_pixels >= trained_pixels:
+                skip = (
+                    f"max_pixels {inference.max_pixels} is not below the trained {trained_pixels}: no change"
+                )
+        else:
+            skip = ""
         out.append((candidate.name, inference, skip))
     return out
 

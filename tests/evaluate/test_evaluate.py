@@ -13,7 +13,9 @@ from tasks.cli import main
 from tasks.data.frames import folder_frame
 from tasks.evaluate import compare, evaluate_detector
 from tasks.evaluate.metrics import binary_metrics, expected_calibration_error, threshold_at_fpr
-from tasks.model.detector import Detector, DetectorCard, save_detector
+from tasks.model.card import VLMCard
+from tasks.model.detector import Detector
+from tasks.model.vlm import save_detector
 
 
 def test_threshold_flags_at_most_the_target_share_of_real_images():
@@ -62,7 +64,7 @@ def always_no(tiny_base, dest):
         direction = hidden / hidden.norm() ** 2
         model.lm_head.weight[preprocessor.no_id] = 20 * direction
         model.lm_head.weight[preprocessor.yes_id] = -20 * direction
-    card = DetectorCard(
+    card = VLMCard(
         profile="tiny",
         method="full",
         images={"min_pixels": 3136, "max_pixels": 3136},

@@ -12,15 +12,10 @@ import torch
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
-from tasks.model.detector import (
-    Detector,
-    DetectorCard,
-    InferenceSettings,
-    apply_lora,
-    save_detector,
-    score_images,
-)
+from tasks.model.card import InferenceSettings, card_for, parse_card
+from tasks.model.detector import Detector
 from tasks.model.processing import IGNORE_INDEX, QUESTION, parse_verdict
+from tasks.model.vlm import apply_lora, save_detector, score_images
 
 
 def test_tiny_profile_learns_within_a_bounded_number_of_steps(trained, demo_frames):
@@ -59,10 +54,7 @@ def test_full_model_save_load_round_trip_gives_identical_scores(trained, trained
     in_memory = score_images(trainer.model, trainer.preprocessor, images)
     loaded = Detector.load(trained_dir)
     np.testing.assert_array_equal(loaded.score(images), in_memory)
-    assert (
-        loaded.threshold
-        == DetectorCard.model_validate_json((trained_dir / "detector.json").read_text()).threshold
-    )
+    assert loaded.threshold == parse_card((trained_dir / "detector.json").read_text()).threshold
     assert loaded.card.images.max_pixels == 3136 and loaded.preprocessor.prompt.count(QUESTION) == 1
 
 
@@ -113,9 +105,7 @@ def test_lora_adapter_save_load_round_trip(tiny_config, tiny_base, demo_frames, 
     model.eval()  # no adapter dropout
     trained_scores = score_images(model, preprocessor, images)
     assert np.abs(trained_scores - before).max() > 1e-3, "the adapters changed nothing"
-    folder = save_detector(
-        tmp_path / "detector", model, preprocessor, DetectorCard.from_config(config), config
-    )
+    folder = save_detector(tmp_path / "detector", model, preprocessor, card_for(config), config)
     assert not (folder / "weights").exists()
     adapter_bytes = sum(f.stat().st_size for f in (folder / "adapter").rglob("*") if f.is_file())
     base_bytes = sum(p.numel() * 4 for p in tiny_base[0].parameters())

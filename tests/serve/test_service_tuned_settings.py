@@ -10,7 +10,7 @@ from tests.helpers.serve import ADMIN_TOKEN, register
 def test_serving_applies_the_settings_tuning_chose(
     serve, trained_dir, mlflow_server, publish_demo, demo_root, tmp_path
 ):
-    from tasks.model.detector import InferenceSettings
+    from tasks.model.card import InferenceSettings
     from tasks.registry import Registry, Tags
     from tasks.settings import Settings
     from tasks.storage import ObjectStore

@@ -26,6 +26,7 @@ def trainer_env(tmp: Path, mlflow_server: str, model_name: str) -> dict[str, str
         "VIGIL_STORE_URL": (tmp / "store").as_uri(),
         "MLFLOW_TRACKING_URI": mlflow_server,
         "VIGIL_MODEL_NAME": model_name,
+        "VIGIL_VLM_MODEL_NAME": model_name,  # these tests train the VLM family's tiny profile
         "VIGIL_TRAINING__EXPERIMENT": "vigil-training-tests",
         # A stray registry URI (mlflow.set_registry_uri exports one to child processes) must not
         # send the registration elsewhere: Vigil has one MLflow server for runs and registry.
@@ -37,7 +38,7 @@ def trainer_env(tmp: Path, mlflow_server: str, model_name: str) -> dict[str, str
 
 def run_trainer(env: dict[str, str], *args: str, epochs: int = 3) -> tuple[dict, str]:
     proc = subprocess.run(
-        [sys.executable, "-m", "tasks.train", "--epochs", str(epochs), *args],
+        [sys.executable, "-m", "tasks.train", "--profile", "tiny", "--epochs", str(epochs), *args],
         env=env,
         capture_output=True,
         text=True,
@@ -145,7 +146,7 @@ def test_a_killed_job_resumes_from_its_last_checkpoint_and_matches_an_uninterrup
     publish_demo(ObjectStore(env["VIGIL_STORE_URL"]), demo_root / "demo_a")
     # Kill the job (SIGKILL, as a preempted container) right after its first checkpoint.
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tasks.train", "--epochs", "3"],
+        [sys.executable, "-m", "tasks.train", "--profile", "tiny", "--epochs", "3"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -219,12 +220,14 @@ def test_continual_training_from_the_champion_replays_old_images(round1, demo_ro
     result, _log = run_trainer(env, epochs=2)
     assert result["start"] == "champion-v1" and result["snapshot"] == "v0002" and result["version"] == "2"
     params = client.get_run(result["run_id"]).data.params
+    # All 48 new images plus a balanced replay buffer as large as the new data (continual.replay_budget: new).
     assert (params["train_new"], params["train_seen"], params["train_replayed"], params["train_total"]) == (
         "48",
         "48",
-        "24",
-        "72",
+        "48",
+        "96",
     )
+    assert params["continual_strategy"] == "replay"
     assert client.get_model_version_by_alias(env["VIGIL_MODEL_NAME"], "challenger").version == "2"
     assert client.get_model_version_by_alias(env["VIGIL_MODEL_NAME"], "champion").version == "1"
 

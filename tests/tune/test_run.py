@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tasks.model.detector import Detector, InferenceSettings
+from tasks.model.card import InferenceSettings
+from tasks.model.detector import Detector
 from tasks.settings import ConfigError, Settings
 from tasks.tune.config import Candidate, TuningConfig, load_tuning_config
 from tasks.tune.run import CandidateResult, choose, validation_frame
@@ -197,7 +198,7 @@ def test_loading_applies_the_version_tag_over_defaults_and_names_a_bad_tag(regis
 
 
 def test_validation_data_is_the_training_snapshot_else_the_latest(registered, trained_dir):
-    from tasks.model.detector import read_card
+    from tasks.model.card import read_card
 
     settings = registered["settings"]
     card = read_card(trained_dir)

@@ -1,0 +1,394 @@
+"""Training the probe family: features once per image, then a small head with continual-learning terms.
+
+The backbone is frozen, so each image's features are computed once and cached by image id (curated
+image ids are content hashes) under ``<home>/cache/features/<digest of the feature setup>/``; a
+retraining on a cumulative snapshot only computes the new images. Augmented views (``augment:``) are
+cached the same way (their seed derives from the image id).
+
+The head (logistic regression or a one-hidden-layer MLP, torch, CPU) is trained with AdamW on the
+class-balanced binary cross-entropy, early-stopped on validation ROC AUC, plus, when the job continues
+from the champion (``continual:``):
+
+* **replay** — the seen images in the training rows (chosen upstream, :func:`tasks.train.job.select_training_rows`);
+* **distillation** — ``weight * T^2 * KL(Bernoulli(sigmoid(t/T)) || Bernoulli(sigmoid(s/T)))`` with the
+  champion's logits ``t`` on every training row (the standard form: the constant T^2 outside the KL);
+* **EWC** — ``lambda/2 * sum_i F_i (theta_i - theta*_i)^2`` with the champion's weights ``theta*`` and a
+  diagonal Fisher ``F`` estimated on seen images.
+
+Warm start: from the champion, the head starts from its weights and keeps its standardisation (so
+those weights keep their meaning). Then Platt scaling on the validation logits calibrates P(fake), and
+a PCA of the training features gives the monitoring embedding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from tasks.data.frames import Frame
+from tasks.images import load_image
+from tasks.model import augment, backbone
+from tasks.model.config import ProbeConfig
+from tasks.model.probe import FeatureExtractor, Head, ProbeDetector
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger("vigil.train")
+CONTENT_ID = 64  # curated image ids are sha256 hex digests of the pixels: safe cache keys
+
+
+@dataclass
+class ProbeFit:
+    """What training produced, before it is saved."""
+
+    head: Head
+    feature_names: list[str]
+    val_scores: np.ndarray  # calibrated P(fake) on the validation split
+    best_val_auc: float
+    best_epoch: int
+    history: list[dict[str, float]] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+class FeatureCache:
+    """Features of images by id (and augmented view), for one feature setup."""
+
+    def __init__(self, root: Path, config: ProbeConfig) -> None:
+        setup = (
+            f"{backbone.SHA256}|{config.backbone.model_dump_json()}|{config.forensics.model_dump_json()}|v1"
+        )
+        self.folder = Path(root) / hashlib.sha256(setup.encode()).hexdigest()[:16]
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def path(self, key: str) -> Path:
+        return self.folder / key[:2] / f"{key}.npy"
+
+    def get(self, key: str) -> np.ndarray | None:
+        path = self.path(key)
+        return np.load(path) if path.is_file() else None
+
+    def put(self, key: str, vector: np.ndarray) -> None:
+        path = self.path(key)
+        path.parent.mkdir(exist_ok=True)
+        tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")  # ends in .npy: np.save keeps the name
+        np.save(tmp, vector)
+        tmp.replace(path)
+
+
+def features_of(
+    frame: Frame, extractor: FeatureExtractor, cache: FeatureCache, config: ProbeConfig, *, views: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Raw features of every image of ``frame`` and, with ``views``, of its augmented copies.
+
+    Returns ``(features [M, D], rows [M], clean [M])``: the frame row of each vector and whether it is
+    the clean image (``M = N * (1 + views)``).
+    """
+    ids = [
+        _content_key(image_id, file)
+        for image_id, file in zip(frame.table["image_id"], frame.table["file"], strict=True)
+    ]
+    files = frame.table["file"].tolist()
+    keys: list[tuple[int, str, int]] = []  # (row, cache key, view; -1 = clean)
+    for row, key in enumerate(ids):
+        keys.append((row, key, -1))
+        keys += [(row, f"{key}.aug{config.seed}-{view}", view) for view in range(views)]
+    vectors: list[np.ndarray | None] = [cache.get(key) for _, key, _ in keys]
+    missing = [i for i, v in enumerate(vectors) if v is None]
+    if missing:
+        log.info("computing features of %d images (%d cached)", len(missing), len(keys) - len(missing))
+    started = time.monotonic()
+    for chunk_start in range(0, len(missing), 64):
+        chunk = missing[chunk_start : chunk_start + 64]
+        images = []
+        for i in chunk:
+            row, _, view = keys[i]
+            image = load_image(Path(files[row]).read_bytes())
+            if view >= 0:
+                seed = augment.view_seed(ids[row], view, config.seed)
+                image = augment.reencode(image, config.augment, np.random.default_rng(seed))
+            images.append(image)
+        for i, vector in zip(chunk, extractor(images), strict=True):
+            vectors[i] = vector
+            cache.put(keys[i][1], vector)
+        done = chunk_start + len(chunk)
+        if done % 512 < 64 or done == len(missing):
+            rate = done / max(time.monotonic() - started, 1e-6)
+            log.info("features: %d/%d images, %.0f images/s", done, len(missing), rate)
+    rows = np.array([row for row, _, _ in keys], dtype=np.int64)
+    clean = np.array([view < 0 for _, _, view in keys], dtype=bool)
+    return np.stack(vectors).astype(np.float32), rows, clean
+
+
+def _content_key(image_id: str, file: str) -> str:
+    """A cache key that names the pixels: the curated image id (a sha256 of them), else the file's sha256."""
+    image_id = str(image_id)
+    if len(image_id) == CONTENT_ID and all(c in "0123456789abcdef" for c in image_id):
+        return image_id
+    return hashlib.sha256(Path(file).read_bytes()).hexdigest()
+
+
+def _head_module(dim: int, config: ProbeConfig) -> torch.nn.Module:
+    from torch import nn
+
+    if config.head.kind == "linear":
+        return nn.Sequential(nn.Dropout(config.head.dropout), nn.Linear(dim, 1))
+    return nn.Sequential(
+        nn.Dropout(config.head.dropout),
+        nn.Linear(dim, config.head.hidden),
+        nn.ReLU(),
+        nn.Dropout(config.head.dropout),
+        nn.Linear(config.head.hidden, 1),
+    )
+
+
+def _to_arrays(module: torch.nn.Module) -> tuple[np.ndarray, ...]:
+    layers = [m for m in module if hasattr(m, "weight")]
+    if len(layers) == 1:
+        return layers[0].weight.detach().numpy()[0].copy(), layers[0].bias.detach().numpy().copy()
+    first, last = layers
+    return (
+        first.weight.detach().numpy().T.copy(),
+        first.bias.detach().numpy().copy(),
+        last.weight.detach().numpy()[0].copy(),
+        last.bias.detach().numpy().copy(),
+    )
+
+
+def _load_arrays(module: torch.nn.Module, weights: tuple[np.ndarray, ...]) -> None:
+    import torch
+
+    layers = [m for m in module if hasattr(m, "weight")]
+    with torch.no_grad():
+        if len(layers) == 1:
+            layers[0].weight.copy_(torch.from_numpy(weights[0][None, :]))
+            layers[0].bias.copy_(torch.from_numpy(weights[1]))
+        else:
+            layers[0].weight.copy_(torch.from_numpy(weights[0].T))
+            layers[0].bias.copy_(torch.from_numpy(weights[1]))
+            layers[1].weight.copy_(torch.from_numpy(weights[2][None, :]))
+            layers[1].bias.copy_(torch.from_numpy(weights[3]))
+
+
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``T^2 * KL(teacher_T || student_T)`` for binary logits (mean over rows); zero when they are equal."""
+    import torch
+    from torch.nn import functional as F
+
+    t = torch.sigmoid(teacher / temperature)
+    log_s_fake, log_s_real = F.logsigmoid(student / temperature), F.logsigmoid(-student / temperature)
+    log_t_fake, log_t_real = F.logsigmoid(teacher / temperature), F.logsigmoid(-teacher / temperature)
+    kl = t * (log_t_fake - log_s_fake) + (1 - t) * (log_t_real - log_s_real)
+    return temperature**2 * kl.mean()
+
+
+def ewc_penalty(module: torch.nn.Module, anchor: dict[str, torch.Tensor], fisher: dict[str, torch.Tensor]):
+    """``sum_i F_i (theta_i - theta*_i)^2``: zero at the anchor, positive away from it."""
+    return sum((fisher[name] * (p - anchor[name]) ** 2).sum() for name, p in module.named_parameters())
+
+
+def diagonal_fisher(module: torch.nn.Module, z: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Empirical diagonal Fisher of the binary log-likelihood at the module's current weights."""
+    import torch
+    from torch.nn import functional as F
+
+    module.eval()
+    fisher = {name: torch.zeros_like(p) for name, p in module.named_parameters()}
+    for i in range(len(z)):
+        module.zero_grad()
+        F.binary_cross_entropy_with_logits(module(z[i : i + 1])[:, 0], y[i : i + 1]).backward()
+        for name, p in module.named_parameters():
+            fisher[name] += p.grad.detach() ** 2
+    return {name: f / max(len(z), 1) for name, f in fisher.items()}
+
+
+def fit_probe(
+    config: ProbeConfig,
+    train: Frame,
+    val: Frame,
+    seen: np.ndarray,
+    cache_dir: Path,
+    champion: ProbeDetector | None = None,
+    threads: int | None = None,
+) -> ProbeFit:
+    """Train the head on ``train`` (``seen`` marks the replayed rows), early-stopped on ``val``."""
+    extractor = (
+        champion.extractor
+        if champion is not None
+        else FeatureExtractor(config.backbone, config.forensics, cache_dir, threads)
+    )
+    cache = FeatureCache(Path(cache_dir) / "features", config)
+    raw, rows, clean = features_of(train, extractor, cache, config, views=config.augment.views)
+    val_raw, _, _ = features_of(val, extractor, cache, config)
+    if champion is not None:  # keep the champion's standardisation: its weights keep their meaning
+        mean, scale = champion.head.mean, champion.head.scale
+        teacher = champion.head.logits(champion.head.standardise(raw)).astype(np.float32)
+    else:
+        mean, scale = raw[clean].mean(axis=0), raw[clean].std(axis=0) + 1e-6
+        teacher = None
+    z, z_val = (raw - mean) / scale, (val_raw - mean) / scale
+    trained = train_head(
+        config,
+        z,
+        train.labels[rows],
+        z_val,
+        val.labels,
+        init=champion.head.weights if champion is not None else None,
+        teacher_logits=teacher,
+        seen=seen[rows],
+    )
+    head = Head(mean, scale, trained.weights, (1.0, 0.0), mean, np.zeros((len(mean), 1)))
+    val_logits = head.logits(z_val)
+    basis, centre = pca(z[clean], config.embedding_dims)
+    head = Head(mean, scale, trained.weights, platt(val_logits, val.labels), centre, basis)
+    counts = {"train_features": len(z), "augmented_views": int((~clean).sum())}
+    return ProbeFit(
+        head,
+        extractor.names,
+        head.probability(val_logits),
+        trained.best_auc,
+        trained.best_epoch,
+        trained.history,
+        counts,
+    )
+
+
+@dataclass
+class TrainedHead:
+    weights: tuple[np.ndarray, ...]
+    best_auc: float
+    best_epoch: int
+    history: list[dict[str, float]]
+
+
+def train_head(
+    config: ProbeConfig,
+    z: np.ndarray,
+    labels: np.ndarray,
+    z_val: np.ndarray,
+    val_labels: np.ndarray,
+    *,
+    init: tuple[np.ndarray, ...] | None = None,
+    teacher_logits: np.ndarray | None = None,
+    seen: np.ndarray | None = None,
+) -> TrainedHead:
+    """The head on standardised features: class-balanced BCE (+ distillation toward ``teacher_logits``,
+    + EWC around ``init`` with a Fisher from the ``seen`` rows), early-stopped on validation ROC AUC."""
+    import torch
+    from sklearn.metrics import roc_auc_score
+    from torch.nn import functional as F
+
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    x = torch.from_numpy(np.ascontiguousarray(z, dtype=np.float32))
+    y = torch.tensor(labels, dtype=torch.float32)
+    module = _head_module(x.shape[1], config)
+    continual = config.continual
+    teacher = anchor = fisher = None
+    if init is not None:
+        _load_arrays(module, init)
+        if teacher_logits is not None and continual.distillation_weight:
+            teacher = torch.from_numpy(np.asarray(teacher_logits, dtype=np.float32))
+        if continual.ewc_lambda and seen is not None and seen.any():
+            anchor = {name: p.detach().clone() for name, p in module.named_parameters()}
+            rows = np.flatnonzero(seen)[: continual.fisher_samples]
+            fisher = diagonal_fisher(module, x[rows], y[rows])
+    n_fake = float(y.sum())
+    pos_weight = torch.tensor((len(y) - n_fake) / max(n_fake, 1.0))
+    optimizer = torch.optim.AdamW(
+        module.parameters(), lr=config.train.learning_rate, weight_decay=config.train.weight_decay
+    )
+    best, best_loss = (-1.0, 0, _to_arrays(module)), float("inf")
+    val_y = torch.tensor(val_labels, dtype=torch.float64)
+    history: list[dict[str, float]] = []
+    started, patience = time.monotonic(), config.train.early_stopping_patience
+    for epoch in range(1, config.train.epochs + 1):
+        module.train()
+        totals = {"loss": 0.0, "bce": 0.0, "kd": 0.0, "ewc": 0.0}
+        order = torch.randperm(len(x), generator=generator)
+        for start in range(0, len(x), config.train.batch_size):
+            batch = order[start : start + config.train.batch_size]
+            logits = module(x[batch])[:, 0]
+            bce = F.binary_cross_entropy_with_logits(logits, y[batch], pos_weight=pos_weight)
+            loss, kd, ewc = bce, torch.zeros(()), torch.zeros(())
+            if teacher is not None:
+                kd = distillation_loss(logits, teacher[batch], continual.distillation_temperature)
+                loss = loss + continual.distillation_weight * kd
+            if fisher is not None:
+                ewc = ewc_penalty(module, anchor, fisher)
+                loss = loss + continual.ewc_lambda / 2 * ewc
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            for key, value in (("loss", loss), ("bce", bce), ("kd", kd), ("ewc", ewc)):
+                totals[key] += value.item() * len(batch)
+        weights = _to_arrays(module)
+        val_logits = _logits(weights, z_val)
+        val_auc = float(roc_auc_score(val_labels, val_logits))
+        val_loss = float(F.binary_cross_entropy_with_logits(torch.from_numpy(val_logits), val_y))
+        metrics = {k: v / len(x) for k, v in totals.items()} | {
+            "val_roc_auc": val_auc,
+            "val_loss": val_loss,
+            "epoch": epoch,
+        }
+        history.append(metrics)
+        # Best: the highest val AUC; among equal AUCs (a saturated AUC), the lowest val loss.
+        if val_auc > best[0] + 1e-6 or (abs(val_auc - best[0]) <= 1e-6 and val_loss < best_loss - 1e-6):
+            best, best_loss = (val_auc, epoch, weights), val_loss
+        stop = epoch - best[1] >= patience
+        if epoch == 1 or epoch % 10 == 0 or stop or epoch == config.train.epochs:
+            rate = epoch * len(x) / max(time.monotonic() - started, 1e-6)
+            log.info(
+                "epoch %d/%d: loss %.4f (bce %.4f, kd %.4f, ewc %.4f) | val AUC %.4f loss %.4f | best AUC %.4f "
+                "(epoch %d) | %.0f samples/s",
+                epoch,
+                config.train.epochs,
+                metrics["loss"],
+                metrics["bce"],
+                metrics["kd"],
+                metrics["ewc"],
+                val_auc,
+                val_loss,
+                best[0],
+                best[1],
+                rate,
+            )
+        if stop:
+            log.info("early stopping: no better validation AUC or loss for %d epochs", patience)
+            break
+    return TrainedHead(best[2], best[0], best[1], history)
+
+
+def _logits(weights: tuple[np.ndarray, ...], z: np.ndarray) -> np.ndarray:
+    return Head(np.zeros(1), np.ones(1), weights, (1.0, 0.0), np.zeros(1), np.zeros((1, 1))).logits(z)
+
+
+def platt(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """Platt scaling: (a, b) of the logistic regression of the labels on the logits."""
+    from sklearn.linear_model import LogisticRegression
+
+    if len(set(labels.tolist())) < 2:
+        return 1.0, 0.0
+    model = LogisticRegression(C=1e4, max_iter=1000).fit(logits.reshape(-1, 1), labels)
+    return float(model.coef_[0, 0]), float(model.intercept_[0])
+
+
+def pca(z: np.ndarray, dims: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``dims`` principal directions ``[D, dims]`` of ``z`` and its mean."""
+    centre = z.mean(axis=0)
+    _, _, vt = np.linalg.svd(z - centre, full_matrices=False)
+    basis = vt[:dims].T
+    if basis.shape[1] < dims:  # fewer images than dimensions: pad with zeros
+        basis = np.pad(basis, ((0, 0), (0, dims - basis.shape[1])))
+    return basis.astype(np.float32), centre.astype(np.float32)
+
+
+def describe_fit(fit: ProbeFit) -> dict[str, Any]:
+    return {"best_val_roc_auc": fit.best_val_auc, "best_epoch": fit.best_epoch, **fit.counts}
