@@ -444,7 +444,10 @@ class BatchCurator:
                 "quarantined_at": _now(),
             }
             if result.raw_key is not None and result.code != "missing_raw":
-                self.store.write_bytes(quarantined_key(prefix, result), self.store.read_bytes(result.raw_key))
+                self.store.write_bytes(
+                    quarantined_key(prefix, result.sha256, result.raw_key),
+                    self.store.read_bytes(result.raw_key),
+                )
             self.store.write_json(f"{prefix}/{result.sha256}.json", reason)
 
         with ThreadPoolExecutor(UPLOAD_THREADS) as threads:
@@ -458,11 +461,11 @@ class BatchCurator:
             )
 
 
-def quarantined_key(prefix: str, result: ImageResult) -> str:
+def quarantined_key(prefix: str, sha256: str, raw_key: str) -> str:
     """Where the raw bytes of a rejected image are kept: ``<prefix>/<sha256>.<the raw key's extension>``."""
-    name = result.raw_key.rsplit("/", 1)[-1]
+    name = raw_key.rsplit("/", 1)[-1]
     ext = name.rsplit(".", 1)[-1] if "." in name else "bin"
-    return f"{prefix}/{result.sha256}.{ext}"
+    return f"{prefix}/{sha256}.{ext}"
 
 
 def _counts(
