@@ -1,11 +1,16 @@
 """Curation: from the new raw batches to one new immutable dataset snapshot.
 
-For every raw batch that is not yet in the latest snapshot (and not recorded as failed):
+A run with new batches holds the store's curation lock (:mod:`tasks.curate.lock`: a second run waits,
+bounded, then finds nothing left or stops with a message), and first removes what killed runs left
+(:mod:`tasks.curate.leftovers`: spools whose pid is dead, stale ``.tmp-*`` files). For every raw batch
+that is not yet in the latest snapshot (and not recorded as failed):
 
 1. validate and normalise each image in parallel (:mod:`tasks.curate.process`); rejected images are
-   copied to ``quarantine/<batch_id>/<sha256>.<ext>`` with ``<sha256>.json`` giving the reason;
-2. run the Great Expectations suite over the batch's metadata table; Data Docs go to
-   ``reports/<batch_id>/data_docs/``;
+   copied to ``quarantine/<batch_id>/<sha256>.<ext>`` with ``<sha256>.json`` giving the reason, and
+   listed in ``reports/<batch_id>/quarantine.json``;
+2. run the Great Expectations suite over the batch's whole table, quarantined images included; Data
+   Docs go to ``reports/<batch_id>/data_docs/`` and into the index of every batch
+   (:mod:`tasks.curate.data_docs`);
 3. if the share of rejected images exceeds ``curation.max_failure_ratio``, the batch fails: nothing
    of it is published and its report says so, so later runs skip it until it is re-queued
    (``vigil curate --retry BATCH_ID``);
