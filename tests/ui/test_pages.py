@@ -13,7 +13,7 @@ from PIL import Image
 from tasks.ui import page_for_dag_run
 from tasks.ui.files import ReportPathError
 from tasks.ui.models import gate_file, models_page, slice_rows
-from tasks.ui.quality import batch_page, data_docs_file, data_quality_page, list_batch_reports
+from tasks.ui.quality import batch_page, data_docs_file, data_quality_page, list_batch_reports, static_file
 from tests.helpers.ui import curate_batch, gate_report, write_gate_report
 
 
@@ -46,10 +46,11 @@ def test_data_quality_page_lists_the_curated_batch_with_counts_reasons_and_data_
     assert validation.media_type == "text/html; charset=utf-8" and batch_id.encode() in validation.data
     index = data_docs_file(store, batch_id, "")
     assert index.media_type == "text/html; charset=utf-8" and page.encode() in index.data
-    statics = [k for k in store.list(f"reports/{batch_id}/data_docs/static") if k.endswith(".css")]
-    if statics:
-        relative = statics[0].split("/data_docs/", 1)[1]
-        assert data_docs_file(store, batch_id, relative).media_type == "text/css; charset=utf-8"
+    css = static_file("bootstrap-4.3.1.min.css")  # the pages' shared stylesheet, shipped with Vigil
+    assert css.media_type == "text/css; charset=utf-8" and b".table" in css.data
+    for bad in ("../quality.py", "..", ".hidden", "a/b.css", "nope.css"):
+        with pytest.raises((ReportPathError, FileNotFoundError)):
+            static_file(bad)
 
     detail_html = batch_page(store, "/vigil", batch_id)
     assert f'href="/vigil/data-quality/{batch_id}/data_docs/index.html"' in detail_html
@@ -58,7 +59,7 @@ def test_data_quality_page_lists_the_curated_batch_with_counts_reasons_and_data_
 
 
 def test_the_batch_page_browses_every_quarantined_image_with_thumbnails_and_reasons(store, settings):
-    from tasks.ui.quality import PER_PAGE, quarantine_thumbnail, rejection_chart
+    from tasks.ui.quality import quarantine_thumbnail, rejection_chart
     from tests.helpers.quality import curate_two_batches
 
     batch_id, clean_id = curate_two_batches(store, settings)
@@ -98,10 +99,10 @@ def test_the_batch_page_browses_every_quarantined_image_with_thumbnails_and_reas
     for bad in ("../secret.png", f"{thumbs[0]}.json", "x.png"):
         with pytest.raises(ReportPathError):
             quarantine_thumbnail(store, settings.images, batch_id, bad)
-    # Filtered by reason; paged.
+    # Filtered by reason.
     only = batch_page(store, "/vigil", batch_id, code="too_small")
     assert re.findall(r'data-code="([a-z_]+)">', only) == ["too_small"]
-    assert PER_PAGE >= 5 and "page 1 of" not in html
+    assert "page 1 of" not in html
 
     # The chart: one stacked bar per batch, one segment per reason, in the legend.
     chart = rejection_chart(list_batch_reports(store))
@@ -117,6 +118,35 @@ def test_the_batch_page_browses_every_quarantined_image_with_thumbnails_and_reas
     page = data_quality_page(store, "/vigil")
     svg = re.search(r'<svg id="rejections-chart".*?</svg>', page, re.S).group(0)
     assert len(re.findall(r'<rect class="segment" data-code="', svg)) == 5 and "<script" not in page
+
+
+def test_the_batch_page_pages_through_more_rejections_than_the_summary_lists(
+    local_store, tmp_path, monkeypatch
+):
+    from tasks.curate import curate
+    from tasks.settings import Settings
+    from tasks.ui.quality import PER_PAGE
+    from tests.helpers.curation import add_batch, good_images
+
+    monkeypatch.setenv("VIGIL_HOME", str(tmp_path / "home"))
+    count = 205  # the summary lists 200
+    pages = [{"data": f"<html>page {i}</html>".encode(), "name": f"page{i:03d}.png"} for i in range(count)]
+    batch = add_batch(local_store, [*good_images(10), *pages])
+    curate(Settings(store_url=local_store.url), local_store)  # fails: too many rejected, all quarantined
+
+    assert len(local_store.read_json(f"reports/{batch.batch_id}/summary.json")["quarantine"]["items"]) == 200
+    seen = []
+    last = -(-count // PER_PAGE)
+    for number in range(1, last + 1):
+        html = batch_page(local_store, "/vigil", batch.batch_id, page=number)
+        names = re.findall(r'<div class="name"[^>]*>(page\d+\.png)</div>', html)
+        assert f"page {number} of {last}" in text(html) and len(names) == (
+            PER_PAGE if number < last else count % PER_PAGE
+        )
+        seen += names
+    assert sorted(seen) == sorted(p["name"] for p in pages)  # every rejection, once
+    assert len(seen) == count
+    assert "?page=2#quarantine" in batch_page(local_store, "/vigil", batch.batch_id)
 
 
 @pytest.mark.parametrize(
