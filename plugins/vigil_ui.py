@@ -4,8 +4,11 @@ Wiring only: the pages are rendered by :mod:`tasks.ui`. Every Airflow component 
 this module imports nothing heavy: the FastAPI app (and Airflow's security module, MLflow, Jinja2)
 is built at the first request to ``/vigil``.
 
-- ``/vigil/data-quality``: every curated batch; ``/vigil/data-quality/<batch_id>`` one batch;
-  ``/vigil/data-quality/<batch_id>/docs/<path>`` its Great Expectations Data Docs from the object store.
+- ``/vigil/data-quality``: every curated batch; ``/vigil/data-quality/<batch_id>`` one batch, with its
+  quarantined images (``.../<batch_id>/quarantine/<sha256>.png``: thumbnails);
+  ``/vigil/data-quality/<batch_id>/data_docs/<path>`` its Great Expectations Data Docs from the object
+  store (also ``.../docs/<path>``), ``/vigil/data-quality/data_docs/index.html`` the index of all of them,
+  ``/vigil/data-quality/data_docs/static/<name>`` their shipped CSS/JS/fonts (the one part without login).
 - ``/vigil/models``: registered versions, aliases, tags, inference settings, gate reports per slice;
   ``/vigil/models/<version>/gate/report.html|md|json``: the stored gate report.
 - ``/vigil/runs/<dag_id>/<run_id>``: the page that belongs to a DAG run (the "Vigil" tab of every run).
@@ -26,7 +29,7 @@ def create_app():
     """The FastAPI app behind ``/vigil``, every route behind Airflow's login."""
     from airflow.api_fastapi.app import get_auth_manager
     from airflow.api_fastapi.core_api.security import get_user
-    from fastapi import Depends, FastAPI, HTTPException, Request
+    from fastapi import Depends, FastAPI, HTTPException, Query, Request
     from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
     from tasks import ui
@@ -85,6 +88,10 @@ def create_app():
     async def not_found(request: Request, exc: FileNotFoundError):
         return page(ui.error_page(base(request), "Not found", str(exc)), 404)
 
+    # Data Docs' shipped assets (Bootstrap, jQuery, fonts): public files, served without login because
+    # the sandboxed Data Docs pages load them without cookies (a mount skips the app's dependencies).
+    app.mount("/data-quality/data_docs/static", data_docs_static_app(), name="data-docs-static")
+
     @app.get("/")
     def index(request: Request):
         return RedirectResponse(f"{base(request)}/data-quality", status_code=303)
@@ -93,13 +100,37 @@ def create_app():
     def data_quality(request: Request, source: str | None = None):
         return page(quality.data_quality_page(store(), base(request), source or None))
 
-    @app.get("/data-quality/{batch_id}")
-    def batch(request: Request, batch_id: str):
-        return page(quality.batch_page(store(), base(request), batch_id))
+    @app.get("/data-quality/data_docs/{path:path}")
+    def data_docs_index(path: str):
+        """The cumulative Data Docs index of every batch (``reports/data_docs/``)."""
+        return stored(quality.data_docs_index_file(store(), path))
 
+    @app.get("/data-quality/{batch_id}")
+    def batch(
+        request: Request, batch_id: str, code: str | None = None, page_number: int = Query(1, alias="page")
+    ):
+        return page(quality.batch_page(store(), base(request), batch_id, code or None, page_number))
+
+    # /data_docs/ mirrors the store's reports/<batch_id>/data_docs/ (the pages' relative links to the
+    # shared static files rely on it); /docs/ is the older spelling.
+    @app.get("/data-quality/{batch_id}/data_docs/{path:path}")
     @app.get("/data-quality/{batch_id}/docs/{path:path}")
     def data_docs(batch_id: str, path: str):
         return stored(quality.data_docs_file(store(), batch_id, path))
+
+    @app.get("/data-quality/{batch_id}/quarantine/{name}")
+    def quarantined_image(batch_id: str, name: str):
+        """A thumbnail of a quarantined image (a PNG made by the server, never the raw bytes)."""
+        thumb = quality.quarantine_thumbnail(store(), Settings().images, batch_id, name)
+        return Response(
+            thumb.data,
+            media_type=thumb.media_type,
+            headers={
+                "Content-Security-Policy": "default-src 'none'; sandbox",
+                "X-Content-Type-Options": "nosniff",
+                "Cache-Control": "private, max-age=86400",
+            },
+        )
 
     @app.get("/models")
     def models_view(request: Request):
@@ -119,6 +150,31 @@ def create_app():
         return RedirectResponse(f"{base(request)}/{ui.page_for_dag_run(dag_id)}", status_code=303)
 
     return app
+
+
+def data_docs_static_app():
+    """A login-free app serving only the files shipped in ``tasks/curate/static/`` (by plain name)."""
+    from fastapi import FastAPI
+    from fastapi.responses import Response
+
+    from tasks.ui import quality
+    from tasks.ui.files import ReportPathError
+
+    static = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+
+    @static.get("/{name}")
+    def asset(name: str):
+        try:
+            file = quality.static_file(name)
+        except (ReportPathError, FileNotFoundError):
+            return Response("not found", status_code=404, media_type="text/plain")
+        return Response(
+            file.data,
+            media_type=file.media_type,
+            headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "public, max-age=86400"},
+        )
+
+    return static
 
 
 def mlflow_ui_url(settings) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 PACKAGE = Path(__file__).resolve().parent
-TEMPLATE_DIRS = {name: PACKAGE / name / "templates" for name in ("ui", "serve", "promote")}
+TEMPLATE_DIRS = {name: PACKAGE / name / "templates" for name in ("ui", "serve", "promote", "curate")}
 
 
 @cache

@@ -98,6 +98,24 @@ class CurationSettings(Section):
     workers: int = Field(
         0, ge=0, description="Processes decoding images in parallel; 0 means one per CPU core."
     )
+    lock_wait_s: float = Field(
+        600.0,
+        ge=0,
+        description="How long a curation waits for another one on the same store to finish before "
+        "giving up with a message (0: give up at once).",
+    )
+    lock_ttl_s: float = Field(
+        120.0,
+        ge=5,
+        description="Lease of the store's curation lock; the holder renews it every third of this, so a "
+        "killed holder blocks others at most this long (at once on the same host: its pid is dead).",
+    )
+    temp_grace_s: float = Field(
+        3600.0,
+        ge=0,
+        description="Hidden temporary files (.tmp-*) of a local store older than this are leftovers of a "
+        "killed writer; curation removes them under the prefixes it writes.",
+    )
 
     @model_validator(mode="after")
     def _ratios_sum_to_one(self) -> CurationSettings:

@@ -107,6 +107,17 @@ class ObjectStore:
     def size(self, key: str) -> int:
         return int(self.fs.size(self._path(key)))
 
+    def sha256(self, key: str, chunk_bytes: int = 1 << 20) -> str:
+        """sha256 of an object read in chunks: memory stays bounded whatever its size."""
+        digest = hashlib.sha256()
+        try:
+            with self.fs.open(self._path(key), "rb") as fh:
+                while chunk := fh.read(chunk_bytes):
+                    digest.update(chunk)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"no object {key!r} in {self.url}") from None
+        return digest.hexdigest()
+
     def list(self, prefix: str = "") -> list[str]:
         """Keys under ``prefix`` (recursive, sorted), without in-flight temporary files."""
         base = self._path(prefix) if prefix.strip("/") else self.root

@@ -60,6 +60,9 @@ class Candidate:
     post_id: str
     data: bytes | None = None
     sha256: str | None = None  # of ``data``, when the collector already computed it
+    # A file over images.max_file_bytes: its size, listed without its bytes (``data`` is None); curation
+    # quarantines it as too_large_file.
+    withheld_size: int | None = None
     media_url: str | None = None
     post_url: str | None = None
     author: str | None = None  # in clear here; the runner stores only its sha256

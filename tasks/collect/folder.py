@@ -14,7 +14,9 @@ An optional ``metadata.jsonl`` (Hugging Face ImageFolder convention: one JSON ob
 ``alt_text``, ``license``, ``created_at``, ``post_url`` and ``label``; other keys are ignored.
 
 Every file is imported, even one that is not an image: curation quarantines it with a reason the
-user can see, instead of it silently disappearing here. Hidden files (``.*``) are skipped. Files
+user can see, instead of it silently disappearing here. A file larger than ``images.max_file_bytes``
+is listed in the batch by its size and sha256 (hashed in chunks) without copying its bytes; curation
+quarantines it as ``too_large_file``. Hidden files (``.*``) are skipped. Files
 already collected from this source (same path, size and modification time, or same content) are
 skipped, so re-running on the same inbox adds nothing. The inbox folder itself is created when
 missing (a fresh install has nothing to collect yet); any other missing folder is an error.
@@ -98,17 +100,17 @@ class FolderCollector(Collector):
                 self.skip("already collected")
                 continue
             size = stamp.split(":", 1)[0]
-            if size.isdigit() and int(size) > self.settings.download.max_bytes:
-                seen[rel] = [stamp, ""]  # not read; a changed file is looked at again
-                self.skip(f"larger than download.max_bytes ({self.settings.download.max_bytes} bytes)")
-                continue
+            oversize = size.isdigit() and int(size) > self.settings.images.max_file_bytes
             try:
-                data = store.read_bytes(rel)
+                # An oversize file is hashed in chunks, never held in memory nor copied to the store.
+                data = None if oversize else store.read_bytes(rel)
+                sha = store.sha256(rel) if oversize else sha256_hex(data)
             except FileNotFoundError:  # moved away between listing and reading: next run decides
                 self.skip("file disappeared during the run")
                 continue
-            sha = sha256_hex(data)
-            seen[rel] = [stamp, sha]
+            # An oversize file's sha is not remembered: once the limit is raised, touching the file
+            # (or copying it under another name) collects its bytes.
+            seen[rel] = [stamp, "" if oversize else sha]
             label, split, dataset = layout_of(rel, root_name)
             feedback = rel.split("/", 1)[0] == FEEDBACK_DIR
             # Known bytes are skipped, except a person's label from feedback: it may correct the stored
@@ -127,6 +129,7 @@ class FolderCollector(Collector):
                 post_id=rel,
                 data=data,
                 sha256=sha,
+                withheld_size=int(size) if oversize else None,
                 original_name=name,
                 split=split,
                 dataset=dataset,

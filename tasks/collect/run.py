@@ -4,7 +4,8 @@
 2. take the collector's candidates (at most ``max_images``); download web media with
    :func:`tasks.net.fetch` and refuse bytes that are not an image (magic bytes, never the
    extension); folder files are kept whatever they are (curation quarantines them visibly);
-3. store the raw bytes content-addressed under ``raw/<source>/<date>/<sha256>.<ext>``;
+3. store the raw bytes content-addressed under ``raw/<source>/<date>/<sha256>.<ext>`` (a folder file
+   over ``images.max_file_bytes`` is listed without them: ``raw_key`` empty, curation quarantines it);
 4. weak-label each image (:mod:`tasks.collect.provenance`) and hash the author;
 5. publish the batch manifest last (:func:`tasks.data.batches.write_batch`), then save the cursor.
 
@@ -92,9 +93,13 @@ class _Run:
         self.shas: set[str] = set()
         self.refused: Counter[str] = Counter()
         self.conflicts = 0
+        self.withheld = 0  # files over images.max_file_bytes, listed without their bytes
         self.session = net.new_session(settings.download) if collector.downloads else None
 
     def add(self, item: Candidate) -> None:
+        if item.withheld_size is not None:
+            self._add_withheld(item)
+            return
         data = item.data if item.data is not None else self._download(item)
         if data is None:
             return
@@ -114,7 +119,33 @@ class _Run:
         )
         if not self.store.exists(key):
             self.store.write_bytes(key, data)
-        found = provenance.detect(data)
+        self._append(item, sha, key, fmt, len(data), provenance.detect(data))
+
+    def _add_withheld(self, item: Candidate) -> None:
+        """A file over images.max_file_bytes: a row without raw bytes, for curation to quarantine."""
+        if item.sha256 in self.shas:
+            self.collector.skip("same image twice in this run")
+            return
+        self.shas.add(item.sha256)
+        self.withheld += 1
+        log.warning(
+            "%s is %s bytes, more than images.max_file_bytes=%s: listed without its bytes; curation "
+            "quarantines it as too_large_file",
+            item.post_id,
+            f"{item.withheld_size:,}",
+            f"{self.settings.images.max_file_bytes:,}",
+        )
+        self._append(item, item.sha256, None, None, item.withheld_size, None)
+
+    def _append(
+        self,
+        item: Candidate,
+        sha: str,
+        key: str | None,
+        fmt: str | None,
+        size: int,
+        found: provenance.Provenance | None,
+    ) -> None:
         label, label_source = provenance.weak_label(
             self.source.label_prior, label=item.label, label_source=item.label_source, provenance=found
         )
@@ -134,7 +165,7 @@ class _Run:
                 "sha256": sha,
                 "raw_key": key,
                 "format": fmt,
-                "size_bytes": len(data),
+                "size_bytes": size,
                 "source": self.source.name,
                 "source_kind": self.source.kind,
                 "post_id": item.post_id,
@@ -181,6 +212,7 @@ class _Run:
             "label_sources": dict(Counter(r["label_source"] for r in self.rows)),
             "skipped": dict(self.collector.skipped),
             "refused": dict(self.refused),
+            "too_large_files": self.withheld,
             "label_conflicts": self.conflicts,
         }
         log.info("%s", describe(summary))
@@ -205,6 +237,11 @@ def describe(summary: dict[str, Any]) -> str:
         text += f"; skipped: {counts(summary['skipped'])}"
     if summary["refused"]:
         text += f"; refused: {counts(summary['refused'])}"
+    if summary.get("too_large_files"):
+        text += (
+            f"; {summary['too_large_files']} files over images.max_file_bytes listed without their bytes "
+            "(curation quarantines them as too_large_file)"
+        )
     if summary["label_conflicts"]:
         text += f"; {summary['label_conflicts']} explicit labels contradict provenance metadata (kept)"
     return text

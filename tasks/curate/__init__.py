@@ -3,6 +3,6 @@
 ``curate()`` is what the ``curate`` DAG task and ``vigil curate`` both run; see docs/curation.md.
 """
 
-from tasks.curate.pipeline import CurationError, asset_extra, curate, failed_batches_message
+from tasks.curate.pipeline import CurationBusy, CurationError, asset_extra, curate, failed_batches_message
 
-__all__ = ["CurationError", "asset_extra", "curate", "failed_batches_message"]
+__all__ = ["CurationBusy", "CurationError", "asset_extra", "curate", "failed_batches_message"]

@@ -6,7 +6,8 @@ import argparse
 import sys
 
 from tasks.console import print_json
-from tasks.curate import CurationError, curate, failed_batches_message
+from tasks.curate import CurationBusy, CurationError, curate, failed_batches_message
+from tasks.data.snapshots import SnapshotConflict
 from tasks.logs import setup_logging
 
 
@@ -15,7 +16,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "curate",
         help="validate and curate new raw batches into a new dataset snapshot",
         description="Validate and curate every new raw batch into one new dataset snapshot. Exits with 1 "
-        "when a batch failed (too many rejected images); the batches that passed are published.",
+        "when a batch failed (too many rejected images; the batches that passed are published), 2 on a bad "
+        "request, 3 when another curation of the same store did not finish within curation.lock_wait_s.",
     )
     parser.add_argument(
         "--retry",
@@ -33,7 +35,10 @@ def _curate(args: argparse.Namespace) -> int:
     setup_logging()
     try:
         summary = curate(retry=args.retry)
-    except CurationError as exc:
+    except CurationBusy as exc:
+        print(f"vigil curate: error: {exc}", file=sys.stderr)
+        return 3
+    except (CurationError, SnapshotConflict) as exc:
         print(f"vigil curate: error: {exc}", file=sys.stderr)
         return 2
     if args.json:

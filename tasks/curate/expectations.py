@@ -1,23 +1,26 @@
 """Batch-level data quality with Great Expectations (GX Core 1.x), run inside the curation task.
 
 The suite lives in ``include/expectations/raw_batch.yaml`` (reviewed like code) and is loaded at
-run time. Each batch gets its own ephemeral GX context (nothing is persisted by GX itself), a pandas
-data source with a whole-dataframe batch, a checkpoint whose action builds a Data Docs site into a
-temporary folder, and the site is then uploaded to ``reports/<batch_id>/data_docs/``.
+run time. It runs over the batch's whole table, quarantined images included (``rejection_code``), so
+its Data Docs show the rejected share and the reasons. Each batch gets its own ephemeral GX context
+(nothing is persisted by GX itself), a pandas data source with a whole-dataframe batch, a checkpoint
+whose action builds a Data Docs site into a temporary folder, and the site is then uploaded to
+``reports/<batch_id>/data_docs/``, rewritten to work offline (:mod:`tasks.curate.data_docs`).
 ``great_expectations`` is imported only here, inside functions: it takes seconds to import.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
-import re
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tasks.curate.data_docs import upload_site
 from tasks.data.batches import LABELS
 from tasks.data.snapshots import SPLITS
 from tasks.settings import ConfigError, load_yaml
@@ -31,6 +34,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SUITE_FILE = "expectations/raw_batch.yaml"
+# Values of the validation table's ``status`` column (tasks/curate/pipeline.py validation_table).
+STATUSES = ("accepted", "rejected", "already_curated")
 
 
 class ExpectationSpec(BaseModel):
@@ -51,6 +56,9 @@ class SuiteSpec(BaseModel):
 def suite_parameters(settings: Settings) -> dict[str, Any]:
     """Values for the suite's ``$PARAMETER`` placeholders, from the settings."""
 
+    from tasks.curate.process import CURATION_CODES
+    from tasks.images import REJECTION_CODES
+
     images = settings.images
     return {
         "min_side": images.min_side,
@@ -59,6 +67,11 @@ def suite_parameters(settings: Settings) -> dict[str, Any]:
         "allowed_formats": list(images.allowed_formats),
         "labels": list(LABELS),
         "splits": list(SPLITS),
+        "statuses": list(STATUSES),
+        "rejection_codes": sorted({*REJECTION_CODES, *CURATION_CODES}),
+        # GX's `mostly` for the not-rejected share; rounded down so that a ratio equal to the limit
+        # passes, as it does in curation.
+        "min_accepted_share": math.floor((1.0 - settings.curation.max_failure_ratio) * 1e9) / 1e9,
     }
 
 
@@ -144,7 +157,7 @@ def validate_batch(
             expectation_parameters=parameters,
             run_id=RunIdentifier(run_name=batch_id),
         )
-        docs_index = upload_site(Path(site_dir), store, prefix)
+        docs_index, pages = upload_site(Path(site_dir), store, prefix)
 
     validation = next(iter(result.run_results.values()))
     results = [_describe(r) for r in validation.results]
@@ -155,6 +168,7 @@ def validate_batch(
         "unsuccessful": sum(not r["success"] for r in results),
         "results": results,
         "data_docs": store.uri(docs_index),
+        "validation_page": next((p for p in pages if p.startswith("validations/")), None),
     }
 
 
@@ -169,23 +183,16 @@ def _describe(result: Any) -> dict[str, Any]:
         "success": bool(result.success),
         "why": (config.meta or {}).get("why"),
     }
-    for key in ("observed_value", "unexpected_count", "unexpected_percent", "partial_unexpected_list"):
+    for key in (
+        "observed_value",
+        "element_count",
+        "unexpected_count",
+        "unexpected_percent",
+        "partial_unexpected_list",
+        "partial_unexpected_counts",
+    ):
         if details.get(key) is not None:
             described[key] = details[key]
     if result.exception_info and result.exception_info.get("raised_exception"):
         described["error"] = result.exception_info.get("exception_message")
     return described
-
-
-_STATIC_LINK = re.compile(r"""["'](?:\./|\.\./)*(static/[^"'?#]+)""")
-
-
-def upload_site(site_dir: Path, store: ObjectStore, prefix: str) -> str:
-    """Upload the pages and the static files they link to (not GX's 4 MB of unused fonts and GIFs)."""
-    pages = sorted(site_dir.rglob("*.html"))
-    linked = {m.group(1) for page in pages for m in _STATIC_LINK.finditer(page.read_text(errors="replace"))}
-    files = pages + [site_dir / rel for rel in sorted(linked) if (site_dir / rel).is_file()]
-    for path in files:
-        store.write_bytes(f"{prefix}/{path.relative_to(site_dir).as_posix()}", path.read_bytes())
-    log.debug("uploaded %d Data Docs files under %s", len(files), store.uri(prefix))
-    return f"{prefix}/index.html"

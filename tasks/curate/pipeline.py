@@ -1,11 +1,16 @@
 """Curation: from the new raw batches to one new immutable dataset snapshot.
 
-For every raw batch that is not yet in the latest snapshot (and not recorded as failed):
+A run with new batches holds the store's curation lock (:mod:`tasks.curate.lock`: a second run waits,
+bounded, then finds nothing left or stops with a message), and first removes what killed runs left
+(:mod:`tasks.curate.leftovers`: spools whose pid is dead, stale ``.tmp-*`` files). For every raw batch
+that is not yet in the latest snapshot (and not recorded as failed):
 
 1. validate and normalise each image in parallel (:mod:`tasks.curate.process`); rejected images are
-   copied to ``quarantine/<batch_id>/<sha256>.<ext>`` with ``<sha256>.json`` giving the reason;
-2. run the Great Expectations suite over the batch's metadata table; Data Docs go to
-   ``reports/<batch_id>/data_docs/``;
+   copied to ``quarantine/<batch_id>/<sha256>.<ext>`` with ``<sha256>.json`` giving the reason, and
+   listed in ``reports/<batch_id>/quarantine.json``;
+2. run the Great Expectations suite over the batch's whole table, quarantined images included; Data
+   Docs go to ``reports/<batch_id>/data_docs/`` and into the index of every batch
+   (:mod:`tasks.curate.data_docs`);
 3. if the share of rejected images exceeds ``curation.max_failure_ratio``, the batch fails: nothing
    of it is published and its report says so, so later runs skip it until it is re-queued
    (``vigil curate --retry BATCH_ID``);
@@ -26,9 +31,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tasks.curate import data_docs
 from tasks.curate.dedupe import DuplicateIndex
 from tasks.curate.expectations import load_suite, suite_parameters, validate_batch
-from tasks.curate.process import ImagePool, ImageResult, ImageWorker
+from tasks.curate.leftovers import new_spool, remove_spool, remove_stale_spools, remove_stale_temporaries
+from tasks.curate.lock import LockBusy, StoreLock
+from tasks.curate.process import PREVIEWABLE_CODES, ImagePool, ImageResult, ImageWorker
 from tasks.data.batches import HUMAN_LABEL, Batch, batch_id_of, list_batches, read_batch
 from tasks.data.snapshots import (
     CURATION_COLUMNS,
@@ -77,6 +85,8 @@ RAW_CARRIED = (
 )
 INTEGER_COLUMNS = frozenset({"width", "height", "original_size_bytes", "original_width", "original_height"})
 MAX_LISTED_REJECTIONS = 200
+# Where curation writes: its hidden temporaries left by a killed run are removed from these.
+WRITTEN_PREFIXES = (CURATED_PREFIX, QUARANTINE_PREFIX, REPORT_PREFIX, "snapshots", "locks")
 UPLOAD_THREADS = 8
 
 
@@ -84,8 +94,17 @@ class CurationError(RuntimeError):
     """A curation request that cannot be honoured (e.g. re-queueing an unknown batch)."""
 
 
+class CurationBusy(CurationError):
+    """Another curation holds the store's lock and the wait (``curation.lock_wait_s``) is over."""
+
+
 def report_key(batch_id: str) -> str:
     return f"{REPORT_PREFIX}/{batch_id}/summary.json"
+
+
+def quarantine_index_key(batch_id: str) -> str:
+    """Every rejection of a batch (the summary lists the first 200): what the batch page browses."""
+    return f"{REPORT_PREFIX}/{batch_id}/quarantine.json"
 
 
 def curated_key(image_id: str) -> str:
@@ -103,16 +122,43 @@ def curate(
     """
     settings = settings or Settings()
     store = store or ObjectStore.from_settings(settings)
+    remove_stale_spools(settings.home)
     latest = read_snapshot(store) if latest_version(store) else None
-    pending = pending_batches(store, latest, retry)
-    if not pending:
-        log.info(
-            "nothing to curate: no new raw batch in %s (latest snapshot: %s)",
-            store.url,
-            latest.version if latest else "none",
-        )
-        return _summary(latest, None, [])
+    if not pending_batches(store, latest, retry):
+        return _nothing_to_do(store, latest)
+    config = settings.curation
+    try:
+        lock = StoreLock(store, "curate", ttl_s=config.lock_ttl_s, wait_s=config.lock_wait_s).acquire()
+    except LockBusy as exc:
+        raise CurationBusy(
+            f"{exc}. Nothing was changed. Curation runs one at a time per store: run it again once the other "
+            f"one has finished (curation.lock_wait_s={config.lock_wait_s:g} sets how long to wait); "
+            f"a killed run's lock is taken over once its lease expires."
+        ) from None
+    try:
+        # Under the lock: another run may have curated the same batches while this one waited.
+        latest = read_snapshot(store) if latest_version(store) else None
+        pending = pending_batches(store, latest, retry)
+        if not pending:
+            return _nothing_to_do(store, latest)
+        remove_stale_temporaries(store, WRITTEN_PREFIXES, config.temp_grace_s)
+        return _curate(settings, store, latest, pending)
+    finally:
+        lock.release()
 
+
+def _nothing_to_do(store: ObjectStore, latest: Snapshot | None) -> dict[str, Any]:
+    log.info(
+        "nothing to curate: no new raw batch in %s (latest snapshot: %s)",
+        store.url,
+        latest.version if latest else "none",
+    )
+    return _summary(latest, None, [])
+
+
+def _curate(
+    settings: Settings, store: ObjectStore, latest: Snapshot | None, pending: list[str]
+) -> dict[str, Any]:
     suite = load_suite(settings)
     index = DuplicateIndex.from_table(
         latest.table if latest else None, settings.curation.near_duplicate_distance
@@ -125,16 +171,17 @@ def curate(
         len(index),
     )
     outcomes: list[BatchOutcome] = []
-    with (
-        _spool() as spool,
-        ImagePool(
-            ImageWorker(store.url, settings.s3_endpoint_url, settings.images, spool),
+    spool = new_spool(settings.home)
+    try:
+        with ImagePool(
+            ImageWorker(store.url, settings.s3_endpoint_url, settings.images, str(spool)),
             settings.curation.workers,
-        ) as pool,
-    ):
-        curator = BatchCurator(settings, store, pool, index, suite)
-        for key in pending:
-            outcomes.append(curator.run(read_batch(store, key)))
+        ) as pool:
+            curator = BatchCurator(settings, store, pool, index, suite)
+            for key in pending:
+                outcomes.append(curator.run(read_batch(store, key)))
+    finally:
+        remove_spool(spool)
 
     new_rows = [row for outcome in outcomes for row in outcome.rows]
     relabels = {sha: label for outcome in outcomes for sha, label in outcome.relabels.items()}
@@ -156,8 +203,10 @@ def curate(
             len(snapshot.table),
             store.uri(snapshot.key),
         )
+    docs_index = store.uri(data_docs.INDEX_HTML)
     for outcome in outcomes:  # after the manifest: a report never names a version that is not there
         outcome.report["version"] = snapshot.version if snapshot and outcome.passed else None
+        outcome.report["links"]["data_docs_index"] = docs_index
         store.write_json(report_key(outcome.batch_id), outcome.report)
         log.info(
             "batch %s %s: report %s ; data docs %s",
@@ -166,6 +215,8 @@ def curate(
             store.uri(report_key(outcome.batch_id)),
             outcome.report["links"].get("data_docs"),
         )
+    data_docs.update_index(store, [o.report for o in outcomes])
+    log.info("Data Docs index of every batch: %s", docs_index)
     summary = _summary(latest, snapshot, outcomes, store)
     if not snapshot:
         log.info("no new images: no snapshot published")
@@ -241,8 +292,15 @@ class BatchCurator:
             and r["label"] != self.index.raw_labels[r["sha256"]]
         }
         decoded = iter(
-            self.pool.map([(r["sha256"], r["raw_key"]) for r, k in zip(records, known, strict=True) if not k])
+            self.pool.map(
+                [
+                    (r["sha256"], r["raw_key"], int(r["size_bytes"]))
+                    for r, k in zip(records, known, strict=True)
+                    if not k
+                ]
+            )
         )
+        results: list[ImageResult | None] = []  # per record, None for the already-curated ones
         verdicts: Counter[str] = Counter({"exact": known_count})
         rejected: list[tuple[dict, ImageResult]] = []
         accepted: list[tuple[dict, ImageResult]] = []
@@ -268,8 +326,10 @@ class BatchCurator:
 
             for record, is_known in zip(records, known, strict=True):
                 if is_known:
+                    results.append(None)
                     continue
                 result = next(decoded)
+                results.append(result)
                 (accepted if result.accepted else rejected).append((record, result))
                 if result.accepted:
                     undecided.append((record, result))
@@ -285,10 +345,23 @@ class BatchCurator:
 
         quarantine_prefix = f"{QUARANTINE_PREFIX}/{batch.batch_id}"
         self._quarantine(batch, rejected, quarantine_prefix)
+        items = [
+            {
+                "sha256": res.sha256,
+                "raw_key": res.raw_key,
+                "code": res.code,
+                "message": res.message,
+                "original_name": r.get("original_name"),
+                "post_id": r.get("post_id"),
+                "preview": res.code in PREVIEWABLE_CODES and res.raw_key is not None,
+            }
+            for r, res in rejected
+        ]
+        self.store.write_json(quarantine_index_key(batch.batch_id), items)
         expectations = validate_batch(
             self.suite,
             suite_parameters(self.settings),
-            _metadata_table(accepted, table),
+            validation_table(records, results, table),
             batch.batch_id,
             self.store,
             f"{REPORT_PREFIX}/{batch.batch_id}/data_docs",
@@ -305,16 +378,8 @@ class BatchCurator:
             "quarantine": {
                 "by_code": by_code,
                 "prefix": self.store.uri(quarantine_prefix) if rejected else None,
-                "items": [
-                    {
-                        "sha256": res.sha256,
-                        "raw_key": res.raw_key,
-                        "code": res.code,
-                        "message": res.message,
-                        "original_name": r.get("original_name"),
-                    }
-                    for r, res in rejected[:MAX_LISTED_REJECTIONS]
-                ],
+                "index": self.store.uri(quarantine_index_key(batch.batch_id)),
+                "items": items[:MAX_LISTED_REJECTIONS],
             },
             "expectations": expectations,
             "links": {
@@ -383,10 +448,10 @@ class BatchCurator:
                 "post_id": record.get("post_id"),
                 "quarantined_at": _now(),
             }
-            if result.code != "missing_raw":
-                ext = result.raw_key.rsplit(".", 1)[-1] if "." in result.raw_key.rsplit("/", 1)[-1] else "bin"
+            if result.raw_key is not None and result.code != "missing_raw":
                 self.store.write_bytes(
-                    f"{prefix}/{result.sha256}.{ext}", self.store.read_bytes(result.raw_key)
+                    quarantined_key(prefix, result.sha256, result.raw_key),
+                    self.store.read_bytes(result.raw_key),
                 )
             self.store.write_json(f"{prefix}/{result.sha256}.json", reason)
 
@@ -399,6 +464,13 @@ class BatchCurator:
                 len(rejected),
                 self.store.uri(prefix),
             )
+
+
+def quarantined_key(prefix: str, sha256: str, raw_key: str) -> str:
+    """Where the raw bytes of a rejected image are kept: ``<prefix>/<sha256>.<the raw key's extension>``."""
+    name = raw_key.rsplit("/", 1)[-1]
+    ext = name.rsplit(".", 1)[-1] if "." in name else "bin"
+    return f"{prefix}/{sha256}.{ext}"
 
 
 def _counts(
@@ -424,25 +496,48 @@ def _counts(
     }
 
 
-def _metadata_table(accepted: list[tuple[dict, ImageResult]], batch_table: pd.DataFrame) -> pd.DataFrame:
-    """The table the GX suite checks: accepted images, raw columns plus what decoding found."""
+def validation_table(
+    records: list[dict[str, Any]], results: list[ImageResult | None], batch_table: pd.DataFrame
+) -> pd.DataFrame:
+    """The table the GX suite checks: every image of the batch, quarantined ones included.
+
+    Raw manifest columns plus ``status`` (``accepted``, ``rejected``, or ``already_curated``: raw bytes
+    curated before, not decoded again), ``rejection_code`` (None unless rejected), and what decoding
+    found (``width``, ``height``, ``original_mode``, ``image_id``, ``phash``; None when not decoded).
+    ``is_fake`` (1 fake, 0 real) is None for rejected and unknown-label images: the class balance is
+    that of the images that pass.
+    """
     import pandas as pd
 
-    rows = [
-        {
-            **record,
-            "width": res.width,
-            "height": res.height,
-            "original_mode": res.original_mode,
-            "image_id": res.image_id,
-            "phash": res.phash,
-            "is_fake": {"fake": 1.0, "real": 0.0}.get(record["label"]),
-        }
-        for record, res in accepted
+    rows = []
+    for record, res in zip(records, results, strict=True):
+        passed = res is None or res.accepted
+        rows.append(
+            {
+                **record,
+                "status": "already_curated" if res is None else ("accepted" if res.accepted else "rejected"),
+                "rejection_code": None if passed else res.code,
+                "width": res.width if res else None,
+                "height": res.height if res else None,
+                "original_mode": res.original_mode if res else None,
+                "image_id": res.image_id if res else None,
+                "phash": res.phash if res else None,
+                "is_fake": {"fake": 1.0, "real": 0.0}.get(record["label"]) if passed else None,
+            }
+        )
+    columns = [
+        *batch_table.columns,
+        "status",
+        "rejection_code",
+        "width",
+        "height",
+        "original_mode",
+        "image_id",
+        "phash",
+        "is_fake",
     ]
-    columns = [*batch_table.columns, "width", "height", "original_mode", "image_id", "phash", "is_fake"]
     table = pd.DataFrame(rows, columns=columns)
-    return table.astype({"is_fake": "float64"})
+    return table.astype({"is_fake": "float64", "width": "float64", "height": "float64"})
 
 
 def _snapshot_row(
@@ -562,9 +657,3 @@ def asset_extra(summary: dict[str, Any]) -> dict[str, Any]:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def _spool():
-    import tempfile
-
-    return tempfile.TemporaryDirectory(prefix="vigil-curate-spool-")

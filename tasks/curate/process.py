@@ -30,6 +30,19 @@ CURATION_CODES: dict[str, str] = {
     "missing_raw": "the batch manifest names a raw object that does not exist",
     "checksum_mismatch": "the raw bytes do not match the sha256 in the batch manifest",
 }
+# Rejections whose quarantined bytes are a raster image worth a thumbnail on the batch page (the others
+# have no bytes, are not images, or are too large to decode safely).
+PREVIEWABLE_CODES = frozenset(
+    {
+        "format_not_allowed",
+        "too_small",
+        "animated",
+        "truncated",
+        "corrupt",
+        "near_constant",
+        "checksum_mismatch",
+    }
+)
 # Below this many images per worker, a pool costs more than it saves.
 MIN_IMAGES_PER_WORKER = 8
 
@@ -39,7 +52,7 @@ class ImageResult:
     """The outcome for one raw image: accepted (``code`` is None) or rejected with a reason."""
 
     sha256: str
-    raw_key: str
+    raw_key: str | None
     code: str | None = None
     message: str = ""
     image_id: str | None = None
@@ -67,8 +80,22 @@ class ImageWorker:
     policy: ImageSettings
     spool: str
 
-    def __call__(self, item: tuple[str, str]) -> ImageResult:
-        sha256, raw_key = item
+    def __call__(self, item: tuple[str, str | None, int]) -> ImageResult:
+        sha256, raw_key, size = item
+        limit = self.policy.max_file_bytes
+        if size > limit:  # known from the manifest: the bytes are not read
+            message = f"{size:,} bytes is more than images.max_file_bytes={limit:,}"
+            if raw_key is None:
+                message += "; collection did not copy the file: it is still where it was dropped"
+            return ImageResult(sha256, raw_key, "too_large_file", message)
+        if raw_key is None:
+            return ImageResult(
+                sha256,
+                raw_key,
+                "missing_raw",
+                f"the file ({size:,} bytes) was over images.max_file_bytes when it was collected, so its "
+                "bytes were not copied; touch it at its source to collect it again",
+            )
         try:
             data = _store(self).read_bytes(raw_key)
         except FileNotFoundError:
@@ -128,7 +155,7 @@ def _init_process(worker: ImageWorker) -> None:
     _die_with_parent()
 
 
-def _run(item: tuple[str, str]) -> ImageResult:
+def _run(item: tuple[str, str | None, int]) -> ImageResult:
     assert _WORKER is not None
     return _WORKER(item)
 
@@ -149,7 +176,7 @@ class ImagePool:
         self.workers = workers or os.cpu_count() or 1
         self._executor: ProcessPoolExecutor | None = None
 
-    def map(self, items: Sequence[tuple[str, str]]) -> Iterator[ImageResult]:
+    def map(self, items: Sequence[tuple[str, str | None, int]]) -> Iterator[ImageResult]:
         """Results in the order of ``items``."""
         # A daemonic process (some executors' workers) may not have children: decode in-process there.
         daemonic = multiprocessing.current_process().daemon

@@ -28,9 +28,9 @@ HUMAN_LABEL = "feedback"
 # One row per collected image. Optional columns may be None.
 RAW_COLUMNS: dict[str, str] = {
     "sha256": "sha256 of the raw bytes (also the raw object's name)",
-    "raw_key": "object key of the raw bytes",
+    "raw_key": "object key of the raw bytes; None for a file over images.max_file_bytes (bytes not copied)",
     "format": "format sniffed from the magic bytes (JPEG, PNG, ...), never from the extension",
-    "size_bytes": "size of the raw bytes",
+    "size_bytes": "size of the raw bytes (as listed, when they were not copied)",
     "source": "source name from include/sources.yaml",
     "source_kind": "x, mastodon, folder, feedback, ...",
     "post_id": "id of the post (or the relative path for folder sources)",

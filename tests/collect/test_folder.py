@@ -16,7 +16,7 @@ from tasks.collect.run import collect, cursor_key
 from tasks.data.batches import list_batches
 from tasks.settings import Settings
 from tasks.storage import sha256_hex
-from tests.helpers.collect import image_bytes, rows_by_post
+from tests.helpers.collect import all_rows, image_bytes, rows_by_post
 
 SOURCES = """
     sources:
@@ -214,16 +214,42 @@ def test_a_missing_inbox_is_created_and_empty(with_sources, store, tmp_path):
     assert (tmp_path / "inbox").is_dir()
 
 
-def test_a_file_over_the_size_limit_is_skipped_with_the_reason_and_the_rest_proceeds(
+def test_an_oversize_file_ends_in_quarantine_with_its_reason_and_is_collected_once_the_limit_allows(
     with_sources, store, inbox, settings
 ):
+    from tasks.curate import curate
+
     put(inbox, "0_real/small.png", image_bytes((9, 9, 9)))
-    put(inbox, "0_real/huge.png", image_bytes((8, 8, 8)) + b"\0" * 5000)
-    limits = settings.download.model_copy(update={"max_bytes": 4000})
-    run = collect("drop", with_sources(SOURCES.format(prior="real", path="."), download=limits), store)
-    assert run["images"] == 1
-    assert run["skipped"] == {"larger than download.max_bytes (4000 bytes)": 1}
-    assert [row["post_id"] for row in rows_by_post(store).values()] == ["0_real/small.png"]
+    huge = put(inbox, "0_real/huge.png", image_bytes((8, 8, 8)) + b"\0" * 5000)
+    sources = SOURCES.format(prior="real", path=".")
+    limited = with_sources(sources, images=settings.images.model_copy(update={"max_file_bytes": 4000}))
+
+    run = collect("drop", limited, store)
+
+    assert run["images"] == 2 and run["too_large_files"] == 1 and run["skipped"] == {}
+    row = rows_by_post(store)["0_real/huge.png"]
+    # Listed by size and content hash, its bytes not copied into the store.
+    assert (row["raw_key"], row["size_bytes"], row["sha256"]) == (None, len(huge), sha256_hex(huge))
+    assert [k for k in store.list("raw") if sha256_hex(huge) in k] == []
+
+    curated = curate(limited.model_copy(update={"include_dir": settings.include_dir}), store)
+
+    assert curated["quarantined"] == {"too_large_file": 1} and curated["new_images"] == 1
+    reason = store.read_json(f"quarantine/{run['batch_id']}/{sha256_hex(huge)}.json")
+    assert reason["code"] == "too_large_file" and reason["original_name"] == "huge.png"
+    assert reason["post_id"] == "0_real/huge.png" and reason["source"] == "drop"
+    assert reason["message"].startswith(f"{len(huge):,} bytes is more than images.max_file_bytes=4,000")
+    assert "still where it was dropped" in reason["message"]
+
+    # It was collected (into a quarantined batch): a re-run passes over it, saying so.
+    again = collect("drop", limited, store)
+    assert again["batch_id"] is None and again["skipped"] == {"already collected": 2}
+    # With a higher limit, touching the file collects its bytes.
+    os.utime(inbox / "0_real/huge.png", (1, 1))
+    raised = collect("drop", with_sources(sources), store)
+    assert raised["images"] == 1 and raised["too_large_files"] == 0
+    stored = [r for r in all_rows(store) if r["sha256"] == sha256_hex(huge) and r["raw_key"]]
+    assert len(stored) == 1 and store.read_bytes(stored[0]["raw_key"]) == huge
 
 
 def test_images_under_the_top_level_feedback_folder_are_labeled_by_feedback(with_sources, store, inbox):

@@ -187,45 +187,6 @@ def test_pages_are_not_served_without_the_airflow_login(browser, airflow_ui):
     assert refused.value.code == 401
 
 
-def test_data_quality_page_shows_the_batch_and_opens_its_data_docs(page, airflow_ui):
-    url, batch_id = airflow_ui["url"], airflow_ui["batch_id"]
-    page.goto(url + "/vigil/data-quality")
-    row = page.locator(f"tr#{batch_id}")
-    cells = row.locator("td").all_inner_texts()
-    assert cells[0] == batch_id and cells[1] == "inbox" and cells[3] == "passed"
-    assert cells[4:7] == ["14", "12", "2"]  # images, passed, quarantined
-    assert "empty: 1" in cells[10] and "not_an_image: 1" in cells[10]
-    assert cells[12] == "v0001"
-
-    with page.expect_response(lambda r: "/docs/" in r.url) as docs:
-        row.get_by_role("link", name="Data Docs").click()
-    response = docs.value
-    assert response.status == 200 and response.headers["content-type"] == "text/html; charset=utf-8"
-    assert response.headers["content-security-policy"].startswith("sandbox")
-    assert f"/vigil/data-quality/{batch_id}/docs/validations/raw_batch/{batch_id}/" in page.url
-    assert batch_id in response.text()
-    page.wait_for_load_state(
-        "domcontentloaded"
-    )  # its CDN scripts cannot load offline: wait for the HTML only
-    assert batch_id in page.locator("body").inner_text()
-
-    # The batch page: the quarantined files with their reasons.
-    page.goto(f"{url}/vigil/data-quality/{batch_id}")
-    body = page.locator("main").inner_text()
-    assert "zero.jpg" in body and "not a raster image: HTML document" in body
-
-    # Traversal out of the Data Docs folder is refused, also percent-encoded.
-    airflow_ui["store"].write_bytes("secret.txt", b"TOP-SECRET")
-    for path in (
-        "..%2F..%2F..%2Fsecret.txt",
-        "%2e%2e/%2e%2e/%2e%2e/secret.txt",
-        "static/..%2F..%2F..%2F..%2Fsecret.txt",
-    ):
-        response = page.request.get(f"{url}/vigil/data-quality/{batch_id}/docs/{path}")
-        assert response.status in (400, 404), path
-        assert b"TOP-SECRET" not in response.body()
-
-
 def test_models_page_shows_champion_challenger_and_the_gate_report_per_slice(page, airflow_ui):
     url, champion, challenger = airflow_ui["url"], airflow_ui["champion"], airflow_ui["challenger"]
     page.goto(url + "/vigil/models")

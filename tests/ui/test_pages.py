@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import uuid
 
 import pytest
+from PIL import Image
 
 from tasks.ui import page_for_dag_run
 from tasks.ui.files import ReportPathError
 from tasks.ui.models import gate_file, models_page, slice_rows
-from tasks.ui.quality import batch_page, data_docs_file, data_quality_page, list_batch_reports
+from tasks.ui.quality import batch_page, data_docs_file, data_quality_page, list_batch_reports, static_file
 from tests.helpers.ui import curate_batch, gate_report, write_gate_report
 
 
@@ -33,25 +35,118 @@ def test_data_quality_page_lists_the_curated_batch_with_counts_reasons_and_data_
     )
     assert report.by_code == {"empty": 1, "not_an_image": 1}
     assert "empty: 1" in seen and "not_an_image: 1" in seen and "v0001" in seen
-    # The Data Docs link opens the validation results (GX's index lists them only with JavaScript).
+    # The Data Docs link opens the validation results.
     page = report.data_docs_page
     assert page.startswith(f"validations/raw_batch/{batch_id}/") and page.endswith(".html")
-    assert f'href="/vigil/data-quality/{batch_id}/docs/{page}"' in html
+    assert f'href="/vigil/data-quality/{batch_id}/data_docs/{page}"' in html
+    assert 'href="/vigil/data-quality/data_docs/index.html"' in html  # the index of every batch
     assert list_batch_reports(store, source="mastodon") == []
 
     validation = data_docs_file(store, batch_id, page)
     assert validation.media_type == "text/html; charset=utf-8" and batch_id.encode() in validation.data
     index = data_docs_file(store, batch_id, "")
     assert index.media_type == "text/html; charset=utf-8" and page.encode() in index.data
-    statics = [k for k in store.list(f"reports/{batch_id}/data_docs/static") if k.endswith(".css")]
-    if statics:
-        relative = statics[0].split("/data_docs/", 1)[1]
-        assert data_docs_file(store, batch_id, relative).media_type == "text/css; charset=utf-8"
+    css = static_file("bootstrap-4.3.1.min.css")  # the pages' shared stylesheet, shipped with Vigil
+    assert css.media_type == "text/css; charset=utf-8" and b".table" in css.data
+    for bad in ("../quality.py", "..", ".hidden", "a/b.css", "nope.css"):
+        with pytest.raises((ReportPathError, FileNotFoundError)):
+            static_file(bad)
 
     detail_html = batch_page(store, "/vigil", batch_id)
-    assert f'href="/vigil/data-quality/{batch_id}/docs/index.html"' in detail_html
+    assert f'href="/vigil/data-quality/{batch_id}/data_docs/index.html"' in detail_html
     detail = text(detail_html)
     assert "zero.jpg" in detail and "page.png" in detail and "not a raster image: HTML document" in detail
+
+
+def test_the_batch_page_browses_every_quarantined_image_with_thumbnails_and_reasons(store, settings):
+    from tasks.ui.quality import quarantine_thumbnail, rejection_chart
+    from tests.helpers.quality import curate_two_batches
+
+    batch_id, clean_id = curate_two_batches(store, settings)
+    html = batch_page(store, "/vigil", batch_id)
+    items = re.findall(r'<li class="q-item" data-code="([a-z_]+)">(.*?)</li>', html, re.S)
+    assert sorted(code for code, _ in items) == [
+        "decompression_bomb",
+        "empty",
+        "near_constant",
+        "not_an_image",
+        "too_small",
+    ]
+    by_code = dict(items)
+    assert (
+        "blank.png" in by_code["near_constant"] and "below images.min_pixel_std" in by_code["near_constant"]
+    )
+    assert "not a raster image: HTML document" in text(by_code["not_an_image"])
+    # Thumbnails where the bytes are a raster image safe to decode; none for the others.
+    thumbs = re.findall(rf'src="/vigil/data-quality/{batch_id}/quarantine/([0-9a-f]{{64}})\.png"', html)
+    assert (
+        len(thumbs) == 2
+        and "no preview" in by_code["empty"]
+        and "no preview" in by_code["decompression_bomb"]
+    )
+    for sha in thumbs:
+        thumb = quarantine_thumbnail(store, settings.images, batch_id, f"{sha}.png")
+        assert thumb.media_type == "image/png" and thumb.data.startswith(b"\x89PNG\r\n\x1a\n")
+        image = Image.open(io.BytesIO(thumb.data))
+        assert image.format == "PNG" and max(image.size) <= 128
+    # Never the raw bytes, never HTML, never outside the batch's quarantine.
+    rows = {r["original_name"]: r for r in store.read_json(f"reports/{batch_id}/quarantine.json")}
+    for name in ("page.png", "zero.jpg", "bomb.png"):
+        with pytest.raises(FileNotFoundError):
+            quarantine_thumbnail(store, settings.images, batch_id, f"{rows[name]['sha256']}.png")
+    with pytest.raises(FileNotFoundError):  # a real rejection, but of another batch
+        quarantine_thumbnail(store, settings.images, clean_id, f"{thumbs[0]}.png")
+    for bad in ("../secret.png", f"{thumbs[0]}.json", "x.png"):
+        with pytest.raises(ReportPathError):
+            quarantine_thumbnail(store, settings.images, batch_id, bad)
+    # Filtered by reason.
+    only = batch_page(store, "/vigil", batch_id, code="too_small")
+    assert re.findall(r'data-code="([a-z_]+)">', only) == ["too_small"]
+    assert "page 1 of" not in html
+
+    # The chart: one stacked bar per batch, one segment per reason, in the legend.
+    chart = rejection_chart(list_batch_reports(store))
+    assert [b["batch_id"] for b in chart["bars"]] == [batch_id, clean_id]  # oldest first
+    assert {s["code"]: s["count"] for s in chart["bars"][0]["segments"]} == {
+        "decompression_bomb": 1,
+        "empty": 1,
+        "near_constant": 1,
+        "not_an_image": 1,
+        "too_small": 1,
+    }
+    assert chart["bars"][1]["segments"] == []
+    page = data_quality_page(store, "/vigil")
+    svg = re.search(r'<svg id="rejections-chart".*?</svg>', page, re.S).group(0)
+    assert len(re.findall(r'<rect class="segment" data-code="', svg)) == 5 and "<script" not in page
+
+
+def test_the_batch_page_pages_through_more_rejections_than_the_summary_lists(
+    local_store, tmp_path, monkeypatch
+):
+    from tasks.curate import curate
+    from tasks.settings import Settings
+    from tasks.ui.quality import PER_PAGE
+    from tests.helpers.curation import add_batch, good_images
+
+    monkeypatch.setenv("VIGIL_HOME", str(tmp_path / "home"))
+    count = 205  # the summary lists 200
+    pages = [{"data": f"<html>page {i}</html>".encode(), "name": f"page{i:03d}.png"} for i in range(count)]
+    batch = add_batch(local_store, [*good_images(10), *pages])
+    curate(Settings(store_url=local_store.url), local_store)  # fails: too many rejected, all quarantined
+
+    assert len(local_store.read_json(f"reports/{batch.batch_id}/summary.json")["quarantine"]["items"]) == 200
+    seen = []
+    last = -(-count // PER_PAGE)
+    for number in range(1, last + 1):
+        html = batch_page(local_store, "/vigil", batch.batch_id, page=number)
+        names = re.findall(r'<div class="name"[^>]*>(page\d+\.png)</div>', html)
+        assert f"page {number} of {last}" in text(html) and len(names) == (
+            PER_PAGE if number < last else count % PER_PAGE
+        )
+        seen += names
+    assert sorted(seen) == sorted(p["name"] for p in pages)  # every rejection, once
+    assert len(seen) == count
+    assert "?page=2#quarantine" in batch_page(local_store, "/vigil", batch.batch_id)
 
 
 @pytest.mark.parametrize(
