@@ -302,6 +302,10 @@ def train_head(
             fisher = diagonal_fisher(module, x[rows], y[rows])
     n_fake = float(y.sum())
     pos_weight = torch.tensor((len(y) - n_fake) / max(n_fake, 1.0))
+    # Label smoothing bounds the logits (|logit| ~ log((1 - e/2) / (e/2))): an over-confident head saturates
+    # P(fake) at exactly 1.0 in float64, and tied scores lose the ranking the AUC measures.
+    smoothing = config.train.label_smoothing
+    targets = y * (1 - smoothing) + smoothing / 2
     optimizer = torch.optim.AdamW(
         module.parameters(), lr=config.train.learning_rate, weight_decay=config.train.weight_decay
     )
@@ -316,7 +320,7 @@ def train_head(
         for start in range(0, len(x), config.train.batch_size):
             batch = order[start : start + config.train.batch_size]
             logits = module(x[batch])[:, 0]
-            bce = F.binary_cross_entropy_with_logits(logits, y[batch], pos_weight=pos_weight)
+            bce = F.binary_cross_entropy_with_logits(logits, targets[batch], pos_weight=pos_weight)
             loss, kd, ewc = bce, torch.zeros(()), torch.zeros(())
             if teacher is not None:
                 kd = distillation_loss(logits, teacher[batch], continual.distillation_temperature)
@@ -371,13 +375,29 @@ def _logits(weights: tuple[np.ndarray, ...], z: np.ndarray) -> np.ndarray:
 
 
 def platt(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    """Platt scaling: (a, b) of the logistic regression of the labels on the logits."""
-    from sklearn.linear_model import LogisticRegression
+    """Platt scaling with Platt's own regularised targets, ``(N+ + 1) / (N+ + 2)`` and ``1 / (N- + 2)``:
+    on a small validation split that the head separates perfectly, plain logistic regression would
+    fit an unbounded slope, and every P(fake) would saturate at 0 or 1."""
+    from scipy.optimize import minimize
 
-    if len(set(labels.tolist())) < 2:
+    labels = np.asarray(labels)
+    positives, negatives = int(labels.sum()), int((1 - labels).sum())
+    if not positives or not negatives:
         return 1.0, 0.0
-    model = LogisticRegression(C=1e4, max_iter=1000).fit(logits.reshape(-1, 1), labels)
-    return float(model.coef_[0, 0]), float(model.intercept_[0])
+    targets = np.where(labels == 1, (positives + 1) / (positives + 2), 1 / (negatives + 2))
+    x = np.asarray(logits, dtype=np.float64)
+
+    def loss(params: np.ndarray) -> tuple[float, np.ndarray]:
+        a, b = params
+        f = a * x + b
+        p = 1 / (1 + np.exp(-np.clip(f, -50, 50)))
+        value = np.sum(np.logaddexp(0, f) - targets * f)
+        gradient = p - targets
+        return float(value), np.array([np.sum(gradient * x), np.sum(gradient)])
+
+    result = minimize(loss, np.array([1.0, 0.0]), jac=True, method="L-BFGS-B")
+    a, b = result.x
+    return float(a), float(b)
 
 
 def pca(z: np.ndarray, dims: int) -> tuple[np.ndarray, np.ndarray]:
