@@ -135,3 +135,70 @@ class ImageHost:
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+class DripServer:
+    """A loopback HTTP server that answers one byte every ``interval`` seconds (a slow-drip attacker).
+
+    ``phase="body"``: the headers at once (``Content-Length: size``), then the body byte by byte;
+    ``phase="headers"``: even the status line drips. ``active`` counts connections being dripped to;
+    ``sent`` the body bytes sent in all. ``close()`` ends every drip.
+    """
+
+    def __init__(self, phase: str = "body", size: int = 1000, interval: float = 0.5) -> None:
+        import socket
+
+        self.phase, self.size, self.interval = phase, size, interval
+        self.active = 0
+        self.sent = 0
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            threading.Thread(target=self._drip, args=(conn,), daemon=True).start()
+
+    def _drip(self, conn) -> None:
+        head = f"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: {self.size}\r\n\r\n".encode()
+        with self.lock:
+            self.active += 1
+        try:
+            conn.settimeout(5)
+            conn.recv(65536)  # the request
+            if self.phase == "body":
+                conn.sendall(head)
+                payload = b"\x89" * self.size
+            else:
+                payload = head
+            for i in range(len(payload)):
+                if self.stopped.wait(self.interval):
+                    return
+                conn.sendall(payload[i : i + 1])
+                if self.phase == "body":
+                    with self.lock:
+                        self.sent += 1
+        except OSError:
+            return  # the client gave up
+        finally:
+            with self.lock:
+                self.active -= 1
+            conn.close()
+
+    def wait_active(self, count: int, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while self.active < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"only {self.active} of {count} connections reached {self.url}")
+            time.sleep(0.02)
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.sock.close()
