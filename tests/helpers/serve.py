@@ -14,6 +14,7 @@ from tasks.settings import Settings
 from tasks.stack import free_port
 
 ADMIN_TOKEN = "test-admin-token-1234"
+RELABEL_TOKEN = "test-curator-token-5678"  # the token "curator", scope relabel (make_settings configures it)
 
 
 class LiveServer:
@@ -62,7 +63,22 @@ def make_settings(
     images: dict | None = None,
     **serving,
 ) -> Settings:
+    """Settings of a test server under ``root``. Rate limits are off unless a test sets them (the tests
+    send many requests from one address); the token ``curator`` has the relabel scope."""
+    import hashlib
+
     extra = {"mlflow_tracking_uri": mlflow_uri} if mlflow_uri else {}
+    curator = {
+        "name": "curator",
+        "sha256": hashlib.sha256(RELABEL_TOKEN.encode()).hexdigest(),
+        "scopes": ["relabel"],
+    }
+    serving = {
+        "micro_batch_wait_ms": 2,
+        "rate_limits": {"detect": None, "feedback": None},
+        "tokens": [curator],
+        **serving,
+    }
     return Settings(
         home=root / "home",
         store_url=(root / "store").as_uri(),
@@ -70,7 +86,7 @@ def make_settings(
         admin_token=admin_token,
         model_name=model_name,
         images=images or {},
-        serving={"micro_batch_wait_ms": 2, **serving},
+        serving=serving,
         **extra,
     )
 
@@ -101,9 +117,12 @@ class ImageHost:
     def __init__(self) -> None:
         routes: dict[str, tuple[int, bytes, dict[str, str], float]] = {}
         self.routes = routes
+        self.hits = 0
+        host = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
+                host.hits += 1
                 status, body, headers, delay = routes.get(self.path, (404, b"not found", {}, 0.0))
                 time.sleep(delay)
                 self.send_response(status)
