@@ -48,11 +48,32 @@ def mint(args: argparse.Namespace) -> int:
     return 0
 
 
+MMAP_THRESHOLD = 1 << 20  # allocations from 1 MiB up get their own mapping, returned to the OS when freed
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+
+
+def return_large_buffers_to_the_os() -> None:
+    """Pin glibc's mmap threshold. By default it rises to the size of the largest buffer freed (up to
+    32 MiB), after which image-sized buffers come from per-thread heaps that keep their memory: each
+    upload thread would hold on to the largest uploads it ever saw. Elsewhere than glibc: nothing."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return
+    try:
+        ctypes.CDLL(name).mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+    except (OSError, AttributeError):
+        return
+
+
 def run(args: argparse.Namespace) -> int:
 
     import uvicorn
 
     setup_logging()
+    return_large_buffers_to_the_os()
     settings = Settings()
     app = create_app(settings, model_source=args.model)
     uvicorn.run(

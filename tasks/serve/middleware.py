@@ -47,12 +47,32 @@ class BodyGuard:
         max_in_flight: int,
         batch_path: str,
         max_batches: int,
+        metrics: Metrics,
     ) -> None:
         self.app, self.limits, self.default, self.json_limit = app, limits, default, json_limit
         self.per_image, self.timeout_s, self.max_in_flight = per_image, timeout_s, max_in_flight
         self.batch_path, self.max_batches = batch_path, max_batches
-        self.in_flight = 0  # body bytes reserved by requests in progress
-        self.batches = 0
+        self.metrics = metrics
+        self._in_flight = 0  # body bytes reserved by requests in progress
+        self._batches = 0
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    @in_flight.setter
+    def in_flight(self, value: int) -> None:
+        self._in_flight = value
+        self.metrics.bytes_in_flight.set(value)
+
+    @property
+    def batches(self) -> int:
+        return self._batches
+
+    @batches.setter
+    def batches(self, value: int) -> None:
+        self._batches = value
+        self.metrics.batches_in_progress.set(value)
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):

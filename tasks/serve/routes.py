@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -37,6 +38,11 @@ TRUE = {"1", "true", "yes", "on"}
 MAX_JSON_DEPTH = 32  # nesting of a JSON body; ours are flat objects
 MAX_NUMBER_DIGITS = 64  # digits of one JSON number
 router = APIRouter()
+# The HTML pages (upload page, Swagger UI, ReDoc) may load nothing from elsewhere: also no logo of ReDoc's.
+PAGE_POLICY = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data: blob:; worker-src 'self' blob:; connect-src 'self'; frame-ancestors 'none'"
+)
 
 
 def get_service(request: Request) -> Service:
@@ -55,7 +61,7 @@ def client_of(service: Service, request: Request) -> Client:
 # -- pages and probes -----------------------------------------------------------------------
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
 async def page() -> HTMLResponse:
-    return HTMLResponse(render("serve/page.html"))
+    return HTMLResponse(render("serve/page.html"), headers={"Content-Security-Policy": PAGE_POLICY})
 
 
 @router.get("/healthz", tags=["probes"], summary="The process is up")
@@ -98,13 +104,13 @@ async def detect(service: ServiceDep, request: Request, explain: bool = False) -
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
         form = await _form(request, max_files=1)
-        ((name, data),) = await _files(form, expect_many=False)
+        items = _files(form, expect_many=False)
         explain = explain or str(form.get("explain", "")).lower() in TRUE
         kind = "upload"
     elif content_type.startswith("application/json"):
         body = parse_json(UrlInput, await request.body())
         data = await service.fetch_url(body.url)
-        name, kind, explain = clip(body.url), "url", explain or body.explain
+        items, kind, explain = [(clip(body.url), lambda: data)], "url", explain or body.explain
     else:
         raise ApiError(
             415,
@@ -112,7 +118,7 @@ async def detect(service: ServiceDep, request: Request, explain: bool = False) -
             f"Content-Type {clip(content_type) or '(none)'!r}: send multipart/form-data with a 'file', "
             "or application/json with a 'url'",
         )
-    answers = await service.predict(detector, [(name, data)], kind, explain, started)
+    answers = await service.predict(detector, items, kind, explain, started)
     return answers[0]
 
 
@@ -137,7 +143,7 @@ async def detect_batch(service: ServiceDep, request: Request, explain: bool = Fa
         )
     limit = service.settings.serving.max_batch_images
     form = await _form(request, max_files=limit)
-    items = await _files(form, expect_many=True)
+    items = _files(form, expect_many=True)
     if len(items) > limit:
         raise ApiError(
             413,
@@ -298,7 +304,8 @@ async def _form(request: Request, max_files: int):
         raise ApiError(400, "invalid_multipart", f"malformed multipart body: {clip(exc.detail)}") from None
 
 
-async def _files(form, expect_many: bool) -> list[tuple[str, bytes]]:
+def _files(form, expect_many: bool) -> list[tuple[str, Callable[[], bytes]]]:
+    """(name, read) of each uploaded file: the parser spooled them to disk; they are read one at a time."""
     uploads = [value for key, value in form.multi_items() if key == "file"]
     if not uploads:
         raise ApiError(
@@ -315,8 +322,4 @@ async def _files(form, expect_many: bool) -> list[tuple[str, bytes]]:
             "one 'file' per /v1/detect call; use /v1/detect/batch for more",
             field="file",
         )
-    files = []
-    for upload in uploads:
-        files.append((clip(upload.filename or "upload"), await upload.read()))
-        await upload.close()  # the spooled copy goes at once; the bytes are in hand
-    return files
+    return [(clip(upload.filename or "upload"), upload.file.read) for upload in uploads]

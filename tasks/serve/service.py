@@ -21,6 +21,7 @@ import time
 import uuid
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,9 +37,23 @@ from tasks.settings import Settings
 from tasks.storage import ObjectStore, sha256_hex
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from PIL import Image
 
     from tasks.model.detector import Detector
+
+    Upload = tuple[str, Callable[[], bytes]]  # (name, read its bytes): read one at a time, in a worker
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """An upload ready to score: its image, its hash, and its bytes only when the log keeps them."""
+
+    image: Image.Image
+    sha256: str
+    data: bytes | None
+
 
 log = logging.getLogger("vigil.serve")
 
@@ -222,33 +237,37 @@ class Service:
             )
             raise ApiError(status, exc.code, f"{where}{exc.message}{accepted}") from None
 
-    def decode_all(self, items: list[tuple[str, bytes]]) -> list[Image.Image | ApiError]:
-        """Each upload decoded, or the error that rejects it: one bad file does not sink the others."""
-        outcomes: list[Image.Image | ApiError] = []
-        for index, (name, data) in enumerate(items):
+    def prepare(self, items: list[Upload], ids: list[str]) -> list[Prepared | ApiError]:
+        """Each upload read, decoded, hashed and cached one after the other (only one upload's bytes are
+        in memory at a time), or the error that rejects it: one bad file does not sink the others."""
+        outcomes: list[Prepared | ApiError] = []
+        for index, (name, read) in enumerate(items):
             where = f"{name}: " if len(items) == 1 else f"file {index + 1} ({name}): "
+            data = read()
             try:
-                outcomes.append(self.decode(data, where))
+                image = self.decode(data, where)
             except ApiError as exc:
                 outcomes.append(exc)
+                continue
+            self.uploads.put(ids[index], data)
+            outcomes.append(Prepared(image, sha256_hex(data), data if self.log.keep_images else None))
         if all(isinstance(outcome, ApiError) for outcome in outcomes):
             raise outcomes[0]  # nothing to score: the call fails with the first file's reason
         return outcomes
 
     # -- predicting -----------------------------------------------------------------------------
     async def predict(
-        self, detector: Detector, items: list[tuple[str, bytes]], kind: str, explain: bool, started: float
+        self, detector: Detector, items: list[Upload], kind: str, explain: bool, started: float
     ) -> list[dict[str, Any]]:
         """One answer per item, in order: a prediction, or (batch only) the reason the file was rejected."""
-        outcomes = await asyncio.to_thread(self.decode_all, items)
+        ids = [uuid.uuid4().hex for _ in items]
+        outcomes = await asyncio.to_thread(self.prepare, items, ids)
         good = [i for i, outcome in enumerate(outcomes) if not isinstance(outcome, ApiError)]
-        images = [outcomes[i] for i in good]
+        images = [outcomes[i].image for i in good]  # type: ignore[union-attr]
         scores = await self.batcher.score(detector, images)
         explanations = await asyncio.to_thread(detector.explain, images, scores) if explain else None
         latency_ms = round((time.perf_counter() - started) * 1000, 2)
         now = datetime.now(UTC).isoformat(timespec="milliseconds")
-        ids = [uuid.uuid4().hex for _ in good]
-        await asyncio.to_thread(self.cache_uploads, ids, [items[i][1] for i in good])
         answers: list[dict[str, Any]] = [
             {"file": name, "status": outcome.status, "error": outcome.code, "message": outcome.message}
             if isinstance(outcome, ApiError)
@@ -256,10 +275,12 @@ class Service:
             for (name, _), outcome in zip(items, outcomes, strict=True)
         ]
         for position, (index, p_fake) in enumerate(zip(good, scores, strict=True)):
-            data = items[index][1]
+            prepared = outcomes[index]
+            assert isinstance(prepared, Prepared)
+            prediction_id = ids[index]
             label = "synthetic" if p_fake >= detector.threshold else "authentic"
             answer = {
-                "prediction_id": ids[position],
+                "prediction_id": prediction_id,
                 "label": label,
                 "p_fake": round(p_fake, 6),
                 "threshold": round(detector.threshold, 6),
@@ -271,9 +292,9 @@ class Service:
             answers[index] = answer
             self.log.add(
                 {
-                    "prediction_id": ids[position],
+                    "prediction_id": prediction_id,
                     "time": now,
-                    "image_sha256": sha256_hex(data),
+                    "image_sha256": prepared.sha256,
                     "p_fake": p_fake,
                     "label": label,
                     "threshold": detector.threshold,
@@ -284,10 +305,10 @@ class Service:
                     "explained": explain,
                     "image_key": None,
                 },
-                data,
+                prepared.data,
             )
             self.remember(
-                ids[position],
+                prediction_id,
                 {
                     "p_fake": p_fake,
                     "predicted": label,
@@ -299,10 +320,6 @@ class Service:
             self.metrics.p_fake.observe(p_fake)
             self.metrics.predictions.labels(label=label).inc()
         return answers
-
-    def cache_uploads(self, ids: list[str], datas: list[bytes]) -> None:
-        for prediction_id, data in zip(ids, datas, strict=True):
-            self.uploads.put(prediction_id, data)
 
     def remember(self, prediction_id: str, summary: dict[str, Any]) -> None:
         self.recent[prediction_id] = summary

@@ -221,3 +221,35 @@ class DripServer:
     def close(self) -> None:
         self.stopped.set()
         self.sock.close()
+
+
+@contextlib.contextmanager
+def serving_process(root: Path, model: Path, **env: str):
+    """``python -m tasks.serve`` as its own process (its RSS and its log are its own), ready on a free
+    port; ``env``: extra ``VIGIL_*`` variables. Yields the :class:`tasks.stack.Service`."""
+    import os
+    import sys
+
+    from tasks import stack
+
+    port = stack.free_port()
+    service = stack.start(
+        "serving",
+        [sys.executable, "-m", "tasks.serve", "--port", str(port), "--model", str(model)],
+        port=port,
+        health_path="/readyz",
+        log=root / "serving.log",
+        env={
+            "VIGIL_HOME": str(root / "home"),
+            "VIGIL_STORE_URL": (root / "store").as_uri(),
+            "VIGIL_INBOX": str(root / "inbox"),
+            "VIGIL_SERVING__RATE_LIMITS__DETECT": "null",
+            "PYTHONPATH": os.environ.get("PYTHONPATH", os.getcwd()),
+            **env,
+        },
+    )
+    try:
+        stack.wait_healthy(service, timeout=120)
+        yield service
+    finally:
+        stack.stop(service)
