@@ -158,3 +158,21 @@ def test_feedback_and_detection_are_rate_limited_per_client(serve, detector, tes
     assert statuses == [200, 200, 429]
     # Another client (a token is its own client) has its own buckets.
     assert feedback(server, prediction, "synthetic", RELABEL).status_code == 200
+
+
+def test_vigil_serve_token_mints_a_token_whose_entry_configures_it(serve, detector, test_images, capsys):
+    import json
+
+    from tasks.cli import build_parser
+
+    args = build_parser().parse_args(["serve-token", "curator-2", "--scopes", "relabel"])
+    assert args.func(args) == 0
+    printed = capsys.readouterr().out.splitlines()
+    token = printed[0].rsplit(" ", 1)[1]
+    entry = json.loads(printed[-1])
+    assert entry["name"] == "curator-2" and entry["scopes"] == ["relabel"] and token not in printed[-1]
+
+    server = serve(detector, tokens=[entry])
+    fake = detect(server, test_images["fake"][0]).json()
+    answer = feedback(server, fake["prediction_id"], "authentic", {"Authorization": f"Bearer {token}"})
+    assert answer.status_code == 200 and answer.json()["status"] == "label_stored", answer.text
