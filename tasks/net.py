@@ -17,13 +17,17 @@ closed networks). Link-local (``169.254.169.254`` is the cloud metadata service)
 reserved and unspecified addresses stay refused even then: no image lives there.
 
 Bodies are streamed with a size cap (``Content-Length`` first, then the bytes counted), connect and
-read timeouts apply, timeouts / 429 / 5xx are retried with exponential backoff honouring
+read timeouts apply, and ``deadline_s`` bounds the whole fetch: connect, headers, every read, every
+redirect and retry. A per-read timeout alone does not: a server that drips one byte a second never
+trips it. At the deadline a watchdog shuts the sockets of the fetch down, which wakes any blocked read
+in any phase. Timeouts / 429 / 5xx are retried with exponential backoff honouring
 ``Retry-After`` (and the ``x-rate-limit-reset`` headers of X and Mastodon), and requests to one host
 are spaced by a politeness delay. Failures raise :class:`FetchError` with a stable ``reason`` code.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import ipaddress
 import logging
@@ -157,13 +161,75 @@ def check_host(host: str, port: int, allow_private: bool, url: str | None = None
 # -- a session whose connections check their peer ---------------------------------------------------
 
 
+class Deadline:
+    """The total time budget of one fetch. While active (``with``), every socket the fetch uses is watched:
+    when the budget runs out they are shut down, so a read blocked in any phase returns at once."""
+
+    _active = threading.local()
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.at = time.monotonic() + seconds
+        self.expired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> Deadline:
+        self._previous = getattr(Deadline._active, "current", None)
+        Deadline._active.current = self
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+        Deadline._active.current = self._previous
+
+    def remaining(self) -> float:
+        return max(0.0, self.at - time.monotonic())
+
+    @property
+    def spent(self) -> bool:
+        """The budget is used up (the watchdog may not have fired yet: a socket timeout can be first)."""
+        return self.expired or self.remaining() <= 0
+
+    def timeout(self, per_operation: float) -> float:
+        """The timeout of one connect or read: ``per_operation``, or less when the budget is nearly spent."""
+        return max(0.001, min(per_operation, self.remaining()))
+
+    @classmethod
+    def watch(cls, sock: socket.socket) -> None:
+        """Put ``sock`` under the active deadline of this thread (no-op without one)."""
+        current = getattr(cls._active, "current", None)
+        if current is None:
+            return
+        with current._lock:
+            current._sockets.append(sock)
+            if current.expired:
+                _shutdown(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._sockets:
+                _shutdown(sock)
+
+
+def _shutdown(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the file descriptor, also under a TLS wrapper
+
+
 class _PeerCheck:
-    """Mixin for urllib3 connections: refuse a socket connected to a blocked address."""
+    """Mixin for urllib3 connections: refuse a socket connected to a blocked address; put every socket
+    under the fetch's :class:`Deadline`."""
 
     allow_private: ClassVar[bool] = False
 
     def _new_conn(self):  # type: ignore[no-untyped-def]
         sock = super()._new_conn()  # type: ignore[misc]
+        Deadline.watch(sock)
         peer = sock.getpeername()[0]
         reason = blocked_reason(_parse_ip(peer), self.allow_private)
         if reason:
@@ -172,6 +238,11 @@ class _PeerCheck:
                 f"refused to talk to {self.host!r}: it connected to a {reason} address ({peer})"
             )
         return sock
+
+    def getresponse(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if self.sock is not None:  # type: ignore[attr-defined]  # a kept-alive connection, reused
+            Deadline.watch(self.sock)  # type: ignore[attr-defined]
+        return super().getresponse(*args, **kwargs)  # type: ignore[misc]
 
 
 @functools.lru_cache(maxsize=2)
@@ -283,25 +354,55 @@ def fetch(
     session: requests.Session | None = None,
     accept: str = "image/*",
     headers: Mapping[str, str] | None = None,
+    deadline_s: float | None = None,
 ) -> Fetched:
     """GET ``url`` safely within ``limits``; raises :class:`FetchError` (with a ``reason``) on failure.
 
     Pass a session from :func:`new_session` (built with the same ``limits``) to reuse connections.
+    ``deadline_s`` bounds the whole call (connect, headers, body, redirects, retries and their waits);
+    past it the fetch fails with reason ``timeout``.
     """
     if session is None:
         with new_session(limits) as own:
-            return fetch(url, limits, session=own, accept=accept, headers=headers)
+            return fetch(url, limits, session=own, accept=accept, headers=headers, deadline_s=deadline_s)
     adapter = session.get_adapter("http://x")
     if not isinstance(adapter, _GuardedAdapter) or adapter.allow_private != limits.allow_private_networks:
         raise ValueError("fetch() needs a session from tasks.net.new_session() built with the same limits")
     request_headers = {"Accept": accept, **(headers or {})}
+    if deadline_s is None:
+        return _attempts(url, limits, session, request_headers, None)
+    with Deadline(deadline_s) as deadline:
+        try:
+            fetched = _attempts(url, limits, session, request_headers, deadline)
+        except FetchError:
+            if deadline.spent:
+                raise _deadline_error(url, deadline) from None
+            raise
+        if deadline.spent:  # a body cut short by the watchdog is not a body
+            raise _deadline_error(url, deadline)
+        return fetched
+
+
+def _deadline_error(url: str, deadline: Deadline) -> FetchError:
+    return FetchError("timeout", f"{url}: not fetched within {deadline.seconds:g}s", url=url)
+
+
+def _attempts(
+    url: str,
+    limits: DownloadSettings,
+    session: requests.Session,
+    headers: dict[str, str],
+    deadline: Deadline | None,
+) -> Fetched:
     for attempt in range(limits.retries + 1):
         try:
-            return _follow(url, limits, session, request_headers)
+            return _follow(url, limits, session, headers, deadline)
         except _Retry as retry:
             if attempt == limits.retries:
                 raise retry.error from None
             wait = retry.wait_s if retry.wait_s is not None else limits.backoff_s * 2**attempt
+            if deadline is not None and wait >= deadline.remaining():
+                raise retry.error from None
             if wait > limits.max_wait_s:
                 raise FetchError(
                     "rate_limited",
@@ -316,7 +417,11 @@ def fetch(
 
 
 def _follow(
-    url: str, limits: DownloadSettings, session: requests.Session, headers: dict[str, str]
+    url: str,
+    limits: DownloadSettings,
+    session: requests.Session,
+    headers: dict[str, str],
+    deadline: Deadline | None = None,
 ) -> Fetched:
     """One attempt: request, following redirects by hand so that every hop is checked."""
     redirects: list[str] = []
@@ -334,7 +439,7 @@ def _follow(
             raise FetchError("invalid_url", f"refused to fetch {url!r}: invalid port", url=url) from None
         check_host(parts.hostname, port, limits.allow_private_networks, url)
         _THROTTLE.wait(parts.hostname, limits.politeness_delay_s)
-        response = _get(session, url, headers, limits)
+        response = _get(session, url, headers, limits, deadline)
         with response:
             if response.is_redirect:
                 location = response.headers.get("Location", "")
@@ -372,15 +477,16 @@ def _follow(
 
 
 def _get(
-    session: requests.Session, url: str, headers: dict[str, str], limits: DownloadSettings
+    session: requests.Session,
+    url: str,
+    headers: dict[str, str],
+    limits: DownloadSettings,
+    deadline: Deadline | None = None,
 ) -> requests.Response:
+    timeout = deadline.timeout(limits.timeout_s) if deadline else limits.timeout_s
     try:
         return session.get(
-            url,
-            headers=headers,
-            stream=True,
-            allow_redirects=False,
-            timeout=(limits.timeout_s, limits.timeout_s),
+            url, headers=headers, stream=True, allow_redirects=False, timeout=(timeout, timeout)
         )
     except requests.Timeout:
         raise _Retry(

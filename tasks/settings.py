@@ -170,6 +170,38 @@ class TrainingSettings(Section):
     )
 
 
+SCOPES = ("detect", "feedback", "relabel", "reload", "review")
+Scope = Literal["detect", "feedback", "relabel", "reload", "review"]
+
+
+class ApiToken(Section):
+    """One credential of the detection API. Only the SHA-256 of the token is configured (never the token);
+    ``vigil serve-token NAME --scopes ...`` mints one and prints its entry."""
+
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Who holds it (logs, rate limits, claims)."
+    )
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="Hex SHA-256 of the token.")
+    scopes: frozenset[Scope] = Field(
+        description="detect, feedback: use the API (needed only where anonymous_scopes lacks them); "
+        "relabel: feedback becomes a trusted label; reload: POST /admin/reload; review: decide claims."
+    )
+
+
+class RateLimit(Section):
+    """A token bucket per client: ``burst`` requests at once, refilled at ``per_s`` per second."""
+
+    per_s: float = Field(gt=0, description="Sustained requests per second per client.")
+    burst: int = Field(gt=0, description="Requests a client may send at once before it is slowed down.")
+
+
+class RateLimits(Section):
+    """Rate limits per client (token name, else client address); null turns one off."""
+
+    detect: RateLimit | None = RateLimit(per_s=20, burst=40)
+    feedback: RateLimit | None = RateLimit(per_s=0.5, burst=10)
+
+
 class ServingSettings(Section):
     """The detection API."""
 
@@ -194,7 +226,26 @@ class ServingSettings(Section):
         "link-local (cloud metadata) stays refused.",
     )
     url_timeout_s: float = Field(
-        10.0, gt=0, description="Connect and read timeout when fetching an image URL."
+        10.0,
+        gt=0,
+        description="Total deadline of one URL fetch: connect, headers, every read and every redirect.",
+    )
+    url_fetch_concurrency: int = Field(
+        4,
+        gt=0,
+        description="URL fetches running at once, in their own threads (uploads never wait for them).",
+    )
+    max_concurrent_batches: int = Field(
+        2, gt=0, description="/v1/detect/batch calls in progress at once; more answer 503 busy."
+    )
+    max_bytes_in_flight: int = Field(
+        400_000_000,
+        gt=0,
+        description="Request body bytes being received or processed at once, all requests together; "
+        "a request that would pass it answers 503 busy (Retry-After).",
+    )
+    body_timeout_s: float = Field(
+        60.0, gt=0, description="Time a client has to send its whole request body; slower ones get 408."
     )
     upload_cache_items: int = Field(
         1000, ge=0, description="Recent images kept under <home>/serving/uploads so feedback can label them."
@@ -206,6 +257,21 @@ class ServingSettings(Section):
         1000, gt=0, description="Write the buffered prediction log once it has this many rows."
     )
     log_flush_s: float = Field(60.0, gt=0, description="... or once its oldest row is this many seconds old.")
+    tokens: tuple[ApiToken, ...] = Field(
+        (),
+        description="API credentials (JSON list in VIGIL_SERVING__TOKENS); VIGIL_ADMIN_TOKEN adds 'admin'.",
+    )
+    tokens_file: Path | None = Field(
+        None,
+        description="YAML or JSON list of tokens, re-read when it changes (rotation without a restart).",
+    )
+    anonymous_scopes: frozenset[Literal["detect", "feedback"]] = Field(
+        frozenset({"detect", "feedback"}),
+        description="What a client without a token may do; anonymous feedback is a claim, never a label.",
+    )
+    rate_limits: RateLimits = Field(
+        RateLimits(), description="/v1/detect and /v1/detect/batch (per image), /v1/feedback."
+    )
 
 
 class PromotionSettings(Section):
@@ -272,7 +338,10 @@ class Settings(BaseSettings):
     )
     serving_url: str = Field("http://127.0.0.1:8000", description="Where the running detection API answers.")
     airflow_url: str = Field("http://127.0.0.1:8080", description="The Airflow API server (UI and REST API).")
-    admin_token: SecretStr | None = Field(None, description="Bearer token for the serving admin endpoints.")
+    admin_token: SecretStr | None = Field(
+        None,
+        description="Bearer token of the serving token 'admin' (scope reload): the deploy step's reload.",
+    )
 
     download: DownloadSettings = DownloadSettings()
     images: ImageSettings = ImageSettings()

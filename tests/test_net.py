@@ -216,3 +216,40 @@ def test_server_wait_seconds_reads_the_usual_headers():
     assert net.server_wait_seconds({"x-rate-limit-reset": str(int(now) + 30)}, now) == 30
     assert net.server_wait_seconds({"X-RateLimit-Reset": "2023-11-14T22:13:50Z"}, now) == pytest.approx(30)
     assert net.server_wait_seconds({}, now) is None
+
+
+@pytest.mark.parametrize("phase", ["body", "headers"])
+def test_a_deadline_bounds_a_slow_drip_in_every_phase(phase):
+    """One byte every 0.2 s never trips a 5 s read timeout; the 1 s deadline of the whole fetch does."""
+    from tests.helpers.serve import DripServer
+
+    drip = DripServer(phase=phase, size=200, interval=0.2)
+    try:
+        with pytest.raises(net.FetchError, match="not fetched within 1s") as info:
+            net.fetch(drip.url + "/slow.png", LOOPBACK.model_copy(update={"retries": 0}), deadline_s=1)
+        assert info.value.reason == "timeout" and info.value.http_status == 504
+        assert drip.sent < 200  # cut off, not read to the end
+    finally:
+        drip.close()
+
+
+def test_the_deadline_spans_redirects_and_retries(http_server):
+    def slow_redirect(req):
+        time.sleep(0.4)
+        return 302, {"Location": "/hop"}, b""
+
+    http_server.route("/hop", slow_redirect)
+    with pytest.raises(net.FetchError, match="not fetched within 1s") as info:
+        net.fetch(f"{http_server.url}/hop", LOOPBACK, deadline_s=1)
+    assert info.value.reason == "timeout"
+    assert len(http_server.hits("/hop")) < net.MAX_REDIRECTS + 1  # stopped before the redirect limit
+
+    http_server.route("/busy", (503, {"Retry-After": "5"}, b""))
+    with pytest.raises(net.FetchError) as info:  # a retry wait longer than the budget is not waited
+        net.fetch(f"{http_server.url}/busy", LOOPBACK, deadline_s=1)
+    assert info.value.reason == "http_status" and len(http_server.hits("/busy")) == 1
+
+
+def test_a_fetch_within_its_deadline_is_unchanged(http_server):
+    http_server.route("/a.png", (200, {"Content-Type": "image/png"}, PNG))
+    assert net.fetch(f"{http_server.url}/a.png", LOOPBACK, deadline_s=5).data == PNG

@@ -51,6 +51,14 @@ class Metrics:
             "vigil_model_info", "The loaded model (value 1).", ["name", "version"], registry=self.registry
         )
         self.model_loaded = Gauge("vigil_model_loaded", "1 once a model is loaded.", registry=self.registry)
+        self.bytes_in_flight = Gauge(
+            "vigil_request_bytes_in_flight",
+            "Request body bytes reserved by requests in progress.",
+            registry=self.registry,
+        )
+        self.batches_in_progress = Gauge(
+            "vigil_batches_in_progress", "/v1/detect/batch calls in progress.", registry=self.registry
+        )
         self.reloads = Counter(
             "vigil_model_reloads", "Model reloads by outcome.", ["outcome"], registry=self.registry
         )

@@ -6,6 +6,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# The verdicts an answer may carry: one place to add one (a later detector cascade adds "uncertain").
+Label = Literal["synthetic", "authentic"]
+MAX_URL_CHARS = 2048
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -13,7 +17,8 @@ class Strict(BaseModel):
 
 class UrlInput(Strict):
     url: str = Field(
-        description="http(s) URL of the image; private, loopback and link-local hosts are refused."
+        max_length=MAX_URL_CHARS,
+        description="http(s) URL of the image; private, loopback and link-local hosts are refused.",
     )
     explain: bool = Field(False, description="Also generate the model's reason.")
 
@@ -23,12 +28,30 @@ class Feedback(Strict):
     label: Literal["synthetic", "authentic"] = Field(description="The correct label of that image.")
 
 
+class FeedbackAnswer(BaseModel):
+    status: Literal["claim_recorded", "label_stored"] = Field(
+        description="claim_recorded: kept for review, no label changes; label_stored: a trusted label."
+    )
+    prediction_id: str
+    label: Literal["synthetic", "authentic"]
+    trusted: bool = Field(description="Whether the sender's token has the 'relabel' scope.")
+    duplicate: bool = Field(description="The same feedback was already recorded: nothing new was written.")
+    message: str
+
+
 class ReloadInput(Strict):
     model: str | None = Field(
         None,
-        description="models:/name/7, models:/name@alias or a folder; "
+        max_length=300,
+        description="models:/{model_name}/<version> or models:/{model_name}@<alias>; "
         "default models:/{model_name}@{serving.model_alias}.",
     )
+
+
+class ReloadAnswer(BaseModel):
+    status: Literal["reloaded"]
+    model: dict[str, Any]
+    previous: dict[str, Any] | None
 
 
 class ModelRef(BaseModel):
@@ -38,7 +61,7 @@ class ModelRef(BaseModel):
 
 class Prediction(BaseModel):
     prediction_id: str
-    label: Literal["synthetic", "authentic"]
+    label: Label
     p_fake: float
     threshold: float
     model: ModelRef
@@ -74,3 +97,13 @@ def upload_body(many: bool) -> dict[str, Any]:
     if not many:
         content["application/json"] = {"schema": UrlInput.model_json_schema()}
     return {"requestBody": {"required": True, "content": content}}
+
+
+def json_body(model: type[BaseModel], required: bool = True) -> dict[str, Any]:
+    """The OpenAPI request body of a route that parses its JSON itself (see routes.parse_json)."""
+    return {
+        "requestBody": {
+            "required": required,
+            "content": {"application/json": {"schema": model.model_json_schema()}},
+        }
+    }

@@ -6,38 +6,64 @@ model in a worker thread and swap the attribute atomically: in-flight requests f
 model, new ones get the new model, none fails. The server starts without a model (the embedded
 stack starts serving before the first training): ``/readyz`` and ``/v1/detect`` answer 503 until a
 load succeeds.
+
+URL input is fetched in its own small thread pool (``serving.url_fetch_concurrency``), with a total
+deadline, so slow remote hosts can neither take the threads that decode and score uploads nor hold a
+request longer than ``serving.url_timeout_s``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
+import re
 import time
 import uuid
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tasks.images import ImageRejected, decode_image
 from tasks.net import FetchError, fetch
+from tasks.serve.auth import Client, RateLimiter, Tokens
 from tasks.serve.batching import MicroBatcher
-from tasks.serve.errors import ApiError
+from tasks.serve.errors import ApiError, busy, clip
 from tasks.serve.metrics import Metrics
-from tasks.serve.records import PredictionLog, UploadCache
+from tasks.serve.records import PredictionLog, UploadCache, accept_claim, record_claim
 from tasks.settings import Settings
 from tasks.storage import ObjectStore, sha256_hex
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from PIL import Image
 
     from tasks.model.detector import Detector
+
+    Upload = tuple[str, Callable[[], bytes]]  # (name, read its bytes): read one at a time, in a worker
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """An upload ready to score: its image, its hash, and its bytes only when the log keeps them."""
+
+    image: Image.Image
+    sha256: str
+    data: bytes | None
+
 
 log = logging.getLogger("vigil.serve")
 
 # decode_image's rejection codes: the format is wrong (415), or the image is (422).
 UNSUPPORTED_TYPE = {"not_an_image", "format_not_allowed"}
+# Fetch failures a client must not tell apart: which internal addresses exist, which ports are open.
+UNREACHABLE = {"blocked_address", "dns_failure", "connection_failed"}
+REGISTRY_URI = re.compile(
+    r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[A-Za-z0-9_-]{1,64})|/(?P<version>\d{1,9}))$"
+)
 
 
 class Service:
@@ -73,13 +99,19 @@ class Service:
         )
         self.recent: OrderedDict[str, dict[str, Any]] = OrderedDict()  # prediction id -> what was answered
         self.reload_lock = asyncio.Lock()
+        self.feedback_lock = asyncio.Lock()  # one claim at a time: a replay sees the first one's record
+        self.tokens = Tokens(settings)
+        self.detect_limit = RateLimiter("detect", serving.rate_limits.detect)
+        self.feedback_limit = RateLimiter("feedback", serving.rate_limits.feedback)
+        self.url_pool = ThreadPoolExecutor(serving.url_fetch_concurrency, thread_name_prefix="url-fetch")
+        self.url_slots = asyncio.Semaphore(serving.url_fetch_concurrency)
         self.image_policy = settings.images.model_copy(
             update={"max_file_bytes": min(settings.images.max_file_bytes, serving.max_upload_bytes)}
         )
         self.fetch_limits = settings.download.model_copy(
             update={
                 "max_bytes": serving.max_upload_bytes,
-                "timeout_s": serving.url_timeout_s,
+                "timeout_s": min(serving.url_timeout_s, settings.download.timeout_s),
                 "retries": 0,
                 "politeness_delay_s": 0.0,
                 "allow_private_networks": serving.allow_private_urls,
@@ -104,6 +136,21 @@ class Service:
                 "at start or by POST /admin/reload",
             )
         return detector
+
+    def registry_source(self, requested: str | None) -> str:
+        """The model a reload loads: a registry URI of this server's model; 400 for anything else."""
+        if requested is None:
+            return self.default_source
+        match = REGISTRY_URI.match(requested)
+        if match is None or match["name"] != self.settings.model_name:
+            raise ApiError(
+                400,
+                "invalid_model_uri",
+                f"cannot reload {clip(requested)!r}: reload loads registered versions only, "
+                f"models:/{self.settings.model_name}/<version> or models:/{self.settings.model_name}@<alias>",
+                field="model",
+            )
+        return requested
 
     async def load(self, source: str | Path | Detector) -> Detector:
         """Load ``source`` off the event loop and swap it in; the old model serves until then."""
@@ -130,12 +177,47 @@ class Service:
             return detector
 
     # -- inputs ---------------------------------------------------------------------------------
-    def fetch_url(self, url: str) -> bytes:
-
+    async def fetch_url(self, url: str) -> bytes:
+        """The body at ``url``, fetched in the URL pool within ``serving.url_timeout_s`` in all."""
+        serving = self.settings.serving
         try:
-            return fetch(url, self.fetch_limits).data
+            await asyncio.wait_for(self.url_slots.acquire(), serving.url_timeout_s)
+        except TimeoutError:
+            raise busy(
+                "busy",
+                f"{serving.url_fetch_concurrency} URL fetches are in progress "
+                "(serving.url_fetch_concurrency)",
+                serving.url_timeout_s,
+            ) from None
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self.url_pool, self._fetch, url)
+        finally:
+            self.url_slots.release()
+
+    def _fetch(self, url: str) -> bytes:
+        shown = clip(url)
+        try:
+            return fetch(url, self.fetch_limits, deadline_s=self.settings.serving.url_timeout_s).data
         except FetchError as exc:
-            raise ApiError(413 if exc.reason == "too_large" else 400, f"url_{exc.reason}", str(exc)) from None
+            if exc.reason in UNREACHABLE:
+                log.info("URL input refused or unreachable: %s", exc)  # the detail stays in our log
+                raise ApiError(
+                    400,
+                    "url_unreachable",
+                    f"could not fetch {shown}: the host is unreachable or not allowed "
+                    "(private, loopback and link-local addresses are never fetched)",
+                ) from None
+            if exc.reason == "timeout":
+                raise ApiError(
+                    400,
+                    "url_timeout",
+                    f"could not fetch {shown} within serving.url_timeout_s="
+                    f"{self.settings.serving.url_timeout_s:g}s",
+                ) from None
+            status = 413 if exc.reason == "too_large" else 400
+            detail = str(exc).replace(url, shown)
+            raise ApiError(status, f"url_{exc.reason}", detail) from None
 
     def decode(self, data: bytes, where: str) -> Image.Image:
         """Decode and validate one upload; an :class:`ApiError` (4xx) says what is wrong with it."""
@@ -155,33 +237,37 @@ class Service:
             )
             raise ApiError(status, exc.code, f"{where}{exc.message}{accepted}") from None
 
-    def decode_all(self, items: list[tuple[str, bytes]]) -> list[Image.Image | ApiError]:
-        """Each upload decoded, or the error that rejects it: one bad file does not sink the others."""
-        outcomes: list[Image.Image | ApiError] = []
-        for index, (name, data) in enumerate(items):
+    def prepare(self, items: list[Upload], ids: list[str]) -> list[Prepared | ApiError]:
+        """Each upload read, decoded, hashed and cached one after the other (only one upload's bytes are
+        in memory at a time), or the error that rejects it: one bad file does not sink the others."""
+        outcomes: list[Prepared | ApiError] = []
+        for index, (name, read) in enumerate(items):
             where = f"{name}: " if len(items) == 1 else f"file {index + 1} ({name}): "
+            data = read()
             try:
-                outcomes.append(self.decode(data, where))
+                image = self.decode(data, where)
             except ApiError as exc:
                 outcomes.append(exc)
+                continue
+            self.uploads.put(ids[index], data)
+            outcomes.append(Prepared(image, sha256_hex(data), data if self.log.keep_images else None))
         if all(isinstance(outcome, ApiError) for outcome in outcomes):
             raise outcomes[0]  # nothing to score: the call fails with the first file's reason
         return outcomes
 
     # -- predicting -----------------------------------------------------------------------------
     async def predict(
-        self, detector: Detector, items: list[tuple[str, bytes]], kind: str, explain: bool, started: float
+        self, detector: Detector, items: list[Upload], kind: str, explain: bool, started: float
     ) -> list[dict[str, Any]]:
         """One answer per item, in order: a prediction, or (batch only) the reason the file was rejected."""
-        outcomes = await asyncio.to_thread(self.decode_all, items)
+        ids = [uuid.uuid4().hex for _ in items]
+        outcomes = await asyncio.to_thread(self.prepare, items, ids)
         good = [i for i, outcome in enumerate(outcomes) if not isinstance(outcome, ApiError)]
-        images = [outcomes[i] for i in good]
+        images = [outcomes[i].image for i in good]  # type: ignore[union-attr]
         scores = await self.batcher.score(detector, images)
         explanations = await asyncio.to_thread(detector.explain, images, scores) if explain else None
         latency_ms = round((time.perf_counter() - started) * 1000, 2)
         now = datetime.now(UTC).isoformat(timespec="milliseconds")
-        ids = [uuid.uuid4().hex for _ in good]
-        await asyncio.to_thread(self.cache_uploads, ids, [items[i][1] for i in good])
         answers: list[dict[str, Any]] = [
             {"file": name, "status": outcome.status, "error": outcome.code, "message": outcome.message}
             if isinstance(outcome, ApiError)
@@ -189,10 +275,12 @@ class Service:
             for (name, _), outcome in zip(items, outcomes, strict=True)
         ]
         for position, (index, p_fake) in enumerate(zip(good, scores, strict=True)):
-            data = items[index][1]
+            prepared = outcomes[index]
+            assert isinstance(prepared, Prepared)
+            prediction_id = ids[index]
             label = "synthetic" if p_fake >= detector.threshold else "authentic"
             answer = {
-                "prediction_id": ids[position],
+                "prediction_id": prediction_id,
                 "label": label,
                 "p_fake": round(p_fake, 6),
                 "threshold": round(detector.threshold, 6),
@@ -204,9 +292,9 @@ class Service:
             answers[index] = answer
             self.log.add(
                 {
-                    "prediction_id": ids[position],
+                    "prediction_id": prediction_id,
                     "time": now,
-                    "image_sha256": sha256_hex(data),
+                    "image_sha256": prepared.sha256,
                     "p_fake": p_fake,
                     "label": label,
                     "threshold": detector.threshold,
@@ -217,10 +305,10 @@ class Service:
                     "explained": explain,
                     "image_key": None,
                 },
-                data,
+                prepared.data,
             )
             self.remember(
-                ids[position],
+                prediction_id,
                 {
                     "p_fake": p_fake,
                     "predicted": label,
@@ -232,10 +320,6 @@ class Service:
             self.metrics.p_fake.observe(p_fake)
             self.metrics.predictions.labels(label=label).inc()
         return answers
-
-    def cache_uploads(self, ids: list[str], datas: list[bytes]) -> None:
-        for prediction_id, data in zip(ids, datas, strict=True):
-            self.uploads.put(prediction_id, data)
 
     def remember(self, prediction_id: str, summary: dict[str, Any]) -> None:
         self.recent[prediction_id] = summary
@@ -251,18 +335,59 @@ class Service:
                 except Exception:
                     log.exception("writing the prediction log to %s failed; will retry", self.store.url)
 
-    # -- admin ----------------------------------------------------------------------------------
-    def check_admin(self, authorization: str | None) -> None:
-        token = self.settings.admin_token
-        if token is None or not token.get_secret_value():
+    # -- feedback -----------------------------------------------------------------------------
+    async def feedback(self, client: Client, prediction_id: str, label: str) -> dict[str, Any]:
+        """Record the claim that ``prediction_id``'s image is ``label``; a ``relabel`` client's claim is
+        accepted at once (a trusted label), anyone else's awaits review and changes no label."""
+        cached = await asyncio.to_thread(self.uploads.get, prediction_id)
+        if cached is None:
             raise ApiError(
-                403, "admin_disabled", "admin disabled: no admin token is configured (set VIGIL_ADMIN_TOKEN)"
+                404,
+                "unknown_prediction",
+                f"prediction {prediction_id} is unknown or its image is no longer kept "
+                f"(the last {self.settings.serving.upload_cache_items} images are kept for feedback)",
             )
-        scheme, _, given = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not given:
-            raise ApiError(401, "unauthorized", "an 'Authorization: Bearer <admin token>' header is required")
-        if not hmac.compare_digest(given.strip().encode(), token.get_secret_value().encode()):
-            raise ApiError(401, "unauthorized", "the bearer token is not the admin token")
+        data, ext = cached
+        summary = self.recent.get(prediction_id, {})
+        claim = {
+            "prediction_id": prediction_id,
+            "claimed_label": label,
+            "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "client": client.key,
+            "model_name": summary.get("model_name"),
+            "model_version": summary.get("model_version"),
+            "p_fake": summary.get("p_fake"),
+            "predicted": summary.get("predicted"),
+            "predicted_at": summary.get("predicted_at"),
+            "image_sha256": sha256_hex(data),
+        }
+        trusted = client.can("relabel")
+
+        def write() -> bool:
+            _, new = record_claim(self.store, claim, data, ext)
+            if trusted:
+                _, written = accept_claim(self.inbox, self.store, prediction_id, label, client.key)
+                new = new or written
+            return new
+
+        async with self.feedback_lock:
+            new = await asyncio.to_thread(write)
+        if trusted:
+            status, message = "label_stored", "trusted label: the next collection and curation apply it"
+        else:
+            status = "claim_recorded"
+            message = (
+                "recorded as a claim: it changes no label until it is reviewed "
+                "(a token with the 'relabel' scope sends trusted labels)"
+            )
+        return {
+            "status": status,
+            "prediction_id": prediction_id,
+            "label": label,
+            "trusted": trusted,
+            "duplicate": not new,
+            "message": message,
+        }
 
 
 async def initial_load(service: Service) -> None:
@@ -274,3 +399,10 @@ async def initial_load(service: Service) -> None:
             service.model_source,
             exc,
         )
+
+
+def is_missing(exc: BaseException) -> bool:
+    """The model to load does not exist (409), as opposed to existing and failing to load (500)."""
+    if isinstance(exc, LookupError | FileNotFoundError):
+        return True
+    return getattr(exc, "error_code", None) == "RESOURCE_DOES_NOT_EXIST"  # MlflowException

@@ -14,6 +14,7 @@ from tasks.settings import Settings
 from tasks.stack import free_port
 
 ADMIN_TOKEN = "test-admin-token-1234"
+RELABEL_TOKEN = "test-curator-token-5678"  # the token "curator", scope relabel (make_settings configures it)
 
 
 class LiveServer:
@@ -62,7 +63,22 @@ def make_settings(
     images: dict | None = None,
     **serving,
 ) -> Settings:
+    """Settings of a test server under ``root``. Rate limits are off unless a test sets them (the tests
+    send many requests from one address); the token ``curator`` has the relabel scope."""
+    import hashlib
+
     extra = {"mlflow_tracking_uri": mlflow_uri} if mlflow_uri else {}
+    curator = {
+        "name": "curator",
+        "sha256": hashlib.sha256(RELABEL_TOKEN.encode()).hexdigest(),
+        "scopes": ["relabel"],
+    }
+    serving = {
+        "micro_batch_wait_ms": 2,
+        "rate_limits": {"detect": None, "feedback": None},
+        "tokens": [curator],
+        **serving,
+    }
     return Settings(
         home=root / "home",
         store_url=(root / "store").as_uri(),
@@ -70,7 +86,7 @@ def make_settings(
         admin_token=admin_token,
         model_name=model_name,
         images=images or {},
-        serving={"micro_batch_wait_ms": 2, **serving},
+        serving=serving,
         **extra,
     )
 
@@ -101,9 +117,12 @@ class ImageHost:
     def __init__(self) -> None:
         routes: dict[str, tuple[int, bytes, dict[str, str], float]] = {}
         self.routes = routes
+        self.hits = 0
+        host = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
+                host.hits += 1
                 status, body, headers, delay = routes.get(self.path, (404, b"not found", {}, 0.0))
                 time.sleep(delay)
                 self.send_response(status)
@@ -135,3 +154,102 @@ class ImageHost:
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+class DripServer:
+    """A loopback HTTP server that answers one byte every ``interval`` seconds (a slow-drip attacker).
+
+    ``phase="body"``: the headers at once (``Content-Length: size``), then the body byte by byte;
+    ``phase="headers"``: even the status line drips. ``active`` counts connections being dripped to;
+    ``sent`` the body bytes sent in all. ``close()`` ends every drip.
+    """
+
+    def __init__(self, phase: str = "body", size: int = 1000, interval: float = 0.5) -> None:
+        import socket
+
+        self.phase, self.size, self.interval = phase, size, interval
+        self.active = 0
+        self.sent = 0
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            threading.Thread(target=self._drip, args=(conn,), daemon=True).start()
+
+    def _drip(self, conn) -> None:
+        head = f"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: {self.size}\r\n\r\n".encode()
+        with self.lock:
+            self.active += 1
+        try:
+            conn.settimeout(5)
+            conn.recv(65536)  # the request
+            if self.phase == "body":
+                conn.sendall(head)
+                payload = b"\x89" * self.size
+            else:
+                payload = head
+            for i in range(len(payload)):
+                if self.stopped.wait(self.interval):
+                    return
+                conn.sendall(payload[i : i + 1])
+                if self.phase == "body":
+                    with self.lock:
+                        self.sent += 1
+        except OSError:
+            return  # the client gave up
+        finally:
+            with self.lock:
+                self.active -= 1
+            conn.close()
+
+    def wait_active(self, count: int, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while self.active < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"only {self.active} of {count} connections reached {self.url}")
+            time.sleep(0.02)
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.sock.close()
+
+
+@contextlib.contextmanager
+def serving_process(root: Path, model: Path, **env: str):
+    """``python -m tasks.serve`` as its own process (its RSS and its log are its own), ready on a free
+    port; ``env``: extra ``VIGIL_*`` variables. Yields the :class:`tasks.stack.Service`."""
+    import os
+    import sys
+
+    from tasks import stack
+
+    port = stack.free_port()
+    service = stack.start(
+        "serving",
+        [sys.executable, "-m", "tasks.serve", "--port", str(port), "--model", str(model)],
+        port=port,
+        health_path="/readyz",
+        log=root / "serving.log",
+        env={
+            "VIGIL_HOME": str(root / "home"),
+            "VIGIL_STORE_URL": (root / "store").as_uri(),
+            "VIGIL_INBOX": str(root / "inbox"),
+            "VIGIL_SERVING__RATE_LIMITS__DETECT": "null",
+            "PYTHONPATH": os.environ.get("PYTHONPATH", os.getcwd()),
+            **env,
+        },
+    )
+    try:
+        stack.wait_healthy(service, timeout=120)
+        yield service
+    finally:
+        stack.stop(service)

@@ -39,6 +39,7 @@ SERVING_IMPORTS = [
     "tasks.storage",
     "tasks.images",
     "fastapi",
+    "fastapi_offline",  # /docs and /redoc assets
     "uvicorn",
     "multipart",
     "prometheus_client",

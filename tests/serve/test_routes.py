@@ -13,6 +13,9 @@ from PIL import Image
 from tasks.collect.run import collect
 from tasks.data.batches import list_batches, read_batch
 from tasks.storage import ObjectStore, sha256_hex
+from tests.helpers.serve import RELABEL_TOKEN
+
+RELABEL = {"Authorization": f"Bearer {RELABEL_TOKEN}"}
 
 
 def detect(server, path, **params) -> requests.Response:
@@ -91,7 +94,26 @@ def test_detect_answers_the_models_verdict_and_every_prediction_is_logged(
     assert log["image_key"].isna().all()  # no image bytes unless serving.log_image_bytes
 
 
-def test_feedback_lands_in_the_inbox_and_the_folder_collector_imports_it(
+def collect_inbox(settings, tmp_path) -> list[dict]:
+    """Run the inbox source of include/sources.yaml once; every row collected so far, of every batch."""
+    include = tmp_path / "include"
+    include.mkdir(exist_ok=True)
+    (include / "sources.yaml").write_text(
+        textwrap.dedent("""
+        sources:
+          - name: inbox
+            kind: folder
+            schedule: null
+            label_prior: unknown
+            options: {path: "."}
+    """)
+    )
+    store = ObjectStore(settings.store_url)
+    collect("inbox", settings.model_copy(update={"include_dir": include}), store)
+    return [row for key in list_batches(store) for row in read_batch(store, key).table.to_dict("records")]
+
+
+def test_trusted_feedback_lands_in_the_inbox_and_the_folder_collector_imports_it(
     serve, detector, test_images, tmp_path
 ):
     server = serve(detector)
@@ -107,9 +129,12 @@ def test_feedback_lands_in_the_inbox_and_the_folder_collector_imports_it(
         stored = requests.post(
             server.url + "/v1/feedback",
             timeout=10,
+            headers=RELABEL,
             json={"prediction_id": answer["prediction_id"], "label": label},
         )
         assert stored.status_code == 200, stored.text
+        assert stored.json()["status"] == "label_stored" and stored.json()["trusted"] is True
+        assert "inbox" not in stored.text and str(settings.home) not in stored.text  # no server paths
 
     unknown = requests.post(
         server.url + "/v1/feedback", json={"prediction_id": "0" * 32, "label": "synthetic"}
@@ -122,28 +147,16 @@ def test_feedback_lands_in_the_inbox_and_the_folder_collector_imports_it(
     assert bad.status_code == 422 and bad.json()["field"] == "label"
 
     # The inbox source of include/sources.yaml imports them with label_source feedback.
-    include = tmp_path / "include"
-    include.mkdir()
-    (include / "sources.yaml").write_text(
-        textwrap.dedent("""
-        sources:
-          - name: inbox
-            kind: folder
-            schedule: null
-            label_prior: unknown
-            options: {path: "."}
-    """)
-    )
-    store = ObjectStore(settings.store_url)
-    collect("inbox", settings.model_copy(update={"include_dir": include}), store)
-    rows = [row for key in list_batches(store) for row in read_batch(store, key).table.to_dict("records")]
+    rows = collect_inbox(settings, tmp_path)
     by_sha = {row["sha256"]: (row["label"], row["label_source"]) for row in rows}
     assert by_sha == {
         sha256_hex(real.read_bytes()): ("real", "feedback"),
         sha256_hex(fake.read_bytes()): ("real", "feedback"),
     }
-    records = store.list("feedback")
+    store = ObjectStore(settings.store_url)
+    records = [key for key in store.list("feedback") if key.endswith(".json")]
     assert len(records) == 2 and all(key.startswith("feedback/date=") for key in records)
+    assert {store.read_json(key)["decided_by"] for key in records} == {"token:curator"}
 
 
 def test_metrics_count_requests_scores_batches_and_the_model_version(serve, detector, test_images):

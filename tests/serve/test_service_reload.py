@@ -36,10 +36,21 @@ def test_admin_needs_the_token_and_a_failed_reload_keeps_the_old_model(
         assert refused.status_code == 401 and refused.json()["error"] == "unauthorized"
         assert refused.headers["WWW-Authenticate"] == "Bearer"
 
-    missing = tmp_path / "no-such-model"
-    failed = requests.post(reload_url, headers=AUTH, json={"model": str(missing)}, timeout=60)
-    assert failed.status_code == 409 and failed.json()["error"] == "reload_failed"
-    assert str(missing) in failed.json()["message"] and "still serving" in failed.json()["message"]
+    # Registry URIs of this server's model only: no folders, no artifact stores, no other model.
+    for model in (
+        str(tmp_path / "detector"),
+        "file:///etc",
+        "s3://bucket/model",
+        "runs:/0123/model",
+        "models:/other-model/1",
+        "models:/vigil-detector@x/../1",
+    ):
+        refused = requests.post(reload_url, headers=AUTH, json={"model": model}, timeout=60)
+        assert refused.status_code == 400 and refused.json()["error"] == "invalid_model_uri", refused.text
+        assert "models:/vigil-detector/<version>" in refused.json()["message"]
+        assert len(refused.json()["message"]) < 600
+    huge = requests.post(reload_url, headers=AUTH, json={"model": "models:/x/1" + "0" * 50_000}, timeout=60)
+    assert huge.status_code == 422 and len(huge.json()["message"]) < 600  # the input is not echoed whole
     assert detect(server.url, test_images["real"][0].read_bytes()).status_code == 200
     assert requests.get(server.url + "/readyz", timeout=10).json()["model"]["source"] == detector.source
     bad_body = requests.post(reload_url, headers=AUTH, json={"modle": "x"}, timeout=10)
@@ -94,6 +105,16 @@ def test_reload_under_concurrent_requests_fails_none(serve, trained_dir, mlflow_
             thread.join(timeout=60)
 
     assert set(statuses) == {200}, statuses
+    # A version the registry does not have: 409, and the model keeps serving.
+    missing = requests.post(
+        server.url + "/admin/reload", headers=AUTH, json={"model": f"models:/{name}/999"}, timeout=120
+    )
+    assert missing.status_code == 409 and missing.json()["error"] == "reload_failed", missing.text
+    assert "still serving" in missing.json()["message"]
+    missing_alias = requests.post(
+        server.url + "/admin/reload", headers=AUTH, json={"model": f"models:/{name}@nobody"}, timeout=120
+    )
+    assert missing_alias.status_code == 409, missing_alias.text
     assert versions[first] > 0 and versions[second] > 0, versions
     metrics = requests.get(server.url + "/metrics", timeout=10).text
     assert f'vigil_model_info{{name="{name}",version="{first}"}} 1.0' in metrics
@@ -112,7 +133,7 @@ def test_the_server_starts_without_a_champion_and_becomes_ready_on_reload(
         "MLFLOW_TRACKING_URI": mlflow_server,
         "VIGIL_MODEL_NAME": name,
         "VIGIL_ADMIN_TOKEN": ADMIN_TOKEN,
-        "PYTHONPATH": os.getcwd(),
+        "PYTHONPATH": os.environ.get("PYTHONPATH", os.getcwd()),
     }
     service = stack.start(
         "serving",
