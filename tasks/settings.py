@@ -208,6 +208,34 @@ class ServingSettings(Section):
     host: str = "127.0.0.1"
     port: int = 8000
     model_alias: str = "champion"
+    cascade: bool = Field(
+        False,
+        description="Also load the VLM champion (vlm_model_name) as the cascade's second stage: images whose "
+        "fast P(fake) is in cascade_band go to it; without a VLM deployed the probe decides everything.",
+    )
+    cascade_band: tuple[float, float] = Field(
+        (0.2, 0.8),
+        description="[low, high) of the first stage's P(fake) sent to the second stage "
+        "(inference tuning can choose it on validation data: `vigil tune --cascade`).",
+    )
+    abstain_margin: float = Field(
+        0.05,
+        ge=0,
+        lt=0.5,
+        description="Answer 'uncertain' when P(fake) is within this distance of the deciding stage's threshold.",
+    )
+    review_margin: float = Field(
+        0.15,
+        ge=0,
+        lt=0.5,
+        description="Keep the bytes of predictions this close to the threshold for the review queue.",
+    )
+    audit_rate: float = Field(
+        0.02,
+        ge=0,
+        le=1,
+        description="Share of all predictions kept (bytes too) as a random audit sample for review.",
+    )
     max_upload_bytes: int = Field(10_000_000, gt=0)
     max_batch_images: int = Field(16, gt=0, description="Most images in one /v1/detect/batch call.")
     micro_batch_size: int = Field(

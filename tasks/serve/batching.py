@@ -15,6 +15,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+import numpy as np
 from PIL import Image
 
 if TYPE_CHECKING:
@@ -52,11 +53,12 @@ class MicroBatcher:
             self._worker.cancel()
             await asyncio.gather(self._worker, return_exceptions=True)
 
-    async def score(self, detector: Detector, images: list[Image.Image]) -> list[float]:
-        """P(fake) of each image, scored by ``detector``."""
+    async def score(self, detector: Detector, images: list[Image.Image]) -> list[tuple[float, np.ndarray]]:
+        """(P(fake), embedding) of each image, scored by ``detector`` (one forward pass gives both)."""
         if not self.enabled or self._queue is None:
             self.on_batch(len(images))
-            return [float(p) for p in await asyncio.to_thread(detector.score, images)]
+            scores, embeddings = await asyncio.to_thread(detector.score_and_embed, images)
+            return [(float(p), e) for p, e in zip(scores, embeddings, strict=True)]
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in images]
         for image, future in zip(images, futures, strict=True):
@@ -94,13 +96,15 @@ class MicroBatcher:
                 continue
             self.on_batch(len(live))
             try:
-                scores = await asyncio.to_thread(live[0][0].score, [image for _, image, _ in live])
+                scores, embeddings = await asyncio.to_thread(
+                    live[0][0].score_and_embed, [image for _, image, _ in live]
+                )
             except Exception as exc:
                 log.exception("scoring a batch of %d images failed", len(live))
                 for _, _, future in live:
                     if not future.done():
                         future.set_exception(exc)
                 continue
-            for (_, _, future), p in zip(live, scores, strict=True):
+            for (_, _, future), p, embedding in zip(live, scores, embeddings, strict=True):
                 if not future.done():
-                    future.set_result(float(p))
+                    future.set_result((float(p), embedding))

@@ -51,6 +51,14 @@ LOG_COLUMNS = (
     "input_kind",
     "explained",
     "image_key",
+    # what the monitor reads (docs/monitoring.md): where the image came from, who sent it, the detector's
+    # embedding, which cascade stage decided, the first stage's score, and why the bytes were kept
+    "source",
+    "client",
+    "embedding",
+    "stage",
+    "first_p_fake",
+    "review_candidate",
 )
 LABEL_DIRS = {"authentic": "0_real", "synthetic": "1_fake"}
 CLAIMS_PREFIX = "claims"
@@ -71,10 +79,12 @@ class PredictionLog:
         self._lock = threading.Lock()
         self._flushing = threading.Lock()
 
-    def add(self, row: dict[str, Any], data: bytes | None = None) -> None:
+    def add(self, row: dict[str, Any], data: bytes | None = None, *, keep: bool = False) -> None:
+        """Buffer one row; its image bytes are stored with it when ``keep_images`` is on or ``keep`` says
+        so (a review candidate: the review queue needs the image)."""
         with self._lock:
             self._rows.append(row)
-            self._images.append(data if self.keep_images else None)
+            self._images.append(data if (self.keep_images or keep) else None)
             self._oldest = self._oldest or time.monotonic()
 
     def due(self) -> bool:

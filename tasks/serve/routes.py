@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
@@ -73,7 +73,7 @@ async def healthz() -> dict[str, str]:
     "/readyz", tags=["probes"], summary="A model is loaded (503 until then)", responses=responses(503)
 )
 async def readyz(service: ServiceDep) -> dict[str, Any]:
-    return {"status": "ready", "model": service.require_detector().describe()}
+    return {"status": "ready", "model": service.describe()}
 
 
 @router.get("/metrics", tags=["probes"], summary="Prometheus metrics")
@@ -83,6 +83,13 @@ async def metrics(service: ServiceDep) -> Response:
 
 
 # -- detection ------------------------------------------------------------------------------
+SourceParam = Annotated[
+    str,
+    Query(
+        pattern=r"^[a-z0-9][a-z0-9_.-]{0,39}$",
+        description="Where the image comes from (the monitor reports per source), e.g. 'x', 'upload-page'.",
+    ),
+]
 DETECT_ERRORS = responses(400, 401, 408, 413, 415, 422, 429, 503)
 
 
@@ -95,12 +102,14 @@ DETECT_ERRORS = responses(400, 401, 408, 413, 415, 422, 429, 503)
     responses=DETECT_ERRORS,
     summary='One image: multipart `file`, or JSON {"url": ...}',
 )
-async def detect(service: ServiceDep, request: Request, explain: bool = False) -> dict[str, Any]:
+async def detect(
+    service: ServiceDep, request: Request, explain: bool = False, source: SourceParam = "api"
+) -> dict[str, Any]:
     started = time.perf_counter()
     client = client_of(service, request)
     service.tokens.require(client, "detect", "detection")
     service.detect_limit.take(client.key)
-    detector = service.require_detector()
+    cascade = service.cascade()
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
         form = await _form(request, max_files=1)
@@ -118,7 +127,7 @@ async def detect(service: ServiceDep, request: Request, explain: bool = False) -
             f"Content-Type {clip(content_type) or '(none)'!r}: send multipart/form-data with a 'file', "
             "or application/json with a 'url'",
         )
-    answers = await service.predict(detector, items, kind, explain, started)
+    answers = await service.predict(cascade, items, kind, explain, started, source=source, client=client.key)
     return answers[0]
 
 
@@ -131,12 +140,14 @@ async def detect(service: ServiceDep, request: Request, explain: bool = False) -
     responses=DETECT_ERRORS,
     summary="Several images: multipart `file` fields",
 )
-async def detect_batch(service: ServiceDep, request: Request, explain: bool = False) -> dict[str, Any]:
+async def detect_batch(
+    service: ServiceDep, request: Request, explain: bool = False, source: SourceParam = "api"
+) -> dict[str, Any]:
     started = time.perf_counter()
     client = client_of(service, request)
     service.tokens.require(client, "detect", "detection")
     service.detect_limit.take(client.key)
-    detector = service.require_detector()
+    cascade = service.cascade()
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise ApiError(
             415, "unsupported_media_type", "send multipart/form-data with one 'file' field per image"
@@ -152,7 +163,9 @@ async def detect_batch(service: ServiceDep, request: Request, explain: bool = Fa
         )
     service.detect_limit.charge(client.key, len(items) - 1)  # a batch spends one token per image
     explain = explain or str(form.get("explain", "")).lower() in TRUE
-    answers = await service.predict(detector, items, "batch", explain, started)
+    answers = await service.predict(
+        cascade, items, "batch", explain, started, source=source, client=client.key
+    )
     return {"predictions": answers, "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
 
 
@@ -192,7 +205,7 @@ async def reload(service: ServiceDep, request: Request) -> dict[str, Any]:
     raw = await request.body()
     requested = parse_json(ReloadInput, raw).model if raw.strip() else None
     source = service.registry_source(requested)
-    previous = service.detector
+    previous = service.second if service.is_second_stage(source) else service.detector
     try:
         detector = await service.load(source)
     except Exception as exc:  # noqa: BLE001 - the old model keeps serving; the caller gets the reason

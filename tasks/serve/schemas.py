@@ -6,8 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-# The verdicts an answer may carry: one place to add one (a later detector cascade adds "uncertain").
-Label = Literal["synthetic", "authentic"]
+# The verdicts an answer may carry: "uncertain" within serving.abstain_margin of the deciding stage's threshold.
+Label = Literal["synthetic", "authentic", "uncertain"]
 MAX_URL_CHARS = 2048
 
 
@@ -59,12 +59,26 @@ class ModelRef(BaseModel):
     version: str | None
 
 
+class Provenance(BaseModel):
+    """What the upload's own metadata claims; reported beside P(fake), never mixed into it."""
+
+    label: Literal["real", "fake"]
+    evidence: str = Field(description="c2pa | iptc | png_parameters: which metadata said so.")
+    generator: str | None = None
+
+
 class Prediction(BaseModel):
     prediction_id: str
     label: Label
-    p_fake: float
-    threshold: float
+    p_fake: float = Field(description="Calibrated P(fake) of the deciding stage.")
+    threshold: float = Field(description="The deciding stage's threshold.")
+    stage: Literal["probe", "vlm"] = Field(
+        description="Which detector decided (the cascade's first or second stage)."
+    )
     model: ModelRef
+    provenance: Provenance | None = Field(
+        None, description="Provenance metadata found in the upload, if any."
+    )
     latency_ms: float
     explanation: str | None = None
 

@@ -1,11 +1,19 @@
 """The detection service: the model slot, input decoding, prediction and what serving records.
 
-The loaded :class:`~tasks.model.detector.Detector` lives in one attribute of :class:`Service`. A
-request reads it once and uses that object to the end, so ``POST /admin/reload`` can load the new
-model in a worker thread and swap the attribute atomically: in-flight requests finish on the old
-model, new ones get the new model, none fails. The server starts without a model (the embedded
-stack starts serving before the first training): ``/readyz`` and ``/v1/detect`` answer 503 until a
-load succeeds.
+The loaded detectors live in two attributes of :class:`Service`: ``detector`` (the first stage, the
+fast probe family, ``model_name``) and ``second`` (the VLM, ``vlm_model_name``, loaded with
+``serving.cascade``). A request reads both once and uses them to the end (:class:`~tasks.model.cascade.Cascade`),
+so ``POST /admin/reload`` can load a new model in a worker thread and swap one attribute atomically:
+in-flight requests finish on the old model, new ones get the new one, none fails. The server starts
+without a model (the embedded stack starts serving before the first training): ``/readyz`` and
+``/v1/detect`` answer 503 until the first stage is loaded.
+
+Every answer carries the verdict (``synthetic``, ``authentic`` or ``uncertain`` within
+``serving.abstain_margin`` of the deciding stage's threshold), which stage decided, and the provenance
+the upload's own metadata claims (C2PA, IPTC DigitalSourceType, generator text chunks) as a field of
+its own — never mixed into P(fake). Each prediction is logged with the first stage's embedding for the
+monitor; the bytes of predictions near the threshold and of a random audit sample are kept for the
+review queue.
 
 URL input is fetched in its own small thread pool (``serving.url_fetch_concurrency``), with a total
 deadline, so slow remote hosts can neither take the threads that decode and score uploads nor hold a
@@ -26,7 +34,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
+from tasks.collect.provenance import Provenance
+from tasks.collect.provenance import detect as detect_provenance
 from tasks.images import ImageRejected, decode_image
+from tasks.model.cascade import Cascade
 from tasks.net import FetchError, fetch
 from tasks.serve.auth import Client, RateLimiter, Tokens
 from tasks.serve.batching import MicroBatcher
@@ -53,6 +66,7 @@ class Prepared:
     image: Image.Image
     sha256: str
     data: bytes | None
+    provenance: Provenance | None = None
 
 
 log = logging.getLogger("vigil.serve")
@@ -74,7 +88,11 @@ class Service:
         self.settings = settings
         self.default_source = f"models:/{settings.model_name}@{serving.model_alias}"
         self.model_source = model_source if model_source is not None else self.default_source
-        self.detector: Detector | None = None
+        self.detector: Detector | None = None  # the first stage
+        self.second: Detector | None = None  # the VLM (cascade)
+        self.second_source = (
+            f"models:/{settings.vlm_model_name}@{serving.model_alias}" if serving.cascade else None
+        )
         self.load_error: str | None = None
         self.loading: str | None = None  # the source being loaded right now
         self.metrics = Metrics()
@@ -137,20 +155,34 @@ class Service:
             )
         return detector
 
+    def cascade(self) -> Cascade:
+        """The detectors of this request (read once: a reload swaps them for later requests only)."""
+        first = self.require_detector()
+        return Cascade(first, self.second, self.settings.serving.cascade_band)
+
+    def describe(self) -> dict[str, Any]:
+        first = self.require_detector()
+        return {**first.describe(), "cascade": self.cascade().describe() if self.second else None}
+
     def registry_source(self, requested: str | None) -> str:
-        """The model a reload loads: a registry URI of this server's model; 400 for anything else."""
+        """The model a reload loads: a registry URI of this server's first- or second-stage model; 400 else."""
         if requested is None:
             return self.default_source
+        names = {self.settings.model_name, *([self.settings.vlm_model_name] if self.second_source else [])}
         match = REGISTRY_URI.match(requested)
-        if match is None or match["name"] != self.settings.model_name:
+        if match is None or match["name"] not in names:
+            shown = " or ".join(f"models:/{n}/<version>, models:/{n}@<alias>" for n in sorted(names))
             raise ApiError(
                 400,
                 "invalid_model_uri",
-                f"cannot reload {clip(requested)!r}: reload loads registered versions only, "
-                f"models:/{self.settings.model_name}/<version> or models:/{self.settings.model_name}@<alias>",
+                f"cannot reload {clip(requested)!r}: reload loads registered versions only, {shown}",
                 field="model",
             )
         return requested
+
+    def is_second_stage(self, source: str | Path | Detector) -> bool:
+        match = REGISTRY_URI.match(str(source))
+        return bool(self.second_source and match and match["name"] == self.settings.vlm_model_name)
 
     async def load(self, source: str | Path | Detector) -> Detector:
         """Load ``source`` off the event loop and swap it in; the old model serves until then."""
@@ -170,7 +202,10 @@ class Service:
                 raise
             finally:
                 self.loading = None
-            self.detector, self.load_error = detector, None
+            if self.is_second_stage(source):
+                self.second = detector
+            else:
+                self.detector, self.load_error = detector, None
             self.metrics.set_model(detector.name, detector.version)
             self.metrics.reloads.labels(outcome="success").inc()
             log.info("serving %r", detector)
@@ -250,22 +285,59 @@ class Service:
                 outcomes.append(exc)
                 continue
             self.uploads.put(ids[index], data)
-            outcomes.append(Prepared(image, sha256_hex(data), data if self.log.keep_images else None))
+            outcomes.append(Prepared(image, sha256_hex(data), data, detect_provenance(data)))
         if all(isinstance(outcome, ApiError) for outcome in outcomes):
             raise outcomes[0]  # nothing to score: the call fails with the first file's reason
         return outcomes
 
     # -- predicting -----------------------------------------------------------------------------
+    def verdict(self, p_fake: float, threshold: float) -> str:
+        if abs(p_fake - threshold) < self.settings.serving.abstain_margin:
+            return "uncertain"
+        return "synthetic" if p_fake >= threshold else "authentic"
+
+    def review_candidate(self, p_fake: float, threshold: float, prediction_id: str) -> str | None:
+        """Why serving keeps this image's bytes for the review queue: near the threshold, or the audit sample."""
+        serving = self.settings.serving
+        if abs(p_fake - threshold) < serving.review_margin:
+            return "near_threshold"
+        if int(prediction_id[:8], 16) / 0xFFFFFFFF < serving.audit_rate:  # ids are random: a fair sample
+            return "audit"
+        return None
+
     async def predict(
-        self, detector: Detector, items: list[Upload], kind: str, explain: bool, started: float
+        self,
+        cascade: Cascade,
+        items: list[Upload],
+        kind: str,
+        explain: bool,
+        started: float,
+        *,
+        source: str = "api",
+        client: str = "",
     ) -> list[dict[str, Any]]:
         """One answer per item, in order: a prediction, or (batch only) the reason the file was rejected."""
         ids = [uuid.uuid4().hex for _ in items]
         outcomes = await asyncio.to_thread(self.prepare, items, ids)
         good = [i for i, outcome in enumerate(outcomes) if not isinstance(outcome, ApiError)]
         images = [outcomes[i].image for i in good]  # type: ignore[union-attr]
-        scores = await self.batcher.score(detector, images)
-        explanations = await asyncio.to_thread(detector.explain, images, scores) if explain else None
+        first = await self.batcher.score(cascade.first, images)
+        p_first = np.array([p for p, _ in first])
+        decided, thresholds, stages = (
+            p_first.copy(),
+            np.full(len(good), cascade.first.threshold),
+            ["probe"] * len(good),
+        )
+        # explain=true goes to the VLM when one is deployed: it is the stage that writes reasons.
+        to_second = np.ones(len(p_first), bool) if explain and cascade.second else cascade.routed(p_first)
+        routed = np.flatnonzero(to_second)
+        if len(routed):
+            second = await self.batcher.score(cascade.second, [images[i] for i in routed])
+            for i, (p, _) in zip(routed, second, strict=True):
+                decided[i], thresholds[i], stages[i] = p, cascade.second.threshold, "second"
+        explanations = (
+            await asyncio.to_thread(cascade.explainer().explain, images, decided) if explain else None
+        )
         latency_ms = round((time.perf_counter() - started) * 1000, 2)
         now = datetime.now(UTC).isoformat(timespec="milliseconds")
         answers: list[dict[str, Any]] = [
@@ -274,22 +346,28 @@ class Service:
             else {}
             for (name, _), outcome in zip(items, outcomes, strict=True)
         ]
-        for position, (index, p_fake) in enumerate(zip(good, scores, strict=True)):
+        for position, index in enumerate(good):
             prepared = outcomes[index]
             assert isinstance(prepared, Prepared)
             prediction_id = ids[index]
-            label = "synthetic" if p_fake >= detector.threshold else "authentic"
+            p_fake, threshold, stage = float(decided[position]), float(thresholds[position]), stages[position]
+            deciding = cascade.second if stage == "second" else cascade.first
+            stage = deciding.card.family  # which detector decided: "probe" or "vlm"
+            label = self.verdict(p_fake, threshold)
             answer = {
                 "prediction_id": prediction_id,
                 "label": label,
                 "p_fake": round(p_fake, 6),
-                "threshold": round(detector.threshold, 6),
-                "model": {"name": detector.name, "version": detector.version},
+                "threshold": round(threshold, 6),
+                "stage": stage,
+                "model": {"name": deciding.name, "version": deciding.version},
+                "provenance": _provenance(prepared.provenance),
                 "latency_ms": latency_ms,
             }
             if explanations is not None:
                 answer["explanation"] = explanations[position]
             answers[index] = answer
+            candidate = self.review_candidate(p_fake, threshold, prediction_id)
             self.log.add(
                 {
                     "prediction_id": prediction_id,
@@ -297,23 +375,30 @@ class Service:
                     "image_sha256": prepared.sha256,
                     "p_fake": p_fake,
                     "label": label,
-                    "threshold": detector.threshold,
-                    "model_name": detector.name,
-                    "model_version": detector.version,
+                    "threshold": threshold,
+                    "model_name": deciding.name,
+                    "model_version": deciding.version,
                     "latency_ms": latency_ms,
                     "input_kind": kind,
                     "explained": explain,
                     "image_key": None,
+                    "source": source,
+                    "client": client,
+                    "embedding": first[position][1].astype(np.float32).tolist(),
+                    "stage": stage,
+                    "first_p_fake": float(p_first[position]),
+                    "review_candidate": candidate,
                 },
                 prepared.data,
+                keep=candidate is not None,
             )
             self.remember(
                 prediction_id,
                 {
                     "p_fake": p_fake,
                     "predicted": label,
-                    "model_name": detector.name,
-                    "model_version": detector.version,
+                    "model_name": deciding.name,
+                    "model_version": deciding.version,
                     "predicted_at": now,
                 },
             )
@@ -399,6 +484,20 @@ async def initial_load(service: Service) -> None:
             service.model_source,
             exc,
         )
+    if service.second_source:
+        try:
+            await service.load(service.second_source)
+        except Exception as exc:  # noqa: BLE001 - the cascade waits for a VLM champion; the probe decides
+            log.warning(
+                "no second stage from %s: %s; the first stage decides every image", service.second_source, exc
+            )
+
+
+def _provenance(found: Provenance | None) -> dict[str, Any] | None:
+    """What the upload's own metadata claims (never mixed into P(fake))."""
+    if found is None:
+        return None
+    return {"label": found.label, "evidence": found.label_source, "generator": found.generator}
 
 
 def is_missing(exc: BaseException) -> bool:

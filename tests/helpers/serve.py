@@ -60,6 +60,7 @@ def make_settings(
     admin_token: str | None = ADMIN_TOKEN,
     mlflow_uri: str | None = None,
     model_name: str = "vigil-detector",
+    vlm_model_name: str = "vigil-detector-vlm",
     images: dict | None = None,
     **serving,
 ) -> Settings:
@@ -85,6 +86,7 @@ def make_settings(
         inbox=str(root / "inbox"),
         admin_token=admin_token,
         model_name=model_name,
+        vlm_model_name=vlm_model_name,
         images=images or {},
         serving=serving,
         **extra,

@@ -40,16 +40,21 @@ def test_detect_answers_the_models_verdict_and_every_prediction_is_logged(
 ):
     server = serve(detector, allow_private_urls=True)  # the URL input below is served on loopback
     images = test_images["real"][:3] + test_images["fake"][:3]
-    expected = detector.score([Image.open(p).convert("RGB") for p in images])
+    detector_images = [Image.open(p).convert("RGB") for p in images]
+    expected = detector.score(detector_images)
 
     answers = [detect(server, path) for path in images]
 
     assert [a.status_code for a in answers] == [200] * len(images)
+    margin = server.service.settings.serving.abstain_margin
     for answer, p in zip((a.json() for a in answers), expected, strict=True):
         assert answer["p_fake"] == pytest.approx(p, abs=1e-4)
-        assert answer["label"] == ("synthetic" if p >= detector.threshold else "authentic")
+        verdict = "synthetic" if p >= detector.threshold else "authentic"
+        assert answer["label"] == ("uncertain" if abs(p - detector.threshold) < margin else verdict)
         assert answer["threshold"] == pytest.approx(detector.threshold)
         assert answer["model"] == {"name": detector.name, "version": detector.version}
+        assert answer["stage"] == detector.card.family  # one stage here: it decides everything
+        assert answer["provenance"] is None  # the demo images carry no provenance metadata
         assert answer["latency_ms"] > 0 and "explanation" not in answer
 
     # explain=true (query parameter or form field): the reason starts with the verdict word.
@@ -79,7 +84,7 @@ def test_detect_answers_the_models_verdict_and_every_prediction_is_logged(
     store = ObjectStore(server.service.settings.store_url)
     assert store.list("predictions") == []
     server.stop()
-    keys = store.list("predictions")
+    keys = [k for k in store.list("predictions") if not k.startswith("predictions/images/")]
     assert len(keys) == 1 and re.fullmatch(r"predictions/date=\d{4}-\d{2}-\d{2}/[\w-]+\.parquet", keys[0])
     log = store.read_table(keys[0])
     assert len(log) == len(images) + 2 + 3 + 1
@@ -91,7 +96,15 @@ def test_detect_answers_the_models_verdict_and_every_prediction_is_logged(
         assert row["input_kind"] == "upload" and row["model_name"] == detector.name
     assert set(log["input_kind"]) == {"upload", "batch", "url"}
     assert sorted(log["image_sha256"].unique()) == sorted({sha256_hex(p.read_bytes()) for p in images})
-    assert log["image_key"].isna().all()  # no image bytes unless serving.log_image_bytes
+    # No image bytes, except for review candidates (near the threshold, or the random audit sample).
+    kept = log[log["image_key"].notna()]
+    assert set(kept["review_candidate"]) <= {"near_threshold", "audit"}
+    assert log.loc[log["review_candidate"].isna(), "image_key"].isna().all()
+    for row in kept.itertuples():
+        assert store.exists(row.image_key)
+    # What the monitor reads: the embedding of every prediction, the deciding stage, the source.
+    assert {len(e) for e in log["embedding"]} == {detector.embed(detector_images[:1]).shape[1]}
+    assert set(log["stage"]) == {detector.card.family} and set(log["source"]) == {"api"}
 
 
 def collect_inbox(settings, tmp_path) -> list[dict]:
