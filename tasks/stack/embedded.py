@@ -9,6 +9,7 @@ two log servers Airflow 3.3.2 binds to every interface (see :func:`start_airflow
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import secrets
@@ -16,6 +17,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from tasks.stack import metadb
 from tasks.stack.airflow_objects import airflow_env as airflow_objects_env
 from tasks.stack.services import (
     Service,
@@ -92,6 +94,12 @@ def start_airflow(home: Path, port: int | None = None, env: dict[str, str] | Non
     with no setting to change that (they answer only requests signed with this stack's secret), and on
     their fixed defaults (8793, 8794) a second stack on the machine could not start.
     """
+    metadb.bindir()  # fail here, in the caller's terminal, when the server is not installed
+    for driver in ("psycopg2", "asyncpg"):
+        if importlib.util.find_spec(driver) is None:
+            raise RuntimeError(
+                f"the metadata DB driver {driver!r} is missing: run `make venv` (requirements.txt)"
+            )
     private_dir(home)
     ensure_admin_password(home)
     port = port or free_port()
@@ -120,6 +128,7 @@ def ensure_admin_password(home: Path) -> str:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
+        os.chmod(path, 0o600)  # a home from before the stack wrote it: Airflow made it 0644
         return json.loads(path.read_text())["admin"]
     password = secrets.token_urlsafe(16)
     with os.fdopen(fd, "w") as handle:

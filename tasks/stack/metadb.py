@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import glob
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -43,15 +44,16 @@ SERVER_SETTINGS = {
 
 
 def bindir() -> Path:
-    """The newest installed PostgreSQL server's bin folder (Debian layout)."""
+    """The PostgreSQL server's bin folder: the newest Debian one, else the one of ``initdb`` on PATH."""
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[-3]))
-    if not found:
-        raise RuntimeError(
-            "PostgreSQL server binaries not found under /usr/lib/postgresql/*/bin: the embedded Airflow "
-            "keeps its metadata in a private PostgreSQL cluster. Install Debian's server with `make postgres` "
-            "(apt-get install postgresql; `make demo` runs it for you)."
-        )
-    return Path(found[-1]).parent
+    on_path = shutil.which("initdb")
+    if found or on_path:
+        return Path(found[-1] if found else on_path).parent
+    raise RuntimeError(
+        "PostgreSQL server binaries not found (/usr/lib/postgresql/*/bin, or initdb on PATH): the embedded "
+        "Airflow keeps its metadata in a private PostgreSQL cluster. Install Debian's server with "
+        "`make postgres` (apt-get install postgresql; `make demo` does it for you)."
+    )
 
 
 @dataclass(frozen=True)
@@ -172,9 +174,10 @@ class Cluster:
         while time.monotonic() < deadline:
             try:
                 pid = int(pid_file.read_text().split()[0])
-                os.kill(pid, 0)
+                if Path(f"/proc/{pid}/comm").read_text().strip() != "postgres":
+                    return  # a stale pid file (the pid now belongs to another program): PostgreSQL handles it
             except (OSError, ValueError, IndexError):
-                return  # no pid file, or a stale one: PostgreSQL itself cleans that up
+                return  # no pid file, or no such process: PostgreSQL itself cleans that up
             time.sleep(0.2)
         raise RuntimeError(f"a PostgreSQL server (pid {pid}) still runs on {self.data}; stop it first")
 
