@@ -33,6 +33,14 @@ def group_pids(group: int) -> list[int]:
     return pids
 
 
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def children(pid: int) -> list[int]:
     """``pid`` and all its descendants (PostgreSQL's backends leave the postmaster's process group)."""
     parent_of: dict[int, list[int]] = {}

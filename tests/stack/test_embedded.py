@@ -12,7 +12,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tests.helpers.stack import children, environ_of, group_pids, tcp_listeners
+from tests.helpers.stack import alive, children, environ_of, group_pids, tcp_listeners
 from tests.stack.conftest import X_TOKEN
 
 WRITTEN_BY_THE_USER = {"inbox", "staging"}  # the demo's own process writes these, not a service
@@ -178,3 +178,29 @@ def settled_runs(client, dag_id: str, after: datetime, timeout: float) -> list[d
         previous = states
         time.sleep(5)
     raise AssertionError(f"{dag_id} did not settle within {timeout:.0f}s: {previous}")
+
+
+def test_a_killed_airflow_leaves_no_database_server_behind_and_the_stack_starts_again(embedded):
+    """``stop`` ends with SIGKILL when a service does not stop in time: PostgreSQL, outside the Airflow
+    service's process group, must still go (it gets SIGINT when its parent dies), and the next start
+    must recover the cluster."""
+    import os
+    import signal
+
+    from tasks import stack
+
+    postmaster = postmaster_pid(embedded)
+    services = embedded.services()
+    airflow = next(s for s in services if s.name == "airflow")
+
+    os.killpg(airflow.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 120
+    while alive(postmaster) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    stack.down(embedded.settings)
+
+    assert not alive(postmaster), "PostgreSQL outlived the killed Airflow service"
+    assert [s.name for s in services if group_pids(s.pid)] == []
+    embedded.info = stack.up(embedded.settings)
+    assert postmaster_pid(embedded) != postmaster
+    assert "collect_inbox" in {d["dag_id"] for d in embedded.client().request("GET", "/dags")["dags"]}
