@@ -32,8 +32,9 @@ browser:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
 
-# Debian's PostgreSQL server binaries: tests/infra runs the compose file's MLflow service against a real
-# PostgreSQL initialised by docker/postgres/init-mlflow-db.sh (in its own cluster on a free port).
+# Debian's PostgreSQL server binaries: the embedded Airflow keeps its metadata in a private cluster
+# (tasks/stack/metadb.py: started and stopped by the stack, unix socket only), and tests/infra runs the
+# compose file's MLflow service against a real PostgreSQL initialised by docker/postgres/init-mlflow-db.sh.
 postgres:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
@@ -50,7 +51,7 @@ format: venv
 test: venv browser postgres
 	$(BIN)/python -m pytest
 
-demo: venv
+demo: venv postgres
 	$(BIN)/vigil demo
 
 down: venv

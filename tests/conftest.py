@@ -27,6 +27,7 @@ os.environ.update(
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",  # outside production nothing asks for cloud instance credentials
         "VIGIL_HOME": str(_SESSION_DIR / "vigil"),
         "VIGIL_DOWNLOAD__POLITENESS_DELAY_S": "0",
     }

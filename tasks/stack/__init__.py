@@ -2,8 +2,11 @@
 
 * :mod:`tasks.stack.services` starts, health-checks and stops one process group;
 * :mod:`tasks.stack.embedded` is the stack of ``make demo``: MLflow, Airflow standalone, serving;
-* :mod:`tasks.stack.airflow_client` drives DAG runs through Airflow's REST API, as a user would;
-* :mod:`tasks.stack.airflow_objects` derives Airflow connections, variables and pools from the settings.
+* :mod:`tasks.stack.airflow_service` runs the embedded Airflow: its private PostgreSQL
+  (:mod:`tasks.stack.metadb`), its pools and connections, then ``airflow standalone``;
+* :mod:`tasks.stack.airflow_client` drives DAG runs through Airflow's REST API, as a user would, retrying
+  what is safe to retry;
+* :mod:`tasks.stack.airflow_objects` names the pools and connections files and derives the variables.
 """
 
 from tasks.stack.embedded import (

@@ -3,6 +3,9 @@
 Every service runs in its own process group (``setsid``) so that stopping it also stops the workers
 it forked (Airflow standalone forks a scheduler, api-server, dag-processor, triggerer and task
 processes); ``stop`` signals the whole group, then SIGKILLs what is left.
+
+Every service is private to this user: it starts with umask 077 (its logs, databases and the files it
+writes are 0600/0700), and never asks a cloud's instance-metadata service for credentials.
 """
 
 from __future__ import annotations
@@ -16,6 +19,11 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
+
+UMASK = 0o077
+# Outside production nothing looks for cloud instance credentials: botocore without credentials would
+# otherwise try http://169.254.169.254 (EC2 instance metadata). Not overridable by a caller's env.
+NO_INSTANCE_METADATA = {"AWS_EC2_METADATA_DISABLED": "true"}
 
 
 @dataclass
@@ -56,6 +64,13 @@ def port_is_free(port: int) -> bool:
         return True
 
 
+def private_dir(path: Path) -> Path:
+    """Create ``path`` (and parents) and make it 0700: the stack's state is this user's alone."""
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+    return path
+
+
 def port_of(url: str) -> int:
     parsed = urlparse(url)
     return parsed.port or (443 if parsed.scheme == "https" else 80)
@@ -71,17 +86,19 @@ def start(
     env: dict[str, str] | None = None,
     cwd: Path | None = None,
 ) -> Service:
-    """Start ``cmd`` in a new process group with output to ``log``; does not wait for health."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as out:
+    """Start ``cmd`` in a new process group with output to ``log`` (0600); does not wait for health."""
+    private_dir(log.parent)
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "ab") as out:
         proc = subprocess.Popen(
             cmd,
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            env={**os.environ, **(env or {})},
+            env={**os.environ, **(env or {}), **NO_INSTANCE_METADATA},
             cwd=cwd,
+            umask=UMASK,
         )
     url = f"http://127.0.0.1:{port}"
     return Service(name, proc.pid, port, url, url + health_path, str(log))

@@ -82,6 +82,7 @@ _TORCHRUN = (
     "the entry point under torch.distributed.run when several GPUs are visible)"
 )
 NOT_FOR_COMPOSE = {
+    "AIRFLOW_HOME": "tasks/stack/airflow_service.py runs the embedded Airflow in the home tasks/stack/embedded.py sets",
     "PYTHONPATH": "tasks/stack/embedded.py extends it for the embedded stack's Airflow processes",
     "PATH": "tasks/stack/embedded.py puts this venv's bin first for the embedded stack's Airflow processes",
     "RANK": _TORCHRUN,

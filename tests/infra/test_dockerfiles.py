@@ -30,9 +30,6 @@ ENTRY_POINTS = {"serving": ["python", "-m", "tasks.serve"]}
 # The root requirements.txt is the embedded/CI set (one CPU machine). Packages only an image needs are
 # absent from it; each is listed here with the reason. Every other pin must equal the root pin.
 IMAGE_ONLY_PACKAGES: dict[str, dict[str, str]] = {
-    "mlflow": {
-        "psycopg2-binary": "the MLflow server's backend store is compose's PostgreSQL; embedded uses SQLite"
-    },
     "trainer": {
         "deepspeed": "ZeRO-2 across several GPUs (include/deepspeed_zero2.json); the embedded mode trains "
         "on one CPU, where DeepSpeed has nothing to do"
