@@ -193,6 +193,11 @@ class PromotionSettings(Section):
     """The promotion gate (tasks/promote/gate.py)."""
 
     policy_file: str = Field("gate.yaml", description="Gate policy file under the include folder.")
+    override_users: tuple[str, ...] = Field(
+        (),
+        description="Airflow users who may promote a version the gate rejected (the promote form's "
+        "override); empty: every user allowed to trigger the promote DAG.",
+    )
 
 
 class DeploySettings(Section):
