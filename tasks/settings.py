@@ -149,6 +149,12 @@ class TrainingSettings(Section):
         description="Docker volume with the Hugging Face cache "
         "(base model weights), mounted at /vigil/hf-cache in the trainer container.",
     )
+    deadline_minutes: float = Field(
+        480.0,
+        gt=0,
+        description="Deadline alert: a train_detector run still unfinished this many minutes after it "
+        "was queued is marked 'Deadline missed' in the Airflow UI and logged by the triggerer.",
+    )
 
 
 class ServingSettings(Section):
@@ -224,6 +230,12 @@ class DeploySettings(Section):
         description="Image inference tuning runs in (docker), so it measures the serving hardware and stack.",
     )
     docker_url: str = Field("unix://var/run/docker.sock", description="Docker API (docker roll-out).")
+    deadline_minutes: float = Field(
+        90.0,
+        gt=0,
+        description="Deadline alert: a deploy run still unfinished this many minutes after it was queued "
+        "is marked 'Deadline missed' in the Airflow UI and logged by the triggerer.",
+    )
 
 
 class Settings(BaseSettings):
