@@ -33,13 +33,15 @@ def deadline(what: str, minutes: float, hint: str):
     """
     from airflow.sdk import AsyncCallback, DeadlineAlert, DeadlineReference
 
+    from tasks.alerts import duration_text
+
     return DeadlineAlert(
         reference=DeadlineReference.DAGRUN_QUEUED_AT,
         interval=timedelta(minutes=minutes),
         callback=AsyncCallback(
             "tasks.alerts.deadline_missed", kwargs={"what": what, "minutes": minutes, "hint": hint}
         ),
-        name=f"{what} within {minutes:g} min",
+        name=f"{what} within {duration_text(minutes)}",
     )
 
 

@@ -14,6 +14,14 @@ from typing import Any
 log = logging.getLogger("vigil.alerts")
 
 
+def duration_text(minutes: float) -> str:
+    """480 -> "8 h", 90 -> "1 h 30 min", 20 -> "20 min", 0.05 -> "3 s"."""
+    if minutes < 1:
+        return f"{minutes * 60:.3g} s"
+    hours, rest = divmod(round(minutes), 60)
+    return " ".join(part for part in (f"{hours} h" if hours else "", f"{rest} min" if rest else "") if part)
+
+
 def deadline_message(what: str, minutes: float, hint: str, context: dict[str, Any] | None) -> str:
     """The alert in one sentence: the run, when it was queued, the deadline, what to check."""
     context = context or {}
@@ -21,7 +29,7 @@ def deadline_message(what: str, minutes: float, hint: str, context: dict[str, An
     deadline = context.get("deadline") or {}
     return (
         f"DEADLINE MISSED: {run.get('dag_id', '?')} run {run.get('dag_run_id', '?')} ({what}) is not finished "
-        f"{minutes:g} minutes after it was queued at {run.get('queued_at', '?')} (deadline "
+        f"{duration_text(minutes)} after it was queued at {run.get('queued_at', '?')} (deadline "
         f"{deadline.get('deadline_time', '?')}; state {run.get('state', '?')}). {hint}"
     )
 

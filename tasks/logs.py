@@ -20,8 +20,9 @@ import time
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # Chatty libraries: their INFO lines drown the stage's own progress lines.
 QUIET = ("httpx", "urllib3", "mlflow.tracking.fluent", "botocore", "s3fs", "fsspec")
+# FORMAT, and MLflow's own handler's variant of it (dates with slashes).
 LINE = re.compile(
-    r"^\d{4}-\d\d-\d\d[ T][\d:,.]+\s+(?P<level>DEBUG|INFO|WARNING|ERROR|CRITICAL)\s+(?P<name>[\w.\-]+):\s?(?P<message>.*)$"
+    r"^\d{4}[-/]\d\d[-/]\d\d[ T][\d:,.]+\s+(?P<level>DEBUG|INFO|WARNING|ERROR|CRITICAL)\s+(?P<name>[\w.\-]+):\s?(?P<message>.*)$"
 )
 # Lines that are not in FORMAT but say their own level: Python's warnings and uncaught tracebacks.
 WARNING_LINE = re.compile(r"^\S+:\d+: \w*Warning: ")
@@ -48,10 +49,11 @@ def parse_line(line: str) -> tuple[int, str, str]:
 class _Relay:
     """Re-logs one stream of a child process, line by line, each at the level the line states.
 
-    A line in :data:`FORMAT` keeps its level and logger; a line that is not (a traceback's body, a
-    wrapped message) continues the record before it, at its level; a bare traceback is an error and a
-    Python warning a warning. Redraws (``\\r``-terminated, e.g. a progress bar) are throttled to one per
-    :data:`PROGRESS_INTERVAL_S` seconds, and the last state is always logged.
+    A line in :data:`FORMAT` keeps its level and logger. Other lines: a traceback is an error up to the
+    next line in FORMAT, a Python warning is a warning, an indented line continues the record before it
+    (a multi-line message, a warning's source line), anything else is INFO of ``default``. Redraws
+    (``\\r``-terminated, e.g. a progress bar) are throttled to one per :data:`PROGRESS_INTERVAL_S`
+    seconds, and the last state is always logged.
     """
 
     def __init__(self, default: logging.Logger, progress_interval_s: float, keep: list[str] | None) -> None:
@@ -59,6 +61,7 @@ class _Relay:
         self.progress_interval_s = progress_interval_s
         self.keep = keep
         self.level, self.logger = logging.INFO, default
+        self.in_traceback = False
         self._last_progress = float("-inf")
         self._pending: str | None = None
 
@@ -90,13 +93,17 @@ class _Relay:
         match = LINE.match(text)
         if match is not None:
             self.level, self.logger = logging.getLevelName(match["level"]), logging.getLogger(match["name"])
+            self.in_traceback = False
             self.logger.log(self.level, "%s", match["message"])
             return
         if text.startswith(TRACEBACK_START):
-            self.level, self.logger = logging.ERROR, self.default
+            self.in_traceback = True
+            if self.level < logging.ERROR:  # a bare traceback; after log.exception it stays that record's
+                self.level, self.logger = logging.ERROR, self.default
         elif WARNING_LINE.match(text):
-            self.default.warning("%s", text)
-            return
+            self.level, self.logger, self.in_traceback = logging.WARNING, self.default, False
+        elif not self.in_traceback and not text[:1].isspace():
+            self.level, self.logger = logging.INFO, self.default
         self.logger.log(self.level, "%s", text)
 
 

@@ -26,6 +26,10 @@ CHILD = textwrap.dedent(
         time.sleep(0.002)
     sys.stderr.write("\\n")
     warnings.warn("a library's deprecation")
+    sys.stderr.write("  warnings.warn(...)\\n")  # what a warning from a file shows: its source line
+    sys.stderr.write("2026/12/01 18:58:51 WARNING mlflow.pyfunc: a library's own log format\\n")
+    log.info("registering")
+    sys.stderr.write("Successfully registered model 'm'.\\n")  # a library's bare print
     try:
         raise ValueError("inner detail")
     except ValueError:
@@ -51,7 +55,12 @@ def test_a_childs_lines_keep_their_level_and_logger_and_a_bar_becomes_a_few_line
     # The bar: its first redraw, then (throttled) only its final state, not 50 lines nor one long line.
     progress = [m for _, _, m in records if m.startswith("progress")]
     assert progress == ["progress 1/50", "progress 50/50"]
-    assert any(level == "WARNING" and "a library's deprecation" in m for _, level, m in records)
+    warned = [(name, m) for name, level, m in records if level == "WARNING"]
+    assert any("a library's deprecation" in m for _, m in warned)
+    assert ("vigil.child", "  warnings.warn(...)") in warned  # the warning's source line, indented
+    assert ("mlflow.pyfunc", "a library's own log format") in warned
+    # A bare line is the child's own INFO, not a continuation of the last logger's record.
+    assert ("vigil.child", "INFO", "Successfully registered model 'm'.") in records
     assert stdout.splitlines()[-1] == '{"version": "3"}'
 
 

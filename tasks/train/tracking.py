@@ -156,18 +156,25 @@ def log_and_register(
     """Log the detector folder as a pyfunc model (signature, input example), register a new version,
     alias it ``challenger``, tag it. MLflow links the run's metrics logged so far at step 0 (the test
     report, the final validation metrics, the threshold) to the logged model."""
+    import warnings
+
     import mlflow
 
-    from tasks.model.pyfunc import DetectorPyfunc, input_example, pip_requirements, signature
+    with warnings.catch_warnings():
+        # The signature is given: MLflow's advice to infer it from type hints does not apply.
+        warnings.filterwarnings(
+            "ignore", message=r".*Add type hints to the `predict` method", category=UserWarning
+        )
+        from tasks.model.pyfunc import DetectorPyfunc, input_example, pip_requirements, signature
 
-    info = mlflow.pyfunc.log_model(
-        name="model",
-        python_model=DetectorPyfunc(),
-        artifacts={"detector": str(detector_dir)},
-        pip_requirements=pip_requirements(),
-        signature=signature(),
-        input_example=input_example(),
-    )
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=DetectorPyfunc(),
+            artifacts={"detector": str(detector_dir)},
+            pip_requirements=pip_requirements(),
+            signature=signature(),
+            input_example=input_example(),
+        )
     if found := airflow_run(settings):
         tags = {**tags, "airflow_run_url": found["url"]}
     version = Registry(settings).register(info.model_uri, tags, description)

@@ -149,17 +149,18 @@ class ProgressLines(TrainerCallback):
         self.started = self.last = self.clock()
         self.first_step = state.global_step  # a resumed job: its throughput counts from here
 
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        logs = logs or {}
-        self.loss = logs.get("loss", self.loss)
-        self.learning_rate = logs.get("learning_rate", self.learning_rate)
-
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         self.val_auc = (metrics or {}).get("eval_roc_auc", self.val_auc)
 
-    def on_step_end(self, args, state, control, **kwargs):
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        """After each training step's log (``logging_steps``): the loss is known, the line can be told."""
+        logs = logs or {}
+        if "loss" not in logs:  # evaluation or end-of-training logs
+            return
+        self.loss = logs["loss"]
+        self.learning_rate = logs.get("learning_rate", self.learning_rate)
         now = self.clock()
-        first = state.global_step == self.first_step + 1  # the pace, as soon as it is known
+        first = self.last == self.started  # the pace, as soon as it is known
         if not state.is_world_process_zero or (not first and now - self.last < self.interval_s):
             return
         self.last = now

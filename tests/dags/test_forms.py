@@ -96,8 +96,13 @@ def test_every_dag_has_a_description_and_the_phased_graphs_have_task_groups(dags
     assert {"rollback", "resolve_version"} <= set(dags["deploy"].task_ids)
 
 
-@pytest.mark.parametrize(("dag_id", "setting"), [("train_detector", 480.0), ("deploy", 90.0)])
-def test_training_and_deployment_have_a_deadline_alert_the_triggerer_can_run(dags, dag_id, setting):
+@pytest.mark.parametrize(
+    ("dag_id", "setting", "name"),
+    [("train_detector", 480.0, "training within 8 h"), ("deploy", 90.0, "deployment within 1 h 30 min")],
+)
+def test_training_and_deployment_have_a_deadline_alert_the_triggerer_can_run(
+    dags, dag_id, setting, name, caplog
+):
     from datetime import timedelta
 
     from airflow.sdk import AsyncCallback
@@ -105,12 +110,18 @@ def test_training_and_deployment_have_a_deadline_alert_the_triggerer_can_run(dag
     [alert] = dags[dag_id].deadline
     assert alert.interval == timedelta(minutes=setting)
     assert type(alert.reference).__name__ == "DagRunQueuedAtDeadline"  # manual runs have no logical date
-    assert isinstance(alert.callback, AsyncCallback) and alert.name.endswith(f"within {setting:g} min")
-    module, _, name = alert.callback.path.rpartition(".")
-    callback = getattr(importlib.import_module(module), name)  # by path, as the triggerer imports it
+    assert isinstance(alert.callback, AsyncCallback) and alert.name == name
+    module, _, function = alert.callback.path.rpartition(".")
+    callback = getattr(importlib.import_module(module), function)  # by path, as the triggerer imports it
     assert inspect.iscoroutinefunction(callback) and not module.startswith(("dags", "vigil_common"))
     context = {
         "dag_run": {"dag_id": dag_id, "dag_run_id": "manual__1", "queued_at": "2026-01-01T00:00:00Z"},
         "deadline": {"deadline_time": "2026-01-01T08:00:00Z"},
     }
     asyncio.run(callback(**alert.callback.kwargs, context=context))  # it runs with what Airflow passes
+    [record] = [r for r in caplog.records if r.name == "vigil.alerts"]
+    assert record.levelname == "ERROR"
+    assert record.getMessage().startswith(
+        f"DEADLINE MISSED: {dag_id} run manual__1 ({name.split()[0]}) is not finished {name.split('within ')[1]} "
+        "after it was queued at 2026-01-01T00:00:00Z (deadline 2026-01-01T08:00:00Z"
+    )

@@ -29,13 +29,14 @@ def test_a_line_at_the_first_step_then_one_per_interval_with_pace_and_time_left(
     for step in range(1, 101):
         clock.now += 2.0  # two seconds per optimizer step of 32 images: 16 samples/s
         state.global_step, state.epoch = step, step / 10
+        progress.on_step_end(args, state, control)  # what the Trainer calls, in its order
         progress.on_log(args, state, control, logs={"loss": 1.0 / step, "learning_rate": 1e-3})
         if step % 10 == 0:
             state.best_metric = 0.5 + step / 250
             progress.on_evaluate(args, state, control, metrics={"eval_roc_auc": 0.5 + step / 250})
-        progress.on_step_end(args, state, control)
+            progress.on_log(args, state, control, logs={"eval_roc_auc": 0.5 + step / 250})
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("progress:")]
-    # step 1, then every 30 s (15 steps of 2 s): 1, 16, 31, 46, 61, 76, 91
+    # step 1 (with its loss), then every 30 s (15 steps of 2 s): 1, 16, 31, 46, 61, 76, 91
     assert len(lines) == 7, lines
     first, fourth = lines[0], lines[3]
     assert first.startswith("progress: epoch 1/10 | step 1/100 (1%) | loss 1.0000 | lr 1.00e-03")
@@ -52,5 +53,5 @@ def test_only_the_main_process_reports(caplog):
     args = SimpleNamespace(per_device_train_batch_size=1, gradient_accumulation_steps=1, world_size=2)
     progress.on_train_begin(args, state, TrainerControl())
     state.global_step = 1
-    progress.on_step_end(args, state, TrainerControl())
+    progress.on_log(args, state, TrainerControl(), logs={"loss": 0.5})
     assert not caplog.records
