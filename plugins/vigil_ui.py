@@ -118,17 +118,17 @@ def create_app():
     @app.get("/runs/{dag_id}/{run_id:path}")
     def dag_run(request: Request, dag_id: str, run_id: str):
         settings = Settings()
-        return page(
-            runs.run_page(
-                settings,
-                ObjectStore.from_settings(settings),
-                base(request),
-                mlflow_ui_url(settings),
-                dag_id,
-                run_id,
-                run_facts(dag_id, run_id),
-            )
+        facts = run_facts(dag_id, run_id)
+        html = runs.run_page(
+            settings,
+            ObjectStore.from_settings(settings),
+            base(request),
+            mlflow_ui_url(settings),
+            dag_id,
+            run_id,
+            facts,
         )
+        return page(html, 200 if facts is not None else 404)
 
     return app
 
