@@ -274,7 +274,7 @@ def test_pages_are_reachable_from_the_airflow_ui(page, airflow_ui):
     assert frame.locator("h1").inner_text().startswith(f"curate run {run_id}")
     assert "No result (yet): curate_batches is" in frame.locator("main").inner_text()
     frame.get_by_role("link", name="Data quality").click()  # the page's own navigation
-    assert frame.locator(f"tr#{airflow_ui['batch_id']}").count() == 1
+    frame.locator(f"tr#{airflow_ui['batch_id']}").wait_for()
 
 
 def _token(url: str, password: str) -> str:
