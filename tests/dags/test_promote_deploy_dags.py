@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.dags import without_deadline
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -24,7 +26,7 @@ def parse(airflow_db, name: str):
 
     bag = DagBag(dag_folder=str(REPO / "dags" / f"{name}.py"))
     assert not bag.import_errors, bag.import_errors
-    return bag.get_dag(name)
+    return without_deadline(bag.get_dag(name))
 
 
 @pytest.fixture
