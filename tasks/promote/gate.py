@@ -51,6 +51,7 @@ SLICE_COLUMNS = ("source", "generator")
 TABLE_METRICS = ("roc_auc", "balanced_accuracy", "ece")
 PROMOTED, REJECTED, OVERRIDDEN = "promoted", "rejected", "overridden"
 MAX_OVERRIDE_REASON = 500
+MARKS = {PASSED: "✅", FAILED: "❌", NOT_APPLICABLE: "➖ not applicable:"}  # a check in the Markdown report
 
 
 class OverrideError(PermanentError, ValueError):
@@ -369,9 +370,6 @@ def _delta(row: dict[str, Any], metric: str) -> float | None:
     if not mine or not theirs or mine.get(metric) is None or theirs.get(metric) is None:
         return None
     return mine[metric] - theirs[metric]
-
-
-MARKS = {PASSED: "✅", FAILED: "❌", NOT_APPLICABLE: "➖ not applicable:"}
 
 
 def markdown(report: dict[str, Any]) -> str:
