@@ -144,14 +144,14 @@ def test_retraining_from_the_form_logs_at_the_right_level_and_links_mlflow(page,
 
     # The train task's log, as a person reads it: the trainer's lines at their level, progress lines.
     page.goto(f"{ui.url}{run_path('train_detector', run_id)}/tasks/train")
-    page.get_by_text(re.compile(r"epoch 1/\d+: train loss")).first.wait_for()
+    page.get_by_text(re.compile(r"epoch 1/\d+: ")).first.wait_for()
     lines = log_lines(page)
     levels = Counter(line.split("] ", 1)[1].split(" - ", 1)[0] for line in lines)
-    assert levels["INFO"] >= 20 and levels["ERROR"] == 0 and levels["CRITICAL"] == 0, levels
-    assert any(
-        re.search(r"INFO - progress: epoch 1/\d+ \| step 1/\d+ .*samples/s \| ETA", line) for line in lines
-    )
-    assert any("INFO - training job " in line for line in lines)
+    assert levels["INFO"] >= 15 and levels["ERROR"] == 0 and levels["CRITICAL"] == 0, levels
+    assert any("INFO - training job " in line for line in lines)  # the trainer's own lines, at INFO
+    # Progress in lines: epochs with their loss and validation AUC (the Hugging Face trainer also tells
+    # "progress: epoch 1/30 | step 1/60 (2%) | loss ... | samples/s | ETA ...").
+    assert any(re.search(r"INFO - (progress: )?epoch \d+/\d+[:| ].*loss.*AUC", line) for line in lines)
     assert all(len(line) < 1500 and "\r" not in line for line in lines)  # no squashed progress bars
     page.get_by_role("combobox").filter(has_text="All Log Levels").click()
     page.get_by_role("option", name="ERROR").click()
