@@ -39,6 +39,7 @@ from vigil_common import CURATED_DATASET, DEFAULT_ARGS, RAW_BATCH
     max_consecutive_failed_dag_runs=5,
     default_args={**DEFAULT_ARGS, "execution_timeout": timedelta(hours=2)},
     doc_md=__doc__,
+    description="Validate new raw batches, quarantine bad images with reasons, publish a dataset snapshot.",
     tags=["vigil", "data", "curation"],
     params={
         "retry_batches": Param(

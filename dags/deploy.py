@@ -13,18 +13,20 @@ Runs when the gate promotes a model (the `champion` Asset), or by hand for a ver
 4. `post_deploy_check` — the same smoke test against the live server.
 
 If any step fails, `rollback` moves `champion` back to `previous`, reloads serving, and fails the run
-with a message that says what happened. Thresholds: the `deploy` settings section.
+with a message that says what happened. Thresholds: the `deploy` settings section. The graph groups
+the steps in two phases, `tuning` and `release`; a run unfinished `deploy.deadline_minutes` after it
+was queued is marked *Deadline missed*.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-from airflow.sdk import Param, chain, dag, task
+from airflow.sdk import Param, TaskGroup, chain, dag, task
 
 from tasks.settings import Settings
 
-from vigil_common import CHAMPION, DEFAULT_ARGS, container_job
+from vigil_common import CHAMPION, DEFAULT_ARGS, container_job, deadline
 
 SETTINGS = Settings()
 STEPS = ("tune", "smoke_test_sandbox", "roll_out", "post_deploy_check")
@@ -44,80 +46,109 @@ def _step(ti, run, *args):
     schedule=[CHAMPION],
     catchup=False,
     max_active_runs=1,
+    # A failed deployment rolls back and fails its run; the next champion must still be deployed.
+    max_consecutive_failed_dag_runs=0,
     default_args={**DEFAULT_ARGS, "retries": 0},
     params={
         "version": Param(
-            "",
-            type="string",
+            None,
+            type=["null", "string"],
             pattern=r"^(|\d+)$",
             title="Model version",
-            description="Version to deploy. Empty = the one that triggered this run, else the "
-            "current `champion` alias.",
+            description="Version to deploy, e.g. 3. Empty: the version of the triggering `champion` "
+            "event, else the current `champion` alias.",
         ),
         "tune": Param(
             True,
             type="boolean",
             title="Tune inference settings",
-            description="Benchmark inference settings before deploying (off: keep the stored ones).",
+            description="On: benchmark inference settings on this hardware before deploying. Off: keep "
+            "the version's stored settings (defaults if it was never tuned).",
         ),
     },
     tags=["vigil", "deployment"],
+    description="Tune, smoke-test and roll out the new champion; roll back on any failure.",
     doc_md=__doc__,
+    deadline=deadline(
+        "deployment",
+        SETTINGS.deploy.deadline_minutes,
+        "Look at the step that is still running (tune, smoke_test_sandbox, roll_out, post_deploy_check) "
+        "and its log; serving keeps the previous champion until roll_out (deploy.deadline_minutes sets "
+        "this deadline).",
+    ),
 )
 def deploy():
     @task
     def resolve_version(params: dict, triggering_asset_events=None) -> str:
+        """The form's version, else the triggering `champion` event's, else the `champion` alias."""
         from tasks.deploy import champion_version
 
         extras = [event.extra for events in (triggering_asset_events or {}).values() for event in events]
         return champion_version(SETTINGS, params.get("version"), extras)
 
-    @task.short_circuit(ignore_downstream_trigger_rules=False)
-    def tuning_wanted(params: dict) -> bool:
-        return bool(params.get("tune", True))
+    version = resolve_version()
 
-    if SETTINGS.deploy.rollout == "docker":
-        # Measured where it will run: `python -m tasks.tune` in the serving image.
-        tuned = container_job(
-            "tune",
-            [
-                "python",
-                "-m",
-                "tasks.tune",
-                "--model",
-                f"models:/{SETTINGS.model_name}/" + "{{ ti.xcom_pull(task_ids='resolve_version') }}",
-            ],
-            SETTINGS,
-            image=SETTINGS.deploy.serving_image,
-            gpus=False,
-            execution_timeout=timedelta(hours=1),
-        )
-    else:
+    with TaskGroup("tuning", prefix_group_id=False, tooltip="inference settings for this hardware"):
 
-        @task(execution_timeout=timedelta(hours=1))
-        def tune(version: str, ti=None) -> dict:
-            """Benchmark inference settings on this hardware; the pick is stored on the model version."""
-            from tasks.deploy import tune_champion
+        @task.short_circuit(ignore_downstream_trigger_rules=False)
+        def tuning_wanted(params: dict) -> bool:
+            """The form's "Tune inference settings" (on for runs started by a new champion)."""
+            return bool(params.get("tune", True))
 
-            return _step(ti, tune_champion, version)
+        if SETTINGS.deploy.rollout == "docker":
+            # Measured where it will run: `python -m tasks.tune` in the serving image.
+            tuned = container_job(
+                "tune",
+                [
+                    "python",
+                    "-m",
+                    "tasks.tune",
+                    "--model",
+                    f"models:/{SETTINGS.model_name}/" + "{{ ti.xcom_pull(task_ids='resolve_version') }}",
+                ],
+                SETTINGS,
+                image=SETTINGS.deploy.serving_image,
+                gpus=False,
+                execution_timeout=timedelta(hours=1),
+            )
+        else:
 
-    @task(trigger_rule="none_failed")  # also after a skipped tuning
-    def smoke_test_sandbox(version: str, ti=None) -> dict:
-        from tasks.deploy import validate_in_sandbox
+            @task(execution_timeout=timedelta(hours=1))
+            def tune(version: str, ti=None) -> dict:
+                """Benchmark inference settings on this hardware; the pick is stored on the model version."""
+                from tasks.deploy import tune_champion
 
-        return _step(ti, validate_in_sandbox, version)
+                return _step(ti, tune_champion, version)
 
-    @task
-    def roll_out(version: str, ti=None) -> dict:
-        from tasks.deploy import roll_out as run
+            tuned = tune(version)
+        version >> tuning_wanted() >> tuned
 
-        return _step(ti, run, version)
+    with TaskGroup("release", prefix_group_id=False, tooltip="sandbox smoke test, roll-out, live check"):
 
-    @task
-    def post_deploy_check(version: str, ti=None) -> dict:
-        from tasks.deploy import post_check
+        @task(trigger_rule="none_failed")  # also after a skipped tuning
+        def smoke_test_sandbox(version: str, ti=None) -> dict:
+            """The serving app on the new version in a sandbox: ready, right version, verdicts, latency."""
+            from tasks.deploy import validate_in_sandbox
 
-        return _step(ti, post_check, version)
+            return _step(ti, validate_in_sandbox, version)
+
+        @task
+        def roll_out(version: str, ti=None) -> dict:
+            """Serve the new version: reload the live server, or recreate its container."""
+            from tasks.deploy import roll_out as run
+
+            return _step(ti, run, version)
+
+        @task
+        def post_deploy_check(version: str, ti=None) -> dict:
+            """The sandbox's smoke test against the live server."""
+            from tasks.deploy import post_check
+
+            return _step(ti, post_check, version)
+
+        checks = [smoke_test_sandbox(version), roll_out(version), post_deploy_check(version)]
+        chain(*checks)
+    tuned >> checks[0]
 
     @task(trigger_rule="one_failed")
     def rollback(version: str, ti=None) -> None:
@@ -129,13 +160,6 @@ def deploy():
         errors = [f"{step}: {error}" for step in STEPS if (error := ti.xcom_pull(task_ids=step, key="error"))]
         raise AirflowFailException(run(SETTINGS, version, "; ".join(errors) or "a deploy step failed"))
 
-    version = resolve_version()
-    if SETTINGS.deploy.rollout != "docker":
-        tuned = tune(version)
-    version >> tuning_wanted() >> tuned
-    checks = [smoke_test_sandbox(version), roll_out(version), post_deploy_check(version)]
-    tuned >> checks[0]
-    chain(*checks)
     [tuned, *checks] >> rollback(version)
 
 

@@ -25,6 +25,26 @@ DEFAULT_ARGS = {
 }
 
 
+def deadline(what: str, minutes: float, hint: str):
+    """A deadline alert (Airflow 3's SLA): a run unfinished ``minutes`` after it was queued is marked
+    "Deadline missed" in the UI, and :func:`tasks.alerts.deadline_missed` logs ``hint`` in the triggerer.
+
+    Measured from the queue time, which every run has (a manual or REST run may have no logical date).
+    """
+    from airflow.sdk import AsyncCallback, DeadlineAlert, DeadlineReference
+
+    from tasks.alerts import duration_text
+
+    return DeadlineAlert(
+        reference=DeadlineReference.DAGRUN_QUEUED_AT,
+        interval=timedelta(minutes=minutes),
+        callback=AsyncCallback(
+            "tasks.alerts.deadline_missed", kwargs={"what": what, "minutes": minutes, "hint": hint}
+        ),
+        name=f"{what} within {duration_text(minutes)}",
+    )
+
+
 def run(func, *args, **kwargs):
     """One call into ``tasks/``: a :class:`~tasks.errors.PermanentError` (a missing credential, a bad
     config, a version that does not exist) fails the task at once, without its retries."""
@@ -43,8 +63,10 @@ def container_job(
 
     With ``gpus`` (training, the gate): the trainer image with every GPU, an enlarged ``/dev/shm``, the
     work and Hugging Face cache volumes, the ``gpu`` pool. Without (inference tuning): ``image`` as is.
-    MLflow/S3 settings come as environment, credentials as private environment (never rendered). The
-    container's last stdout line (its JSON result) is the task's XCom.
+    MLflow/S3 settings come as environment, credentials as private environment (never rendered); the
+    Airflow run as ``AIRFLOW_CTX_*`` and its UI's address as ``VIGIL_AIRFLOW_URL``, as a local task
+    has them (MLflow runs link back to it). The container's last stdout line (its JSON result) is the
+    task's XCom.
     """
     from airflow.providers.docker.operators.docker import DockerOperator
     from docker.types import DeviceRequest, Mount
@@ -55,6 +77,11 @@ def container_job(
     environment, private_environment = container_environment(settings)
     if not gpus:  # no work volume: the image's own home and caches
         environment = {k: v for k, v in environment.items() if k not in ("VIGIL_HOME", "HF_HOME")}
+    environment |= {
+        "AIRFLOW_CTX_DAG_ID": "{{ dag.dag_id }}",
+        "AIRFLOW_CTX_DAG_RUN_ID": "{{ run_id }}",
+        "VIGIL_AIRFLOW_URL": "{{ ti.log_url.split('/dags/')[0] }}",  # the UI's base URL (api.base_url)
+    }
     gpu_options = (
         {
             "device_requests": [DeviceRequest(count=training.gpus, capabilities=[["gpu"]])],

@@ -11,7 +11,8 @@ is built at the first request to ``/vigil``.
   ``/vigil/data-quality/data_docs/static/<name>`` their shipped CSS/JS/fonts (the one part without login).
 - ``/vigil/models``: registered versions, aliases, tags, inference settings, gate reports per slice;
   ``/vigil/models/<version>/gate/report.html|md|json``: the stored gate report.
-- ``/vigil/runs/<dag_id>/<run_id>``: the page that belongs to a DAG run (the "Vigil" tab of every run).
+- ``/vigil/runs/<dag_id>/<run_id>``: the page of one DAG run (the "Vigil" tab of every run): its batch,
+  snapshot, model version, MLflow run, gate report or deployment steps, read from that run's results.
 
 The pages need the Airflow UI's login (the ``_token`` cookie or a bearer token); without it a browser
 is sent to the login page and an API client gets 401.
@@ -35,7 +36,7 @@ def create_app():
     from tasks import ui
     from tasks.settings import Settings
     from tasks.storage import ObjectStore
-    from tasks.ui import PAGE_CSP, STORED_CSP, models, quality
+    from tasks.ui import PAGE_CSP, STORED_CSP, models, quality, runs
     from tasks.ui.files import ReportFile, ReportPathError
 
     app = FastAPI(
@@ -145,9 +146,20 @@ def create_app():
     def gate_file(version: str, name: str):
         return stored(models.gate_file(store(), Settings().model_name, version, name))
 
-    @app.get("/runs/{dag_id}/{run_id}")
+    @app.get("/runs/{dag_id}/{run_id:path}")
     def dag_run(request: Request, dag_id: str, run_id: str):
-        return RedirectResponse(f"{base(request)}/{ui.page_for_dag_run(dag_id)}", status_code=303)
+        settings = Settings()
+        facts = run_facts(dag_id, run_id)
+        html = runs.run_page(
+            settings,
+            ObjectStore.from_settings(settings),
+            base(request),
+            mlflow_ui_url(settings),
+            dag_id,
+            run_id,
+            facts,
+        )
+        return page(html, 200 if facts is not None else 404)
 
     return app
 
@@ -175,6 +187,63 @@ def data_docs_static_app():
         )
 
     return static
+
+
+MAX_XCOM_CHARS = 200_000  # a result larger than this is left out of the run page
+
+
+def run_facts(dag_id: str, run_id: str):
+    """One DAG run from Airflow's database: state, conf, task states and the tasks' XCom results
+    (a :class:`tasks.ui.runs.RunFacts`), or None when there is no such run."""
+    import json
+
+    from airflow.models.dagrun import DagRun
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    from tasks.ui.runs import RunFacts
+
+    def iso(value) -> str | None:
+        return value.isoformat(timespec="seconds") if value else None
+
+    with create_session() as session:
+        run = session.scalar(select(DagRun).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id))
+        if run is None:
+            return None
+        tasks = {
+            task_id: {"state": str(state) if state else None, "try_number": try_number}
+            for task_id, state, try_number in session.execute(
+                select(TaskInstance.task_id, TaskInstance.state, TaskInstance.try_number)
+                .where(
+                    TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id, TaskInstance.map_index < 0
+                )
+                .order_by(TaskInstance.start_date.is_(None), TaskInstance.start_date, TaskInstance.task_id)
+            )
+        }
+        xcom: dict[str, dict] = {}
+        for row in session.scalars(
+            select(XComModel).where(
+                XComModel.dag_id == dag_id, XComModel.run_id == run_id, XComModel.map_index < 0
+            )
+        ):
+            value = XComModel.deserialize_value(row)
+            if len(json.dumps(value, default=str)) <= MAX_XCOM_CHARS:
+                xcom.setdefault(row.task_id, {})[row.key] = value
+        return RunFacts(
+            dag_id=dag_id,
+            run_id=run_id,
+            state=str(run.state),
+            run_type=str(run.run_type),
+            triggered_by=run.triggering_user_name,
+            queued_at=iso(run.queued_at),
+            start_date=iso(run.start_date),
+            end_date=iso(run.end_date),
+            conf=dict(run.conf or {}),
+            tasks=tasks,
+            xcom=xcom,
+        )
 
 
 def mlflow_ui_url(settings) -> str:
@@ -218,8 +287,7 @@ class VigilUIPlugin(AirflowPlugin):
             "category": "browse",
             "url_route": "vigil-models",
         },
-        # A tab on every DAG run: curate and collect_<source> runs open Data quality, train_detector,
-        # promote and deploy runs open Models.
+        # A tab on every DAG run: the page of that run (its batch, snapshot, version, gate report...).
         {
             "name": "Vigil",
             "href": f"{URL_PREFIX}/runs/{{DAG_ID}}/{{RUN_ID}}",

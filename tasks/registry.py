@@ -47,6 +47,8 @@ class Tags:
     INFERENCE_CANDIDATE = "inference_candidate"
     GATE_DECISION = "gate_decision"
     GATE_REPORT = "gate_report"
+    GATE_OVERRIDE_REASON = "gate_override_reason"  # promoted although the gate rejected it: why
+    GATE_OVERRIDE_BY = "gate_override_by"  # ... and who (the Airflow user who triggered the override)
     REJECTED = "rejected"
     REJECTION_REASONS = "rejection_reasons"
     ROLLED_BACK = "rolled_back"

@@ -168,6 +168,12 @@ class TrainingSettings(Section):
         description="Docker volume with the Hugging Face cache "
         "(base model weights), mounted at /vigil/hf-cache in the trainer container.",
     )
+    deadline_minutes: float = Field(
+        480.0,
+        gt=0,
+        description="Deadline alert: a train_detector run still unfinished this many minutes after it "
+        "was queued is marked 'Deadline missed' in the Airflow UI and logged by the triggerer.",
+    )
 
 
 SCOPES = ("detect", "feedback", "relabel", "reload", "review")
@@ -306,6 +312,11 @@ class PromotionSettings(Section):
     """The promotion gate (tasks/promote/gate.py)."""
 
     policy_file: str = Field("gate.yaml", description="Gate policy file under the include folder.")
+    override_users: tuple[str, ...] = Field(
+        (),
+        description="Airflow users who may promote a version the gate rejected (the promote form's "
+        "override); empty: every user allowed to trigger the promote DAG.",
+    )
 
 
 class DeploySettings(Section):
@@ -332,6 +343,12 @@ class DeploySettings(Section):
         description="Image inference tuning runs in (docker), so it measures the serving hardware and stack.",
     )
     docker_url: str = Field("unix://var/run/docker.sock", description="Docker API (docker roll-out).")
+    deadline_minutes: float = Field(
+        90.0,
+        gt=0,
+        description="Deadline alert: a deploy run still unfinished this many minutes after it was queued "
+        "is marked 'Deadline missed' in the Airflow UI and logged by the triggerer.",
+    )
 
 
 class Settings(BaseSettings):

@@ -84,7 +84,9 @@ def _wait_chain(client, after: datetime, timeout: float) -> dict[str, dict]:
             if run["state"] in TERMINAL and key not in reported:
                 reported.add(key)
                 say(f"  {dag_id:<15} {run['state']}")
-                if run["state"] == "failed":
+                if dag_id == "promote" and run["state"] == "failed" and _promoted(client, run) is False:
+                    say("    the gate rejected the challenger: see the gate report on the Models page")
+                elif run["state"] == "failed":
                     explain_failure(client, dag_id, run)
         busy = any(run["state"] not in TERMINAL for run in last.values())
         if not busy and "curate" in last and _chain_ended(client, last):
@@ -134,7 +136,7 @@ def _promoted(client, run: dict) -> bool | None:
     states = {ti["task_id"]: ti["state"] for ti in client.task_instances("promote", run["dag_run_id"])}
     if states.get("promote_champion") == "success":
         return True
-    if states.get("reject") == "success":
+    if states.get("reject") in ("success", "failed"):  # a rejection fails its run (red in the UI)
         return False
     return None
 

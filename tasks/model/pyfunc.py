@@ -26,6 +26,30 @@ class DetectorPyfunc(mlflow.pyfunc.PythonModel):
         return pd.DataFrame({"p_fake": scores, "is_fake": self.detector.is_fake(scores)})
 
 
+def signature():
+    """What the model takes and returns, as MLflow records it (the UI shows it; serving checks inputs)."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    return ModelSignature(
+        inputs=Schema([ColSpec("binary", "image")]),
+        outputs=Schema([ColSpec("double", "p_fake"), ColSpec("boolean", "is_fake")]),
+    )
+
+
+def input_example():
+    """One small encoded image (a 56 x 56 PNG): logged with the model, and run once by MLflow when it is
+    logged, which checks that the saved model loads and answers."""
+    import io
+
+    import pandas as pd
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (56, 56), (120, 130, 140)).save(buffer, format="PNG")
+    return pd.DataFrame({"image": [buffer.getvalue()]})
+
+
 def pip_requirements() -> list[str]:
     """The serving-side packages of this environment, pinned (what the model needs to load)."""
     from importlib.metadata import version

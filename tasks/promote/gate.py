@@ -9,27 +9,37 @@ Test sets (all frozen: a snapshot never changes once published):
 * the golden set (``golden_set`` in ``include/gate.yaml``), when configured, as the slice ``golden``.
 
 The decision is :func:`tasks.promote.policy.decide`; this module gathers its inputs, writes the gate
-report (JSON + Markdown + HTML with champion and challenger side by side) to the object store under
-``reports/gate/<model>/v<version>/`` and to the challenger's MLflow run, and moves the aliases.
+report (JSON + Markdown + HTML with champion and challenger side by side, per-slice bars) to the object
+store under ``reports/gate/<model>/v<version>/`` and to the challenger's MLflow run, logs the gate's
+metrics against both logged models (``gate/<slice>/<metric>``, so MLflow compares versions on the same
+test split), and moves the aliases.
+
+A rejection can be overridden by a person: the ``promote`` form's *Promote even if the gate rejects it*
+with a version and a reason (:func:`override_request`). The gate still evaluates and reports; the
+version is promoted, and the override (reason, user, Airflow run) is recorded on the version's tags
+and in the gate report, whose decision becomes ``overridden``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tasks.data.frames import load_frame, snapshot_frame
-from tasks.data.snapshots import latest_version, read_snapshot
+from tasks.data.snapshots import latest_version, manifest_key, read_snapshot
+from tasks.errors import PermanentError
 from tasks.evaluate import compare
 from tasks.html import render
-from tasks.promote.policy import GatePolicy, decide, load_policy
+from tasks.promote.policy import FAILED, NOT_APPLICABLE, PASSED, GatePolicy, decide, load_policy
 from tasks.registry import CHALLENGER, CHAMPION, Registry, Tags, mlflow_client
 from tasks.settings import Settings
-from tasks.storage import ObjectStore
+from tasks.storage import ObjectStore, sha256_hex
+from tasks.train.tracking import airflow_run
 
 if TYPE_CHECKING:
     from tasks.data.frames import Frame
@@ -39,16 +49,41 @@ log = logging.getLogger("vigil.gate")
 
 SLICE_COLUMNS = ("source", "generator")
 TABLE_METRICS = ("roc_auc", "balanced_accuracy", "ece")
+PROMOTED, REJECTED, OVERRIDDEN = "promoted", "rejected", "overridden"
+MAX_OVERRIDE_REASON = 500
+MARKS = {PASSED: "✅", FAILED: "❌", NOT_APPLICABLE: "➖ not applicable:"}  # a check in the Markdown report
+
+
+class OverrideError(PermanentError, ValueError):
+    """An override the form asks for that cannot be done: no version, no reason, a user without the right."""
+
+
+class GateRejected(PermanentError):
+    """The gate rejected the version: the ``promote`` run fails, so the rejection shows as such."""
 
 
 def report_prefix(model_name: str, version: str) -> str:
     return f"reports/gate/{model_name}/v{version}"
 
 
+def logged_model_id(mv) -> str | None:
+    """The MLflow 3 logged model a version was registered from (the REST API does not return
+    ``model_id``; the version's source ``models:/<model_id>`` names it)."""
+    if getattr(mv, "model_id", None):
+        return mv.model_id
+    match = re.fullmatch(r"models:/(m-[0-9a-f]+)", mv.source or "")
+    return match.group(1) if match else None
+
+
 def _version_info(mv) -> dict[str, Any] | None:
     if mv is None:
         return None
-    return {"version": str(mv.version), "run_id": mv.run_id, "snapshot": (mv.tags or {}).get("snapshot")}
+    return {
+        "version": str(mv.version),
+        "run_id": mv.run_id,
+        "model_id": logged_model_id(mv),
+        "snapshot": (mv.tags or {}).get("snapshot"),
+    }
 
 
 def _test_frames(
@@ -179,7 +214,7 @@ def evaluate(
         "challenger": _version_info(challenger_mv),
         "champion": _version_info(champion_mv),
         "snapshot": newest,
-        "decision": "promoted" if decision.passed else "rejected",
+        "decision": PROMOTED if decision.passed else REJECTED,
         "reasons": decision.reasons,
         "checks": decision.to_dict()["checks"],
         "slices": _rows(challenger, champion, newest_set, new_set),
@@ -190,28 +225,45 @@ def evaluate(
         "controls": by_detector["challenger"][newest_set].get("controls", {}),
         "policy": policy.model_dump(),
         "human_approval": policy.human_approval,
+        "airflow_run": airflow_run(settings),
     }
     report["report_url"] = _store_report(store, settings, report)
     _log_to_mlflow(settings, report)
+    _log_gate_metrics(settings, store, report)
     _log_decision(report)
     return report
 
 
-def apply(settings: Settings, report: dict[str, Any], approved_by: str | None = None) -> dict[str, Any]:
-    """Move the aliases as the report decided: promote (old champion -> ``previous``) or tag ``rejected``."""
+def apply(
+    settings: Settings,
+    report: dict[str, Any],
+    approved_by: str | None = None,
+    override: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Move the aliases as the report decided: promote (old champion -> ``previous``) or tag ``rejected``.
 
+    ``override`` (from :func:`override_request`) promotes a rejected version anyway and records why and
+    by whom on the version and in the stored gate report.
+    """
     registry = Registry(settings)
     version = report["challenger"]["version"]
-    if report["decision"] == "promoted":
-        reason = "gate passed" + (f", approved by {approved_by}" if approved_by else "")
+    if report["decision"] == PROMOTED or override:
+        if report["decision"] == PROMOTED:
+            reason = "gate passed" + (f", approved by {approved_by}" if approved_by else "")
+        else:
+            reason = f"gate rejected it; promoted by override of {override['by']}: {override['reason']}"
         move = registry.promote(version, reason)
         log.info("version %s is the champion now (previous: %s)", move.champion, move.previous)
-        return {
+        result = {
             "version": version,
             "promoted": True,
             "previous": move.previous,
             "report_url": report["report_url"],
         }
+        if report["decision"] != PROMOTED:
+            _record_override(settings, report, override)
+            result["overridden"] = True
+        return result
     registry.reject(version, report["reasons"])
     log.info("version %s tagged rejected", version)
     return {
@@ -220,6 +272,76 @@ def apply(settings: Settings, report: dict[str, Any], approved_by: str | None = 
         "reasons": report["reasons"],
         "report_url": report["report_url"],
     }
+
+
+def reject(settings: Settings, report: dict[str, Any]) -> None:
+    """Tag the version ``rejected`` and raise :class:`GateRejected`, which says why and how to override."""
+    apply(settings, report)
+    version = report["challenger"]["version"]
+    raise GateRejected(
+        f"gate REJECTED {report['model_name']} version {version}: "
+        + "; ".join(report["reasons"])
+        + f". To promote it anyway: trigger promote with Model version {version}, "
+        "'Promote even if the gate rejects it' on and an Override reason."
+    )
+
+
+def override_request(settings: Settings, form: dict[str, Any] | None, user: str | None) -> dict | None:
+    """The override the promote form asks for (None if none); :class:`OverrideError` if it cannot be done.
+
+    An override names the version (a person overrides what they looked at, not whatever the
+    ``challenger`` alias points to by then), gives a reason, and comes from a user allowed by
+    ``promotion.override_users`` (empty: whoever may trigger the DAG).
+    """
+    form = form or {}
+    reason = " ".join(str(form.get("override_reason") or "").split())
+    if not form.get("override"):
+        if reason:
+            log.warning("an override reason was given without 'Promote even if the gate rejects it': ignored")
+        return None
+    if not form.get("version"):
+        raise OverrideError(
+            "an override needs the model version it promotes: fill 'Model version' "
+            "(the rejected run's Vigil tab and the gate report name it)"
+        )
+    if not reason:
+        raise OverrideError(
+            "an override needs a reason: fill 'Override reason' (it is recorded on the model version "
+            "and in the gate report)"
+        )
+    allowed = settings.promotion.override_users
+    if allowed and user not in allowed:
+        raise OverrideError(
+            f"user {user!r} may not override the gate; promotion.override_users allows: {', '.join(allowed)}"
+        )
+    return {"reason": reason[:MAX_OVERRIDE_REASON], "by": user or "unknown"}
+
+
+def _record_override(settings: Settings, report: dict[str, Any], override: dict[str, Any]) -> None:
+    """The override on the version's tags and in the stored report (decision ``overridden``)."""
+    store = ObjectStore.from_settings(settings)
+    key = f"{report_prefix(report['model_name'], report['challenger']['version'])}/report.json"
+    full = store.read_json(key) if store.exists(key) else dict(report)
+    full["override"] = {
+        **override,
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "airflow_run": airflow_run(settings),
+        "gate_reasons": full.get("reasons", []),
+    }
+    full["decision"] = OVERRIDDEN
+    full["report_url"] = _store_report(store, settings, full)
+    _log_to_mlflow(settings, full)
+    Registry(settings, name=full["model_name"]).tag(
+        full["challenger"]["version"],
+        {Tags.GATE_OVERRIDE_REASON: override["reason"], Tags.GATE_OVERRIDE_BY: override["by"]},
+    )
+    log.warning(
+        "version %s promoted by override of %s although the gate rejected it (%s): %s",
+        full["challenger"]["version"],
+        override["by"],
+        "; ".join(full.get("reasons", [])),
+        override["reason"],
+    )
 
 
 def _log_decision(report: dict[str, Any]) -> None:
@@ -232,7 +354,14 @@ def _log_decision(report: dict[str, Any]) -> None:
         report["decision"].upper(),
     )
     for check in report["checks"]:
-        log.info("  [%s] %s", "pass" if check["passed"] else "FAIL", check["detail"])
+        log.info(
+            "  [%s] %s", {PASSED: "pass", FAILED: "FAIL"}.get(check_status(check), "n/a"), check["detail"]
+        )
+
+
+def check_status(check: dict[str, Any]) -> str:
+    """passed / failed / not applicable (reports written before "not applicable" existed have ``passed``)."""
+    return check.get("status") or (PASSED if check.get("passed") else FAILED)
 
 
 # -- the report -------------------------------------------------------------------------------------
@@ -277,9 +406,17 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         "## Checks",
         "",
-        *[f"- {'✅' if c['passed'] else '❌'} {c['detail']}" for c in report["checks"]],
+        *[f"- {MARKS[check_status(c)]} {c['detail']}" for c in report["checks"]],
         "",
     ]
+    if report.get("override"):
+        o = report["override"]
+        lines += [
+            "## Override",
+            "",
+            f"Promoted by {o['by']} on {o['at']} although the gate rejected it: {o['reason']}",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -301,7 +438,47 @@ def render_html(report: dict[str, Any]) -> str:
                 }
             )
         rows.append({**row, "cells": cells})
-    return render("promote/gate_report.html", report=report, metrics=TABLE_METRICS, rows=rows)
+    return render(
+        "promote/gate_report.html",
+        report=report,
+        metrics=TABLE_METRICS,
+        rows=rows,
+        checks=[{**c, "status": check_status(c)} for c in report["checks"]],
+        chart=slice_chart(report),
+    )
+
+
+def slice_chart(report: dict[str, Any]) -> dict[str, Any]:
+    """The per-slice picture of a report: champion and challenger bars of the gate's slice metric, and
+    the status of the check that judged each slice (the template ``promote/slice_bars.html`` draws it)."""
+    metric = ((report.get("policy") or {}).get("slices") or {}).get("metric") or "roc_auc"
+    statuses = {c.get("name"): check_status(c) for c in report.get("checks") or []}
+    rows = []
+    for row in report.get("slices") or []:
+        name = row.get("slice")
+        check = {"overall": f"floor:{metric}", "new data": "better_on_new_data"}.get(
+            name, f"no_forgetting:{name}"
+        )
+        rows.append(
+            {
+                "label": name,
+                "test_set": row.get("test_set"),
+                "n": row.get("n"),
+                "champion": _unit((row.get("champion") or {}).get(metric)),
+                "challenger": _unit((row.get("challenger") or {}).get(metric)),
+                "status": statuses.get(check),
+            }
+        )
+    return {"metric": metric, "rows": rows}
+
+
+def _unit(value: Any) -> float | None:
+    """A metric as a bar length: a number in [0, 1], else None (missing, NaN)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if 0.0 <= number <= 1.0 else None
 
 
 def _store_report(store: ObjectStore, settings: Settings, report: dict[str, Any]) -> str:
@@ -310,6 +487,45 @@ def _store_report(store: ObjectStore, settings: Settings, report: dict[str, Any]
     store.write_bytes(f"{prefix}/report.md", markdown(report).encode())
     store.write_bytes(f"{prefix}/report.html", render_html(report).encode())
     return store.uri(f"{prefix}/report.html")
+
+
+def _metric_key(slice_name: str, metric: str) -> str:
+    """``gate/<slice>/<metric>``, the slice in MLflow's metric-name characters (generator=A -> generator_A)."""
+    clean = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in slice_name.replace(" ", "_"))
+    return f"gate/{clean}/{metric}"
+
+
+def _log_gate_metrics(settings: Settings, store: ObjectStore, report: dict[str, Any]) -> None:
+    """Each model's numbers from this gate, logged against its logged model (and into its own training
+    run), with the test snapshot as their dataset: MLflow then compares the versions on the same data."""
+    import time
+
+    from mlflow.entities import Metric
+
+    client = mlflow_client(settings)
+    snapshot = report["snapshot"]
+    digest = sha256_hex(store.read_bytes(manifest_key(snapshot)))[:20]
+    now = int(time.time() * 1000)
+    for role in ("challenger", "champion"):
+        info = report.get(role)
+        if not info or not info.get("run_id"):
+            continue
+        metrics = [
+            Metric(
+                _metric_key(row["slice"], name),
+                float(value),
+                now,
+                0,
+                model_id=info.get("model_id"),
+                dataset_name=f"snapshot-{snapshot}",
+                dataset_digest=digest,
+            )
+            for row in report["slices"]
+            for name, value in (row.get(role) or {}).items()
+            if isinstance(value, (int, float)) and value == value  # not NaN
+        ]
+        if metrics:
+            client.log_batch(info["run_id"], metrics=metrics)
 
 
 def _log_to_mlflow(settings: Settings, report: dict[str, Any]) -> None:
@@ -328,10 +544,19 @@ def _log_to_mlflow(settings: Settings, report: dict[str, Any]) -> None:
     )
 
 
-def version_to_gate(requested: str | None, event_extras: list[dict[str, Any]], settings: Settings) -> str:
-    """The form's version, else the newest triggering `challenger` event's, else the `challenger` alias."""
+def version_to_gate(
+    settings: Settings,
+    form: dict[str, Any] | None,
+    event_extras: list[dict[str, Any]],
+    user: str | None = None,
+) -> str:
+    """The form's version, else the newest triggering `challenger` event's, else the `challenger` alias.
 
-    return Registry(settings).pick(requested, event_extras, CHALLENGER)
+    An override in the form is checked here, before the evaluation: one that cannot be done fails now.
+    """
+    form = form or {}
+    override_request(settings, form, user)
+    return Registry(settings).pick(form.get("version"), event_extras, CHALLENGER)
 
 
 def summary(report: dict[str, Any]) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 The decision is a pure function of two evaluation reports (challenger and champion, computed on
 the same frozen test sets), so it is unit-testable and explainable: every check is recorded with
-the numbers it compared, and the reasons of a failure are the failed checks, in words.
+the numbers it compared (or, when it has nothing to judge, as not applicable), and the reasons of a
+failure are the failed checks, in words.
 """
 
 from __future__ import annotations
@@ -48,11 +49,25 @@ class GatePolicy(Section):
     human_approval: bool = False
 
 
+PASSED, FAILED, NOT_APPLICABLE = "passed", "failed", "not applicable"
+
+
 @dataclass(frozen=True)
 class Check:
+    """One rule applied to the numbers: passed, failed, or not applicable (no data to judge it on)."""
+
     name: str
-    passed: bool
+    status: str  # PASSED | FAILED | NOT_APPLICABLE
     detail: str
+
+    @property
+    def passed(self) -> bool:
+        """Only a failed check blocks a promotion; a rule without data neither passes nor fails."""
+        return self.status != FAILED
+
+
+def _check(name: str, ok: bool, detail: str) -> Check:
+    return Check(name, PASSED if ok else FAILED, detail)
 
 
 @dataclass(frozen=True)
@@ -63,10 +78,14 @@ class Decision:
     @property
     def reasons(self) -> list[str]:
         """Failed checks, in words (the tag and log text of a rejection)."""
-        return [c.detail for c in self.checks if not c.passed]
+        return [c.detail for c in self.checks if c.status == FAILED]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"passed": self.passed, "reasons": self.reasons, "checks": [asdict(c) for c in self.checks]}
+        return {
+            "passed": self.passed,
+            "reasons": self.reasons,
+            "checks": [{**asdict(c), "passed": c.passed} for c in self.checks],
+        }
 
 
 def _fmt(value: float | None) -> str:
@@ -74,7 +93,13 @@ def _fmt(value: float | None) -> str:
 
 
 def decide(policy: GatePolicy, challenger: dict[str, Any], champion: dict[str, Any] | None) -> Decision:
-    """Apply ``policy`` to evaluation reports ``{"overall", "slices", "new_data", "robustness"}``."""
+    """Apply ``policy`` to evaluation reports ``{"overall", "slices", "new_data", "robustness"}``.
+
+    A rule with nothing to judge is recorded as not applicable, never as failed: a slice smaller than
+    ``slices.min_samples`` or without the metric on either side, "better on new data" when no test image
+    is new since the champion's snapshot (a retrain on the same data), a robustness drop that could not
+    be measured. The floors always apply: a model must be measurable to be promoted.
+    """
     checks: list[Check] = []
     overall = challenger["overall"]
     floors = policy.floors
@@ -86,52 +111,79 @@ def decide(policy: GatePolicy, challenger: dict[str, Any], champion: dict[str, A
         value = overall.get(metric)
         ok = value is not None and (value >= floor if higher_is_better else value <= floor)
         bound = ">=" if higher_is_better else "<="
-        checks.append(Check(f"floor:{metric}", ok, f"overall {metric} {_fmt(value)} must be {bound} {floor}"))
+        checks.append(
+            _check(f"floor:{metric}", ok, f"overall {metric} {_fmt(value)} must be {bound} {floor}")
+        )
 
     if champion is not None:
-        rule, metric = policy.slices, policy.slices.metric
-        for name, mine in sorted(challenger.get("slices", {}).items()):
-            theirs = champion.get("slices", {}).get(name)
-            if theirs is None or mine.get("n", 0) < rule.min_samples:
-                continue
-            new, old = mine.get(metric), theirs.get(metric)
-            if new is None or old is None:
-                continue
-            ok = new >= old - rule.max_regression
-            checks.append(
-                Check(
-                    f"no_forgetting:{name}",
-                    ok,
-                    f"slice {name} (n={mine['n']}): {metric} {_fmt(new)} vs champion {_fmt(old)} "
-                    f"(allowed drop {rule.max_regression})",
-                )
-            )
-        new_mine, new_theirs = (
-            challenger.get("new_data") or overall,
-            champion.get("new_data") or champion["overall"],
-        )
-        new, old = new_mine.get(metric), new_theirs.get(metric)
-        delta = policy.new_data.min_improvement
-        ok = new is not None and old is not None and new >= old + delta
-        checks.append(
-            Check(
-                "better_on_new_data",
-                ok,
-                f"new data (n={new_mine.get('n', 0)}): {metric} {_fmt(new)} must be >= champion "
-                f"{_fmt(old)} + {delta}",
-            )
-        )
+        checks += _slice_checks(policy.slices, challenger, champion)
+        checks.append(_new_data_check(policy, challenger, champion))
         for name, result in sorted(challenger.get("robustness", {}).items()):
-            drop = result.get("drop")
-            ok = drop is not None and drop <= policy.robustness.max_drop
+            drop, bound = result.get("drop"), policy.robustness.max_drop
+            metric = policy.slices.metric
+            if drop is None:
+                checks.append(
+                    Check(
+                        f"robustness:{name}",
+                        NOT_APPLICABLE,
+                        f"{metric} drop under {name}: not measurable (the test split lacks a class)",
+                    )
+                )
+                continue
             checks.append(
-                Check(
+                _check(
                     f"robustness:{name}",
-                    ok,
-                    f"{metric} drop under {name} {_fmt(drop)} must be <= {policy.robustness.max_drop}",
+                    drop <= bound,
+                    f"{metric} drop under {name} {_fmt(drop)} must be <= {bound}",
                 )
             )
     return Decision(all(c.passed for c in checks), checks)
+
+
+def _slice_checks(rule: SliceRule, challenger: dict[str, Any], champion: dict[str, Any]) -> list[Check]:
+    """No forgetting: every slice with enough images, against the champion on the same images."""
+    metric, checks = rule.metric, []
+    for name, mine in sorted(challenger.get("slices", {}).items()):
+        theirs = champion.get("slices", {}).get(name)
+        n = mine.get("n", 0)
+        new, old = mine.get(metric), (theirs or {}).get(metric)
+        check = f"no_forgetting:{name}"
+        if n < rule.min_samples:
+            checks.append(
+                Check(check, NOT_APPLICABLE, f"slice {name} (n={n}): fewer than {rule.min_samples} images")
+            )
+        elif new is None or old is None:
+            checks.append(
+                Check(check, NOT_APPLICABLE, f"slice {name} (n={n}): {metric} undefined (one class only)")
+            )
+        else:
+            checks.append(
+                _check(
+                    check,
+                    new >= old - rule.max_regression,
+                    f"slice {name} (n={n}): {metric} {_fmt(new)} vs champion {_fmt(old)} "
+                    f"(allowed drop {rule.max_regression})",
+                )
+            )
+    return checks
+
+
+def _new_data_check(policy: GatePolicy, challenger: dict[str, Any], champion: dict[str, Any]) -> Check:
+    """Better than the champion on the test images it never saw; not applicable when there are none."""
+    metric, delta = policy.slices.metric, policy.new_data.min_improvement
+    mine, theirs = challenger.get("new_data"), champion.get("new_data")
+    if not mine or not theirs or not mine.get("n"):
+        return Check(
+            "better_on_new_data",
+            NOT_APPLICABLE,
+            "new data: no test image is new since the champion's training snapshot (nothing to judge; "
+            "the other checks compare both models on the same test split)",
+        )
+    new, old = mine.get(metric), theirs.get(metric)
+    detail = f"new data (n={mine['n']}): {metric} {_fmt(new)} must be >= champion {_fmt(old)} + {delta}"
+    if new is None or old is None:
+        return Check("better_on_new_data", NOT_APPLICABLE, f"{detail}: {metric} undefined (one class only)")
+    return _check("better_on_new_data", new >= old + delta, detail)
 
 
 def load_policy(settings: Settings) -> GatePolicy:

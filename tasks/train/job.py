@@ -474,7 +474,7 @@ def fit(
         DetectorTrainer,
         EpochSummary,
         MlflowMetrics,
-        QuietProgress,
+        ProgressLines,
         collator,
     )
 
@@ -498,7 +498,7 @@ def fit(
         ],
     )
     trainer.remove_callback(ProgressCallback)
-    trainer.add_callback(QuietProgress())
+    trainer.add_callback(ProgressLines(config.train.epochs))
     if run_id is not None:
         trainer.add_callback(MlflowMetrics(run_id, settings.mlflow_tracking_uri))
     last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None

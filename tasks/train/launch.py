@@ -20,13 +20,16 @@ import sys
 from typing import Any
 
 from tasks.data.snapshots import read_snapshot
-from tasks.logs import setup_logging
+from tasks.logs import run_logged, setup_logging
 from tasks.model.config import config_path, load_config
 from tasks.registry import Registry, Tags
 from tasks.settings import Settings
 from tasks.storage import ObjectStore
 
 log = logging.getLogger("vigil.train")
+# No progress bars from libraries (tqdm, Hugging Face downloads): the trainer reports progress as log
+# lines (tasks.train.trainer.ProgressLines), and a task log shows a bar's redraws as one endless line.
+QUIET_PROGRESS = {"TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
 # Form/CLI parameter -> config field it overrides.
 OVERRIDES = {
     "snapshot": "data.snapshot",
@@ -101,6 +104,7 @@ def container_environment(settings: Settings) -> tuple[dict[str, str], dict[str,
         "VIGIL_TRAINING__MODEL_CONFIG_FILE": settings.training.model_config_file,
         "VIGIL_TRAINING__EXPERIMENT": settings.training.experiment,
         "PYTHONUNBUFFERED": "1",
+        **QUIET_PROGRESS,
     }
     if settings.s3_endpoint_url:
         env["VIGIL_S3_ENDPOINT_URL"] = settings.s3_endpoint_url
@@ -203,15 +207,15 @@ def parse_result(stdout: str) -> dict[str, Any]:
 
 
 def run_local(params: dict[str, Any], env: dict[str, str] | None = None) -> dict[str, Any]:
-    """The ``local`` launcher: ``python -m tasks.train`` in this venv; its log streams into ours."""
+    """The ``local`` launcher: ``python -m tasks.train`` in this venv. Its log lines are re-logged here
+    as they come, each at its own level (the Airflow task log would show raw stderr as errors)."""
     command = [sys.executable, "-m", "tasks.train", *trainer_arguments(params)]
     log.info("running %s", " ".join(command))
-    proc = subprocess.run(
-        command, stdout=subprocess.PIPE, stderr=None, text=True, env={**os.environ, **(env or {})}
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"training failed with exit code {proc.returncode}; see the log above")
-    return parse_result(proc.stdout)
+    try:
+        stdout = run_logged(command, env={**os.environ, **QUIET_PROGRESS, **(env or {})})
+    except subprocess.CalledProcessError as exc:
+        raise RuntimeError(f"training failed with exit code {exc.returncode}; see the log above") from None
+    return parse_result(stdout)
 
 
 def new_images_since_last_training(

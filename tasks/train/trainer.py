@@ -4,12 +4,14 @@ Trainer gives gradient accumulation, gradient checkpointing, bf16, DDP/DeepSpeed
 optimizer/scheduler/RNG state and resumption. Vigil changes three things: ``evaluate`` scores the
 validation images with :func:`tasks.model.detector.score_images` (the serving path) and reports ROC
 AUC, which selects the best checkpoint and drives early stopping; the per-step log lines become MLflow
-metrics; and each epoch ends with one readable summary line.
+metrics; and progress is told in log lines, not bars: one every 30 s (:class:`ProgressLines`) and a
+summary at the end of each epoch (:class:`EpochSummary`).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -18,7 +20,6 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 from transformers import Trainer, TrainerCallback
-from transformers.trainer_callback import ProgressCallback
 
 from tasks.data.frames import Frame
 from tasks.evaluate.metrics import binary_metrics, threshold_at_fpr
@@ -27,6 +28,7 @@ from tasks.model.processing import Preprocessor, answer_for
 from tasks.model.vlm import score_images
 
 log = logging.getLogger("vigil.train")
+PROGRESS_INTERVAL_S = 30.0  # seconds between two progress lines
 EPOCH_METRICS = ("roc_auc", "average_precision", "accuracy", "balanced_accuracy", "f1", "ece", "threshold")
 
 
@@ -123,11 +125,75 @@ class DetectorTrainer(Trainer):
         return metrics
 
 
-class QuietProgress(ProgressCallback):
-    """Progress bars without a printed dict per logging step (the epoch summary says it better)."""
+class ProgressLines(TrainerCallback):
+    """Progress as a log line every ``interval_s`` seconds, instead of progress bars (a task log shows a
+    bar's carriage-return redraws as one endless line): epoch, step, loss, learning rate, the latest and
+    best validation AUC, throughput and the time left at this pace (early stopping may end sooner)."""
+
+    def __init__(
+        self,
+        epochs: int,
+        interval_s: float = PROGRESS_INTERVAL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.epochs = epochs
+        self.interval_s = interval_s
+        self.clock = clock
+        self.started = self.last = 0.0
+        self.first_step = 0
+        self.loss: float | None = None
+        self.learning_rate: float | None = None
+        self.val_auc: float | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.started = self.last = self.clock()
+        self.first_step = state.global_step  # a resumed job: its throughput counts from here
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        self.val_auc = (metrics or {}).get("eval_roc_auc", self.val_auc)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        return None
+        """After each training step's log (``logging_steps``): the loss is known, the line can be told."""
+        logs = logs or {}
+        if "loss" not in logs:  # evaluation or end-of-training logs
+            return
+        self.loss = logs["loss"]
+        self.learning_rate = logs.get("learning_rate", self.learning_rate)
+        now = self.clock()
+        first = self.last == self.started  # the pace, as soon as it is known
+        if not state.is_world_process_zero or (not first and now - self.last < self.interval_s):
+            return
+        self.last = now
+        log.info("%s", self.line(state, args, now))
+
+    def line(self, state, args, now: float) -> str:
+        steps_done = state.global_step - self.first_step
+        elapsed = max(now - self.started, 1e-9)
+        per_step = elapsed / steps_done if steps_done else None
+        samples = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+        epoch = max(1, min(math.ceil(state.epoch or 0), self.epochs))
+        total = state.max_steps or 0
+        parts = [
+            f"epoch {epoch}/{self.epochs}",
+            f"step {state.global_step}/{total}" + (f" ({state.global_step / total:.0%})" if total else ""),
+            f"loss {_num(self.loss)}",
+            f"lr {self.learning_rate:.2e}" if self.learning_rate is not None else "lr –",
+            f"val AUC {_num(self.val_auc)} (best {_num(state.best_metric)})",
+            f"{samples / per_step:.1f} samples/s" if per_step else "– samples/s",
+            f"ETA {_duration(per_step * (total - state.global_step))}" if per_step and total else "ETA –",
+        ]
+        return "progress: " + " | ".join(parts)
+
+
+def _num(value: float | None) -> str:
+    return "–" if value is None else f"{value:.4f}"
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(round(seconds), 0)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
 class EpochSummary(TrainerCallback):

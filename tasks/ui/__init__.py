@@ -1,12 +1,11 @@
-"""Vigil's pages in the Airflow UI: data quality per curated batch and the model registry with gate reports.
+"""Vigil's pages in the Airflow UI: data quality per curated batch, the model registry with gate reports,
+and the page of one DAG run (what that run collected, curated, trained, gated or deployed).
 
 Plain functions that read the object store and the MLflow registry and return HTML (no Airflow
 import): ``plugins/vigil_ui.py`` only wires them to routes behind Airflow's login. See docs/ui.md.
 """
 
 from __future__ import annotations
-
-from urllib.parse import urlencode
 
 from tasks.html import render, stylesheet
 
@@ -19,19 +18,16 @@ PAGE_CSP = (
 # scripts (Data Docs' tables) may run but cannot read Airflow's cookie or call its API as the user.
 STORED_CSP = "sandbox allow-scripts allow-popups"
 
-# DAG ids whose runs link to a page (the ``dag_run`` external view), by prefix for collect_<source>.
-MODEL_DAGS = frozenset({"train_detector", "promote", "deploy"})
-QUALITY_DAGS = frozenset({"curate"})
+# What a DAG run's page (the "Vigil" tab of every run) tells, by DAG id (collect_<source> by prefix).
+RUN_KINDS = {"curate": "curate", "train_detector": "train", "promote": "promote", "deploy": "deploy"}
 COLLECT_PREFIX = "collect_"
 
 
-def page_for_dag_run(dag_id: str) -> str:
-    """The page (relative to the plugin's root) that tells the story of a run of ``dag_id``."""
-    if dag_id in MODEL_DAGS:
-        return "models"
+def run_kind(dag_id: str) -> str | None:
+    """collect / curate / train / promote / deploy for Vigil's DAGs; None for any other DAG."""
     if dag_id.startswith(COLLECT_PREFIX) and len(dag_id) > len(COLLECT_PREFIX):
-        return "data-quality?" + urlencode({"source": dag_id[len(COLLECT_PREFIX) :]})
-    return "data-quality"
+        return "collect"
+    return RUN_KINDS.get(dag_id)
 
 
 def render_page(template: str, *, base: str, title: str, nav: str = "", **context) -> str:

@@ -1,6 +1,6 @@
 """The Models page: registered versions of ``settings.model_name`` with their aliases, tags and tuned
-inference settings (from the MLflow registry), and the promotion gate's reports side by side per slice
-(``reports/gate/<model_name>/v<version>/report.json`` in the object store)."""
+inference settings (from the MLflow registry), and the promotion gate's reports side by side per slice,
+with bars (``reports/gate/<model_name>/v<version>/report.json`` in the object store)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from tasks.promote.gate import check_status, slice_chart
 from tasks.registry import ALIASES, Registry, Tags
 from tasks.ui import render_page
 from tasks.ui.files import ReportFile, check_id, read_report_file
@@ -31,6 +32,9 @@ SHOWN_TAGS = (
     "rejected",
     "rejection_reasons",
     "reason",
+    "gate_override_reason",
+    "gate_override_by",
+    "airflow_run_url",
 )
 METRIC_ORDER = ("roc_auc", "balanced_accuracy", "ece")
 LOWER_IS_BETTER = frozenset({"ece", "brier", "log_loss", "loss", "fpr", "fnr", "latency_ms"})
@@ -54,6 +58,11 @@ class VersionView:
     @property
     def rejected(self) -> bool:
         return self.tags.get("rejected") == "true"
+
+    @property
+    def overridden(self) -> bool:
+        """Promoted although the gate rejected it (a person's override, with a reason)."""
+        return Tags.GATE_OVERRIDE_REASON in self.tags
 
     @property
     def other_tags(self) -> dict[str, str]:
@@ -114,6 +123,21 @@ def slice_rows(report: dict[str, Any]) -> tuple[list[str], list[dict[str, Any]]]
     return metrics, rows
 
 
+def gate_view(version: str, report: dict[str, Any]) -> dict[str, Any]:
+    """What a page shows of one gate report: the report, the per-slice table and bars, the checks."""
+    metrics, rows = slice_rows(report)
+    checks = [{**c, "status": check_status(c)} for c in report.get("checks") or []]
+    chart = slice_chart(report) if report.get("slices") else None
+    return {
+        "version": version,
+        "report": report,
+        "metrics": metrics,
+        "rows": rows,
+        "checks": checks,
+        "chart": chart,
+    }
+
+
 def _float(value: Any) -> float | None:
     try:
         return None if value is None else float(value)
@@ -121,7 +145,7 @@ def _float(value: Any) -> float | None:
         return None
 
 
-def _registry(settings: Settings) -> Registry:
+def page_registry(settings: Settings) -> Registry:
     # The page must answer when MLflow is down: fail after one try instead of minutes of retries.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
@@ -130,7 +154,7 @@ def _registry(settings: Settings) -> Registry:
 
 def list_versions(settings: Settings, store: ObjectStore, mlflow_ui_url: str) -> list[VersionView]:
     """The newest registered versions, with their aliases, tags, run links and gate reports."""
-    registry = _registry(settings)
+    registry = page_registry(settings)
     name = settings.model_name
     aliases = registry.aliases()
     by_version: dict[str, list[str]] = {}
@@ -197,8 +221,7 @@ def models_page(settings: Settings, store: ObjectStore, base: str, mlflow_ui_url
     gates = []
     for view in versions:
         if view.gate is not None and len(gates) < MAX_GATE_REPORTS:
-            metrics, rows = slice_rows(view.gate)
-            gates.append({"version": view.version, "report": view.gate, "metrics": metrics, "rows": rows})
+            gates.append(gate_view(view.version, view.gate))
     return render_page(
         "models.html",
         base=base,

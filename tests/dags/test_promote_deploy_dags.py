@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.dags import without_deadline
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -24,7 +26,7 @@ def parse(airflow_db, name: str):
 
     bag = DagBag(dag_folder=str(REPO / "dags" / f"{name}.py"))
     assert not bag.import_errors, bag.import_errors
-    return bag.get_dag(name)
+    return without_deadline(bag.get_dag(name))
 
 
 @pytest.fixture
@@ -110,6 +112,46 @@ def test_promote_dag_promotes_a_passing_challenger_and_announces_the_champion(
     from tasks.registry import Registry
 
     assert Registry(env).aliases()["champion"] == version
+
+
+def test_a_rejection_fails_the_promote_run_and_an_override_from_the_form_promotes_with_its_reason(
+    airflow_db, env, trained_dir, untrained_dir, register
+):
+    """A rejected challenger shows as a failed run (not a plain green one) that says why and how to
+    override; the form's override (version, switch, reason) then promotes it and records the reason."""
+    from tasks.registry import CHAMPION, Registry
+
+    registry = Registry(env)
+    champion = register(trained_dir, env, "v0001")
+    registry.promote(champion, "round 1")
+    challenger = register(untrained_dir, env, "v0001")  # random weights: below gate.yaml's floors
+
+    run = parse(airflow_db, "promote").test(run_conf={"version": challenger})
+    assert run.state == "failed"
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert states["reject"] == "failed" and states["promote_champion"] == "skipped"
+    assert states["evaluate"] == "success"
+    assert registry.get(challenger).tags["rejected"] == "true" and registry.aliases()[CHAMPION] == champion
+    assert asset_events("promote", run.run_id) == []
+
+    # An override without a reason fails at once, before hours of evaluation, and moves nothing.
+    run = parse(airflow_db, "promote").test(run_conf={"version": challenger, "override": True})
+    states = {ti.task_id: (ti.state, ti.try_number) for ti in run.get_task_instances()}
+    assert run.state == "failed" and states["resolve_version"] == ("failed", 1)
+    assert states["evaluate"][0] == "upstream_failed"
+
+    conf = {"version": challenger, "override": True, "override_reason": "QA checked the failures by hand"}
+    run = parse(airflow_db, "promote").test(run_conf=conf)
+    assert run.state == "success"
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert states["promote_champion"] == "success" and states["reject"] == "skipped"
+    assert registry.aliases()[CHAMPION] == challenger
+    tags = registry.get(challenger).tags
+    assert tags["gate_decision"] == "overridden"
+    assert tags["gate_override_reason"] == "QA checked the failures by hand"
+    assert asset_events("promote", run.run_id) == [
+        {"model_name": env.model_name, "version": challenger, "previous": champion}
+    ]
 
 
 def test_deploy_rolls_out_and_a_failing_smoke_test_rolls_back(

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.dags import without_deadline
+
 REPO = Path(__file__).resolve().parents[2]
 DAG_FILE = REPO / "dags" / "train.py"
 
@@ -28,7 +30,7 @@ def parse_dag(airflow_db):
 
     bag = DagBag(dag_folder=str(DAG_FILE))
     assert not bag.import_errors, bag.import_errors
-    return bag.get_dag("train_detector")
+    return without_deadline(bag.get_dag("train_detector"))
 
 
 def test_the_dag_is_wiring_with_a_documented_form(airflow_db, monkeypatch):

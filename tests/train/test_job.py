@@ -56,8 +56,19 @@ def round1(tmp_path_factory, mlflow_server, demo_root, publish_demo):
     tmp = tmp_path_factory.mktemp("round1")
     env = trainer_env(tmp, mlflow_server, f"detector-{uuid.uuid4().hex[:8]}")
     publish_demo(ObjectStore(env["VIGIL_STORE_URL"]), demo_root / "demo_a")
-    result, log = run_trainer(env, "--reason", "first model on generator A")
+    # As the train_detector task runs it: Airflow exports the run to the task and its children.
+    airflow = {
+        "AIRFLOW_CTX_DAG_ID": "train_detector",
+        "AIRFLOW_CTX_DAG_RUN_ID": "manual__2026-12-01T10:00:00+00:00",
+        "AIRFLOW__API__BASE_URL": "http://airflow.example:8080/",
+    }
+    result, log = run_trainer({**env, **airflow}, "--reason", "first model on generator A")
     return env, result, log
+
+
+AIRFLOW_RUN_URL = (
+    "http://airflow.example:8080/dags/train_detector/runs/manual__2026-12-01T10%3A00%3A00%2B00%3A00"
+)
 
 
 def test_entry_point_registers_a_challenger_with_its_tags_metrics_and_artifacts(round1):
@@ -112,7 +123,42 @@ def test_entry_point_registers_a_challenger_with_its_tags_metrics_and_artifacts(
     assert (detector.name, detector.version) == (name, "1")
     images = _test_images(env)
     np.testing.assert_array_equal(detector.score(images), Detector.load(result["detector_dir"]).score(images))
-    assert "epoch 3/3" in log
+    assert "epoch 3/3" in log and "progress: epoch 1/3 | step 1/" in log
+
+
+def test_the_mlflow_run_links_back_to_airflow_and_the_logged_model_has_a_signature_and_metrics(round1):
+    """MLflow conventions: the experiment's kind (its UI opens on runs and models, not GenAI traces),
+    the Airflow run on the MLflow run and the version, a signature and an input example on the logged
+    model, the evaluation metrics linked to it."""
+    import mlflow
+    import pandas as pd
+    from mlflow import MlflowClient
+
+    env, result, _ = round1
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    run = client.get_run(result["run_id"])
+    assert run.data.tags["vigil.airflow_run_url"] == AIRFLOW_RUN_URL
+    assert run.data.tags["vigil.airflow_dag_id"] == "train_detector"
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert client.get_model_version(env["VIGIL_MODEL_NAME"], result["version"]).tags["airflow_run_url"] == (
+        AIRFLOW_RUN_URL
+    )
+
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    model_uri = f"models:/{result['model_id']}"
+    info = mlflow.models.get_model_info(model_uri)
+    assert info.signature.inputs.to_dict() == [{"type": "binary", "name": "image", "required": True}]
+    assert [c["name"] for c in info.signature.outputs.to_dict()] == ["p_fake", "is_fake"]
+    logged = mlflow.get_logged_model(result["model_id"])
+    metrics = {m.key: m.value for m in logged.metrics}
+    assert metrics["test_roc_auc"] == pytest.approx(run.data.metrics["test_roc_auc"])
+    assert {"threshold", "best_val_roc_auc"} <= set(metrics)
+    assert info.saved_input_example_info["type"] == "dataframe"
+    # The registered pyfunc answers encoded images, as its signature says.
+    images = pd.DataFrame({"image": [Path(f).read_bytes() for f in _test_files(env)[:3]]})
+    scores = mlflow.pyfunc.load_model(model_uri).predict(images)
+    assert list(scores.columns) == ["p_fake", "is_fake"] and len(scores) == 3
 
 
 def _settings(env: dict[str, str]):
@@ -123,6 +169,16 @@ def _settings(env: dict[str, str]):
         store_url=env["VIGIL_STORE_URL"],
         mlflow_tracking_uri=env["MLFLOW_TRACKING_URI"],
         model_name=env["VIGIL_MODEL_NAME"],
+    )
+
+
+def _test_files(env: dict[str, str]) -> list[str]:
+    from tasks.data.frames import snapshot_frame
+    from tasks.storage import ObjectStore
+
+    store = ObjectStore(env["VIGIL_STORE_URL"])
+    return (
+        snapshot_frame(store, "latest", ("test",), Path(env["VIGIL_HOME"]) / "cache").table["file"].tolist()
     )
 
 

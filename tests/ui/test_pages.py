@@ -10,7 +10,6 @@ import uuid
 import pytest
 from PIL import Image
 
-from tasks.ui import page_for_dag_run
 from tasks.ui.files import ReportPathError
 from tasks.ui.models import gate_file, models_page, slice_rows
 from tasks.ui.quality import batch_page, data_docs_file, data_quality_page, list_batch_reports, static_file
@@ -227,12 +226,6 @@ def test_slice_rows_put_champion_and_challenger_side_by_side_and_colour_the_chan
     # No champion (the first model): no delta, no colour.
     _, [first, _] = slice_rows(gate_report("m", {"version": "1"}, None))
     assert all(c["delta"] is None and c["verdict"] == "" for c in first["cells"])
-
-
-def test_dag_runs_link_to_their_page():
-    assert page_for_dag_run("curate") == "data-quality"
-    assert page_for_dag_run("collect_mastodon") == "data-quality?source=mastodon"
-    assert {page_for_dag_run(d) for d in ("train_detector", "promote", "deploy")} == {"models"}
 
 
 def test_models_page_shows_versions_aliases_tags_inference_and_gate_report(
