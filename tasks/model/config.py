@@ -151,14 +151,30 @@ class ContinualSettings(Section):
     distillation_temperature: float = Field(
         2.0, gt=0, description="Softmax temperature T of the distillation."
     )
+    warm_start: bool = Field(
+        True,
+        description="Start from the champion's weights; false: a fresh (seeded) model, which only "
+        "distillation and replay tie to the champion.",
+    )
     ewc_lambda: float = Field(0.0, ge=0, description="Strength of the EWC penalty; 0 switches it off.")
     fisher_samples: int = Field(512, ge=1, description="Seen images the diagonal Fisher is estimated on.")
 
+    @model_validator(mode="after")
+    def _ewc_needs_an_anchor(self) -> ContinualSettings:
+        if self.ewc_lambda and not self.warm_start:
+            raise ValueError("ewc_lambda needs warm_start: true (EWC keeps the weights near the champion's)")
+        return self
+
     @property
     def strategy(self) -> str:
-        """The name recorded in MLflow: replay, replay+kd, replay+ewc, replay+kd+ewc."""
+        """The name recorded in MLflow, e.g. fine-tune, replay, replay+kd, replay+kd+ewc, fresh+replay+kd."""
         return "+".join(
-            ["replay", *(["kd"] if self.distillation_weight else []), *(["ewc"] if self.ewc_lambda else [])]
+            [
+                *([] if self.warm_start else ["fresh"]),
+                "replay" if self.replay_budget else "fine-tune",
+                *(["kd"] if self.distillation_weight else []),
+                *(["ewc"] if self.ewc_lambda else []),
+            ]
         )
 
 
@@ -256,6 +272,11 @@ class VLMConfig(CommonConfig):
         if self.profile == "tiny" and self.base_model is not None:
             raise ValueError(
                 "base_model must be null for profile 'tiny' (its base is built offline from `tiny:`)"
+            )
+        if not self.continual.warm_start:
+            raise ValueError(
+                "continual.warm_start must be true for a VLM: it continues from the champion's weights, "
+                "which are also the distillation teacher (a second copy of the model is not loaded)"
             )
         return self
 

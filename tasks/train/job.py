@@ -483,15 +483,17 @@ def fit(
     bf16 = use_bf16(config)
     model, preprocessor = build_model(config, start, cache, bf16)
     args = training_arguments(config, checkpoints, bf16, settings)
+    teacher, terms = vlm_continual_terms(config, start, model, preprocessor, data)
     trainer = DetectorTrainer(
         model=model,
         args=args,
-        train_dataset=AnswerDataset(data.train),
+        train_dataset=AnswerDataset(data.train, config.augment, config.seed, teacher),
         eval_dataset=AnswerDataset(data.val),
         data_collator=collator(preprocessor),
         preprocessor=preprocessor,
         val_frame=data.val,
         target_fpr=config.target_fpr,
+        continual=terms,
         callbacks=[
             EarlyStoppingCallback(early_stopping_patience=config.train.early_stopping_patience),
             EpochSummary(config.train.epochs),
@@ -513,6 +515,57 @@ def fit(
         )
     trainer.train(resume_from_checkpoint=last)
     return trainer
+
+
+def vlm_continual_terms(config: ModelConfig, start: StartingPoint, model, preprocessor, data: TrainingData):
+    """For a job continuing from the champion (``model`` is the champion now, before any step): its
+    binary logit on every training image (the distillation targets) and, for EWC, its trainable
+    weights and their diagonal Fisher on up to ``fisher_samples`` seen images."""
+    import torch
+    from torch.nn import functional as F
+
+    from tasks.images import load_image
+    from tasks.model.processing import answer_for
+    from tasks.model.vlm import model_device, score_images
+    from tasks.train.continual import anchor_of, diagonal_fisher
+    from tasks.train.trainer import ContinualTerms, answer_logits
+
+    settings = config.continual
+    if start.kind != "champion" or not (settings.distillation_weight or settings.ewc_lambda):
+        return None, None
+    if torch.cuda.is_available():
+        model.to("cuda")
+    teacher = None
+    if settings.distillation_weight:
+        files = data.train.table["file"].tolist()
+        chunks = []
+        for begin in range(0, len(files), 64):
+            images = [load_image(Path(f).read_bytes()) for f in files[begin : begin + 64]]
+            chunks.append(score_images(model, preprocessor, images, config.train.eval_batch_size))
+        p = np.clip(np.concatenate(chunks), 1e-6, 1 - 1e-6)
+        teacher = np.log(p) - np.log1p(-p)  # p = softmax(Yes, No)[Yes]: this is logit(Yes) - logit(No)
+        log.info("distillation: the champion's logits on %d training images", len(teacher))
+    terms = ContinualTerms(settings)
+    seen = data.train.where(data.train.table["image_id"].isin(data.seen).to_numpy(), "seen")
+    if settings.ewc_lambda and len(seen.table):
+        files = seen.table["file"].tolist()[: settings.fisher_samples]
+        labels, answers = seen.labels, seen.table["label"].tolist()
+        device = model_device(model)
+
+        def sample_loss(i: int) -> torch.Tensor:
+            batch = preprocessor.encode([load_image(Path(files[i]).read_bytes())], [answer_for(answers[i])])
+            batch = {k: v.to(device) for k, v in batch.items()}
+            logits = model(**batch, use_cache=False).logits
+            logit = answer_logits(logits, batch["labels"], preprocessor.yes_id, preprocessor.no_id)
+            return F.binary_cross_entropy_with_logits(logit, torch.tensor([float(labels[i])], device=device))
+
+        rows = files
+        terms.anchor = anchor_of(model)
+        terms.fisher = diagonal_fisher(model, sample_loss, len(rows))
+        log.info(
+            "EWC: diagonal Fisher of %d trainable tensors on %d seen images", len(terms.fisher), len(rows)
+        )
+    return teacher, terms
 
 
 def finalize(

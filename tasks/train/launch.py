@@ -58,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument(
         "--profile",
         type=_optional(str),
-        help="tiny | qwen2.5-vl-3b: use that profile's config (include/model_config.<profile>.yaml)",
+        help="probe | tiny | qwen2.5-vl-3b: that profile's reviewed config (include/model_config.yaml or include/model_config.<profile>.yaml)",
     )
     parser.add_argument(
         "--snapshot", type=_optional(str), help="dataset snapshot version (default: the config's)"

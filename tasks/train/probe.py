@@ -10,14 +10,13 @@ class-balanced binary cross-entropy, early-stopped on validation ROC AUC, plus, 
 from the champion (``continual:``):
 
 * **replay** — the seen images in the training rows (chosen upstream, :func:`tasks.train.job.select_training_rows`);
-* **distillation** — ``weight * T^2 * KL(Bernoulli(sigmoid(t/T)) || Bernoulli(sigmoid(s/T)))`` with the
-  champion's logits ``t`` on every training row (the standard form: the constant T^2 outside the KL);
-* **EWC** — ``lambda/2 * sum_i F_i (theta_i - theta*_i)^2`` with the champion's weights ``theta*`` and a
-  diagonal Fisher ``F`` estimated on seen images.
+* **distillation** from the champion's logits on every training row, and **EWC** around the
+  champion's head weights (:mod:`tasks.train.continual`).
 
-Warm start: from the champion, the head starts from its weights and keeps its standardisation (so
-those weights keep their meaning). Then Platt scaling on the validation logits calibrates P(fake), and
-a PCA of the training features gives the monitoring embedding.
+Warm start (``continual.warm_start``): the head starts as the champion, re-expressed exactly in the
+standardisation of the new training rows (:func:`restandardised`); off, a fresh head learns and
+distillation alone carries the champion's knowledge. Then Platt scaling on the validation logits
+calibrates P(fake), and a PCA of the training features gives the monitoring embedding.
 """
 
 from __future__ import annotations
@@ -37,6 +36,7 @@ from tasks.images import load_image
 from tasks.model import augment, backbone
 from tasks.model.config import ProbeConfig
 from tasks.model.probe import FeatureExtractor, Head, ProbeDetector
+from tasks.train.continual import anchor_of, diagonal_fisher, distillation_loss, ewc_penalty
 
 if TYPE_CHECKING:
     import torch
@@ -177,38 +177,6 @@ def _load_arrays(module: torch.nn.Module, weights: tuple[np.ndarray, ...]) -> No
             layers[1].bias.copy_(torch.from_numpy(weights[3]))
 
 
-def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
-    """``T^2 * KL(teacher_T || student_T)`` for binary logits (mean over rows); zero when they are equal."""
-    import torch
-    from torch.nn import functional as F
-
-    t = torch.sigmoid(teacher / temperature)
-    log_s_fake, log_s_real = F.logsigmoid(student / temperature), F.logsigmoid(-student / temperature)
-    log_t_fake, log_t_real = F.logsigmoid(teacher / temperature), F.logsigmoid(-teacher / temperature)
-    kl = t * (log_t_fake - log_s_fake) + (1 - t) * (log_t_real - log_s_real)
-    return temperature**2 * kl.mean()
-
-
-def ewc_penalty(module: torch.nn.Module, anchor: dict[str, torch.Tensor], fisher: dict[str, torch.Tensor]):
-    """``sum_i F_i (theta_i - theta*_i)^2``: zero at the anchor, positive away from it."""
-    return sum((fisher[name] * (p - anchor[name]) ** 2).sum() for name, p in module.named_parameters())
-
-
-def diagonal_fisher(module: torch.nn.Module, z: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Empirical diagonal Fisher of the binary log-likelihood at the module's current weights."""
-    import torch
-    from torch.nn import functional as F
-
-    module.eval()
-    fisher = {name: torch.zeros_like(p) for name, p in module.named_parameters()}
-    for i in range(len(z)):
-        module.zero_grad()
-        F.binary_cross_entropy_with_logits(module(z[i : i + 1])[:, 0], y[i : i + 1]).backward()
-        for name, p in module.named_parameters():
-            fisher[name] += p.grad.detach() ** 2
-    return {name: f / max(len(z), 1) for name, f in fisher.items()}
-
-
 def fit_probe(
     config: ProbeConfig,
     train: Frame,
@@ -227,22 +195,15 @@ def fit_probe(
     cache = FeatureCache(Path(cache_dir) / "features", config)
     raw, rows, clean = features_of(train, extractor, cache, config, views=config.augment.views)
     val_raw, _, _ = features_of(val, extractor, cache, config)
-    if champion is not None:  # keep the champion's standardisation: its weights keep their meaning
-        mean, scale = champion.head.mean, champion.head.scale
+    mean, scale = raw[clean].mean(axis=0), raw[clean].std(axis=0) + 1e-6
+    init = teacher = None
+    if champion is not None:
         teacher = champion.head.logits(champion.head.standardise(raw)).astype(np.float32)
-    else:
-        mean, scale = raw[clean].mean(axis=0), raw[clean].std(axis=0) + 1e-6
-        teacher = None
+        if config.continual.warm_start:
+            init = restandardised(champion.head.weights, champion.head.mean, champion.head.scale, mean, scale)
     z, z_val = (raw - mean) / scale, (val_raw - mean) / scale
     trained = train_head(
-        config,
-        z,
-        train.labels[rows],
-        z_val,
-        val.labels,
-        init=champion.head.weights if champion is not None else None,
-        teacher_logits=teacher,
-        seen=seen[rows],
+        config, z, train.labels[rows], z_val, val.labels, init=init, teacher_logits=teacher, seen=seen[rows]
     )
     head = Head(mean, scale, trained.weights, (1.0, 0.0), mean, np.zeros((len(mean), 1)))
     val_logits = head.logits(z_val)
@@ -297,9 +258,15 @@ def train_head(
         if teacher_logits is not None and continual.distillation_weight:
             teacher = torch.from_numpy(np.asarray(teacher_logits, dtype=np.float32))
         if continual.ewc_lambda and seen is not None and seen.any():
-            anchor = {name: p.detach().clone() for name, p in module.named_parameters()}
-            rows = np.flatnonzero(seen)[: continual.fisher_samples]
-            fisher = diagonal_fisher(module, x[rows], y[rows])
+            anchor = anchor_of(module)
+            rows = torch.from_numpy(np.flatnonzero(seen)[: continual.fisher_samples])
+            fisher = diagonal_fisher(
+                module,
+                lambda i: F.binary_cross_entropy_with_logits(
+                    module(x[rows[i : i + 1]])[:, 0], y[rows[i : i + 1]]
+                ),
+                len(rows),
+            )
     n_fake = float(y.sum())
     pos_weight = torch.tensor((len(y) - n_fake) / max(n_fake, 1.0))
     # Label smoothing bounds the logits (|logit| ~ log((1 - e/2) / (e/2))): an over-confident head saturates
@@ -368,6 +335,27 @@ def train_head(
             log.info("early stopping: no better validation AUC or loss for %d epochs", patience)
             break
     return TrainedHead(best[2], best[0], best[1], history)
+
+
+def restandardised(
+    weights: tuple[np.ndarray, ...],
+    mean: np.ndarray,
+    scale: np.ndarray,
+    new_mean: np.ndarray,
+    new_scale: np.ndarray,
+) -> tuple[np.ndarray, ...]:
+    """The same head expressed on features standardised with ``new_mean``/``new_scale``.
+
+    ``(x - m)/s = (z' * s' + m' - m)/s`` for ``z' = (x - m')/s'``, so the first layer becomes
+    ``W' = W * s'/s`` (per input row) and ``b' = b + ((m' - m)/s) @ W``: identical outputs on every image.
+    A continued head can then use statistics of the data it now learns from (the old ones would
+    mis-scale features that the new generator moves), while starting from exactly the champion.
+    """
+    first, bias, *rest = weights
+    ratio, shift = new_scale / scale, (new_mean - mean) / scale
+    if first.ndim == 1:  # linear head: w [D], b [1]
+        return (first * ratio).astype(np.float32), (bias + shift @ first).astype(np.float32), *rest
+    return (first * ratio[:, None]).astype(np.float32), (bias + shift @ first).astype(np.float32), *rest
 
 
 def _logits(weights: tuple[np.ndarray, ...], z: np.ndarray) -> np.ndarray:

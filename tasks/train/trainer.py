@@ -1,10 +1,10 @@
 """The Hugging Face Trainer, evaluated by validation ROC AUC through the detector's own scoring path.
 
 Trainer gives gradient accumulation, gradient checkpointing, bf16, DDP/DeepSpeed, checkpoints with
-optimizer/scheduler/RNG state and resumption. Vigil changes three things: ``evaluate`` scores the
-validation images with :func:`tasks.model.detector.score_images` (the serving path) and reports ROC
-AUC, which selects the best checkpoint and drives early stopping; the per-step log lines become MLflow
-metrics; and progress is told in log lines, not bars: one every 30 s (:class:`ProgressLines`) and a
+optimizer/scheduler/RNG state and resumption. Vigil changes four things: ``evaluate`` scores the
+validation images with :func:`tasks.model.vlm.score_images` (the serving path) and reports ROC
+AUC, which selects the best checkpoint and drives early stopping; a continued job adds distillation
+and EWC to the loss (:class:`ContinualTerms`); the per-step log lines become MLflow metrics; and progress is told in log lines, not bars: one every 30 s (:class:`ProgressLines`) and a
 summary at the end of each epoch (:class:`EpochSummary`).
 """
 
@@ -14,6 +14,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,8 +25,11 @@ from transformers import Trainer, TrainerCallback
 from tasks.data.frames import Frame
 from tasks.evaluate.metrics import binary_metrics, threshold_at_fpr
 from tasks.images import load_image
-from tasks.model.processing import Preprocessor, answer_for
+from tasks.model import augment
+from tasks.model.config import AugmentSettings, ContinualSettings
+from tasks.model.processing import IGNORE_INDEX, Preprocessor, answer_for
 from tasks.model.vlm import score_images
+from tasks.train.continual import distillation_loss, ewc_penalty
 
 log = logging.getLogger("vigil.train")
 PROGRESS_INTERVAL_S = 30.0  # seconds between two progress lines
@@ -33,38 +37,119 @@ EPOCH_METRICS = ("roc_auc", "average_precision", "accuracy", "balanced_accuracy"
 
 
 class AnswerDataset(Dataset):
-    """Images of a frame with their target answers; decoding happens in the data loader."""
+    """Images of a frame with their target answers; decoding happens in the data loader.
 
-    def __init__(self, frame: Frame) -> None:
+    With ``augment.views``, the dataset also holds that many re-encoded copies of every image (the
+    same deterministic views the probe family trains on, :mod:`tasks.model.augment`). With
+    ``teacher_logits`` (the champion's binary logit per image), each item carries its image's teacher
+    logit for distillation: a view is distilled toward the champion's verdict on the clean image.
+    """
+
+    def __init__(
+        self,
+        frame: Frame,
+        augment: AugmentSettings | None = None,
+        seed: int = 0,
+        teacher_logits: np.ndarray | None = None,
+    ) -> None:
         self.files = frame.table["file"].tolist()
+        self.ids = frame.table["image_id"].astype(str).tolist()
         self.answers = [answer_for(label) for label in frame.table["label"]]
+        self.augment, self.seed = augment, seed
+        self.views = augment.views if augment is not None else 0
+        self.teacher = None if teacher_logits is None else np.asarray(teacher_logits, dtype=np.float32)
 
     def __len__(self) -> int:
-        return len(self.files)
+        return len(self.files) * (1 + self.views)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        with open(self.files[i], "rb") as fh:
-            return {"image": load_image(fh.read()), "answer": self.answers[i]}
+        row, view = i % len(self.files), i // len(self.files) - 1  # view -1: the image itself
+        with open(self.files[row], "rb") as fh:
+            image = load_image(fh.read())
+        if view >= 0:
+            rng = np.random.default_rng(augment.view_seed(self.ids[row], view, self.seed))
+            image = augment.reencode(image, self.augment, rng)
+        item = {"image": image, "answer": self.answers[row]}
+        if self.teacher is not None:
+            item["teacher_logit"] = float(self.teacher[row])
+        return item
 
 
 def collator(preprocessor: Preprocessor) -> Callable[[list[dict]], dict[str, torch.Tensor]]:
     def collate(rows: list[dict]) -> dict[str, torch.Tensor]:
-        return preprocessor.encode([r["image"] for r in rows], [r["answer"] for r in rows])
+        batch = preprocessor.encode([r["image"] for r in rows], [r["answer"] for r in rows])
+        if rows and "teacher_logit" in rows[0]:
+            batch["teacher_logits"] = torch.tensor([r["teacher_logit"] for r in rows], dtype=torch.float32)
+        return batch
 
     return collate
+
+
+def answer_logits(logits: torch.Tensor, labels: torch.Tensor, yes_id: int, no_id: int) -> torch.Tensor:
+    """The binary logit ``logit(Yes) - logit(No)`` where each row predicts its first answer token
+    (the quantity the detector scores with, :func:`tasks.model.vlm.score_images`)."""
+    first = (labels != IGNORE_INDEX).int().argmax(dim=1)
+    at = logits[torch.arange(len(labels), device=labels.device), first - 1]
+    return (at[:, yes_id] - at[:, no_id]).float()
+
+
+@dataclass
+class ContinualTerms:
+    """What a continued job adds to the answer loss: distillation and EWC (:mod:`tasks.train.continual`)."""
+
+    settings: ContinualSettings
+    anchor: dict[str, torch.Tensor] | None = None
+    fisher: dict[str, torch.Tensor] | None = None
 
 
 class DetectorTrainer(Trainer):
     """A Trainer whose evaluation is the detector's validation ROC AUC (and friends)."""
 
     def __init__(
-        self, *args, preprocessor: Preprocessor, val_frame: Frame, target_fpr: float, **kwargs
+        self,
+        *args,
+        preprocessor: Preprocessor,
+        val_frame: Frame,
+        target_fpr: float,
+        continual: ContinualTerms | None = None,
+        **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.preprocessor = preprocessor
         self.val_images = val_frame.images()
         self.val_labels = val_frame.labels
         self.target_fpr = target_fpr
+        self.continual = continual
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """The answer's cross-entropy, plus distillation toward the champion and EWC when continuing."""
+        teacher = inputs.pop("teacher_logits", None)
+        loss, outputs = super().compute_loss(
+            model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch
+        )
+        terms = self.continual
+        if terms is None or not model.training:
+            return (loss, outputs) if return_outputs else loss
+        extra = loss.new_zeros(())
+        if teacher is not None and terms.settings.distillation_weight:
+            student = answer_logits(
+                outputs.logits, inputs["labels"], self.preprocessor.yes_id, self.preprocessor.no_id
+            )
+            kd = distillation_loss(
+                student, teacher.to(student.device), terms.settings.distillation_temperature
+            )
+            extra = extra + terms.settings.distillation_weight * kd
+        if terms.fisher is not None:
+            extra = extra + terms.settings.ewc_lambda / 2 * ewc_penalty(model, terms.anchor, terms.fisher)
+        # Trainer divides the loss by the accumulation steps unless the model already normalised it by
+        # the batch's token count: these batch means must be scaled the same way as the answer loss.
+        scaled = (
+            self.loss_is_scaled_for_ga
+            if self.loss_is_scaled_for_ga is not None
+            else (self.model_accepts_loss_kwargs and num_items_in_batch is not None)
+        )
+        loss = loss + (extra / self.current_gradient_accumulation_steps if scaled else extra)
+        return (loss, outputs) if return_outputs else loss
 
     # Trainer reloads full weights with load_state_dict(strict=True), but save_pretrained writes
     # Qwen2.5-VL's original key names: every key would be silently skipped. Reload through

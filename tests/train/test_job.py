@@ -13,7 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
+from tasks.model.config import load_config
 from tasks.model.detector import Detector
 
 IMAGE_COMMIT = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
@@ -273,7 +275,13 @@ def test_continual_training_from_the_champion_replays_old_images(round1, demo_ro
 
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
     client.set_registered_model_alias(env["VIGIL_MODEL_NAME"], "champion", first["version"])
-    result, _log = run_trainer(env, epochs=2)
+    # The reviewed tiny setup with every continual term on, and one re-encoded view per image.
+    config = load_config(None, _settings(env), profile="tiny").with_overrides(
+        {"continual.distillation_weight": 1.0, "continual.ewc_lambda": 5.0, "augment.views": 1}
+    )
+    config_file = Path(env["VIGIL_HOME"]) / "continual.yaml"
+    config_file.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    result, log = run_trainer(env, "--config", str(config_file), epochs=2)
     assert result["start"] == "champion-v1" and result["snapshot"] == "v0002" and result["version"] == "2"
     params = client.get_run(result["run_id"]).data.params
     # All 48 new images plus a balanced replay buffer as large as the new data (continual.replay_budget: new).
@@ -283,7 +291,11 @@ def test_continual_training_from_the_champion_replays_old_images(round1, demo_ro
         "48",
         "96",
     )
-    assert params["continual_strategy"] == "replay"
+    assert params["continual_strategy"] == "replay+kd+ewc"
+    assert "distillation: the champion's logits on 96 training images" in log
+    assert "EWC: diagonal Fisher of" in log and "on 48 seen images" in log
+    # Two epochs over the 96 images and their 96 views, 32 per step: 6 steps each (3 without the views).
+    assert "step 1/12 " in log
     assert client.get_model_version_by_alias(env["VIGIL_MODEL_NAME"], "challenger").version == "2"
     assert client.get_model_version_by_alias(env["VIGIL_MODEL_NAME"], "champion").version == "1"
 

@@ -8,18 +8,19 @@ import pandas as pd
 import pytest
 import torch
 from sklearn.metrics import roc_auc_score
+from torch.nn import functional as F
 
 from tasks.data.frames import Frame
 from tasks.model import augment
 from tasks.model.detector import Detector
+from tasks.train.continual import anchor_of, diagonal_fisher, distillation_loss, ewc_penalty
 from tasks.train.job import select_training_rows
 from tasks.train.probe import (
     _head_module,
     _logits,
-    diagonal_fisher,
-    distillation_loss,
-    ewc_penalty,
+    _to_arrays,
     fit_probe,
+    restandardised,
 )
 
 
@@ -33,13 +34,31 @@ def test_ewc_is_zero_at_the_anchor_and_grows_away_from_it(probe_config):
     torch.manual_seed(0)
     head = _head_module(16, probe_config)
     z, y = torch.randn(32, 16), (torch.rand(32) > 0.5).float()
-    fisher = diagonal_fisher(head, z, y)
-    anchor = {name: p.detach().clone() for name, p in head.named_parameters()}
+    fisher = diagonal_fisher(
+        head, lambda i: F.binary_cross_entropy_with_logits(head(z[i : i + 1])[:, 0], y[i : i + 1]), len(z)
+    )
+    assert all(float(f.sum()) > 0 for f in fisher.values())
+    anchor = anchor_of(head)
     assert ewc_penalty(head, anchor, fisher).item() == 0.0
     with torch.no_grad():
         for p in head.parameters():
             p.add_(0.1)
     assert ewc_penalty(head, anchor, fisher).item() > 0.0
+
+
+@pytest.mark.parametrize("kind", ["linear", "mlp"])
+def test_a_restandardised_head_gives_the_same_logits_on_every_image(probe_config, kind):
+    rng = np.random.default_rng(0)
+    config = probe_config.with_overrides({"head.kind": kind})
+    weights = _to_arrays(_head_module(8, config))
+    x = rng.normal(3.0, 2.0, (50, 8))
+    old_mean, old_scale = rng.normal(size=8), rng.uniform(0.5, 2.0, 8)
+    new_mean, new_scale = x.mean(axis=0), x.std(axis=0)
+    moved = restandardised(weights, old_mean, old_scale, new_mean, new_scale)
+    before = _logits(weights, (x - old_mean) / old_scale)
+    after = _logits(moved, (x - new_mean) / new_scale)
+    np.testing.assert_allclose(after, before, rtol=1e-4, atol=1e-4)
+    assert not np.allclose(moved[0], weights[0])  # the weights did change: the features moved
 
 
 def _frame(rows: list[dict]) -> Frame:
