@@ -325,13 +325,13 @@ class Run:
         else:
             try:
                 found = ensure_reference(self.settings, self.store, model_name, version, self.config)
-            except (NoReference, LookupError) as exc:
+            except (NoReference, LookupError, FileNotFoundError) as exc:  # no tag, version or snapshot
                 found = str(exc)
             except ImportError as exc:  # the Airflow image has no model libraries
                 found = (
                     f"no reference of {model_name} version {version} recorded, and this process cannot "
                     f"score images ({exc}); record it where the model runs: vigil monitor reference "
-                    f"{model_name} {version}"
+                    f"--model {model_name} {version}"
                 )
         self.references[(model_name, version)] = found
         if isinstance(found, str):
