@@ -89,3 +89,46 @@ def png(colour: tuple[int, int, int], side: int = 64) -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (side, side), colour).save(buf, "PNG")
     return buf.getvalue()
+
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+def monitored_store(tmp_path, mlflow_uri: str):
+    """(settings, store, model name): a fresh store and inbox, a model name of its own, its reference (v1)."""
+    import uuid
+
+    from tasks.settings import Settings
+    from tasks.storage import ObjectStore
+
+    model = f"m-{uuid.uuid4().hex[:8]}"
+    settings = Settings(
+        home=tmp_path / "home",
+        store_url=(tmp_path / "store").as_uri(),
+        inbox=str(tmp_path / "inbox"),
+        mlflow_tracking_uri=mlflow_uri,
+        model_name=model,
+    )
+    store = ObjectStore.from_settings(settings)
+    write_synthetic_reference(store, model=model)
+    return settings, store, model
+
+
+class Stream:
+    """Adds windows of traffic an hour apart (flushed in order) and runs the monitor after each."""
+
+    def __init__(self, settings, store, model, config=None, seed=1):
+        from tasks.monitor.config import MonitorConfig
+
+        self.settings, self.store, self.model = settings, store, model
+        self.config = config or MonitorConfig()
+        self.rng = np.random.default_rng(seed)
+        self.clock = NOW - timedelta(hours=12)
+
+    def add(self, n=1000, run=True, **kwargs):
+        from tasks.monitor.run import monitor
+
+        rows = traffic(n, self.rng, start=self.clock, spacing_s=1, model=self.model, **kwargs)
+        write_stream(self.store, rows, flushed=self.clock)
+        self.clock += timedelta(hours=1)
+        return monitor(self.settings, self.config, now=NOW) if run else None

@@ -4,8 +4,7 @@ source, the review queue it fills, the labels it counts and the accuracy-drop ch
 
 from __future__ import annotations
 
-import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import numpy as np
 import pytest
@@ -14,44 +13,12 @@ from tasks.monitor.config import MonitorConfig
 from tasks.monitor.predictions import prediction_row, write_part
 from tasks.monitor.run import ACCURACY_KEY, SERIES_KEY, monitor, window_prefix
 from tasks.review import queue
-from tests.helpers.monitor import png, traffic, write_stream, write_synthetic_reference
-
-NOW = datetime.now(UTC).replace(microsecond=0)
+from tests.helpers.monitor import NOW, Stream, monitored_store, png, traffic
 
 
 @pytest.fixture
 def monitored(tmp_path, mlflow_server):
-    """Settings of a fresh store and inbox, a model name of its own, and its synthetic reference (v1)."""
-    from tasks.settings import Settings
-    from tasks.storage import ObjectStore
-
-    model = f"m-{uuid.uuid4().hex[:8]}"
-    settings = Settings(
-        home=tmp_path / "home",
-        store_url=(tmp_path / "store").as_uri(),
-        inbox=str(tmp_path / "inbox"),
-        mlflow_tracking_uri=mlflow_server,
-        model_name=model,
-    )
-    store = ObjectStore.from_settings(settings)
-    write_synthetic_reference(store, model=model)
-    return settings, store, model
-
-
-class Stream:
-    """Adds windows of traffic an hour apart (flushed in order) and runs the monitor after each."""
-
-    def __init__(self, settings, store, model, config=None, seed=1):
-        self.settings, self.store, self.model = settings, store, model
-        self.config = config or MonitorConfig()
-        self.rng = np.random.default_rng(seed)
-        self.clock = NOW - timedelta(hours=12)
-
-    def add(self, n=1000, run=True, **kwargs):
-        rows = traffic(n, self.rng, start=self.clock, spacing_s=1, model=self.model, **kwargs)
-        write_stream(self.store, rows, flushed=self.clock)
-        self.clock += timedelta(hours=1)
-        return monitor(self.settings, self.config, now=NOW) if run else None
+    return monitored_store(tmp_path, mlflow_server)
 
 
 def test_a_stationary_stream_raises_no_alert(monitored):
