@@ -13,9 +13,11 @@ Three tests, each decided by the thresholds of ``include/monitor.yaml`` (``drift
   most ``sample_rows`` window rows; drifting when its ROC AUC exceeds ``roc_auc`` (with a reference
   of fewer than 1,000 rows: the 95th percentile of 100 random classifiers' AUC, Evidently's bootstrap).
 
-Evidently computes every statistic (:mod:`tasks.monitor.evidently_api`); this module chooses the
-tests, samples, and reads the numbers back. :func:`compare` can also write the window's
-Evidently report (self-contained HTML and its JSON snapshot).
+Evidently computes every statistic (:mod:`tasks.monitor.evidently_api`): its stat tests (the functions
+its ``ValueDrift`` metric calls) and its embeddings drift method; this module chooses the tests,
+samples, and reads the numbers back. :func:`compare` can also build the window's Evidently report
+(self-contained HTML and its JSON snapshot): the same tests again, with Evidently's plots, which cost
+far more than the tests (so groups of a window get numbers, the window gets the report).
 """
 
 from __future__ import annotations
@@ -73,45 +75,53 @@ def compare(
     from tasks.monitor import evidently_api as ev
 
     rng = np.random.default_rng(seed)
-    scores = _score_frame(current)
-    reference_scores = _score_frame(reference)
-    definition = ev.DataDefinition(numerical_columns=["p_fake"], categorical_columns=["verdict"])
-    metrics = [
-        ev.ValueDrift(column="p_fake", method="ks", threshold=policy.score.ks_p_value),
-        ev.ValueDrift(column="p_fake", method="wasserstein", threshold=policy.score.wasserstein),
-        ev.ValueDrift(column="verdict", method="z", threshold=policy.verdict.p_value),
-    ]
+    scores, reference_scores = _score_frame(current), _score_frame(reference)
+    numeric, categorical = ev.ColumnType.Numerical, ev.ColumnType.Categorical
+    ks = ev.ks_stat_test(reference_scores["p_fake"], scores["p_fake"], numeric, policy.score.ks_p_value)
+    distance = ev.wasserstein_stat_test(
+        reference_scores["p_fake"], scores["p_fake"], numeric, policy.score.wasserstein
+    )
+    z = ev.z_stat_test(reference_scores["verdict"], scores["verdict"], categorical, policy.verdict.p_value)
+    ks, wasserstein, z = float(ks.drift_score), float(distance.drift_score), float(z.drift_score)
+
     embedding_test = _embedding_inputs(reference, current, policy, rng)
-    with ev.cheap_embedding_plot(PLOT_ROWS):
-        snapshot = ev.Report(metrics, include_tests=True).run(
-            ev.Dataset.from_pandas(scores, data_definition=definition),
-            ev.Dataset.from_pandas(reference_scores, data_definition=definition),
+    method = None
+    if isinstance(embedding_test, str):
+        embedding = {"drifted": False, "skipped": embedding_test}
+    else:
+        current_emb, reference_emb, columns = embedding_test
+        method = ev.ModelDriftMethod(
+            bootstrap=len(reference_emb) < BOOTSTRAP_BELOW, threshold=policy.embedding.roc_auc
         )
-        embedding = {"drifted": False, "skipped": embedding_test} if isinstance(embedding_test, str) else None
-        if embedding is None:
-            current_emb, reference_emb, columns = embedding_test
-            method = ev.ModelDriftMethod(
-                bootstrap=len(reference_emb) < BOOTSTRAP_BELOW, threshold=policy.embedding.roc_auc
+        auc, drifted, _ = method(current_emb.copy(), reference_emb.copy())
+        embedding = {
+            "roc_auc": round(float(auc), 5),
+            "threshold": policy.embedding.roc_auc if not method.bootstrap else "bootstrap",
+            "rows": len(current_emb),
+            "reference_rows": len(reference_emb),
+            "drifted": bool(drifted),
+        }
+    stored = None
+    if report:
+        definition = ev.DataDefinition(numerical_columns=["p_fake"], categorical_columns=["verdict"])
+        metrics = [
+            ev.ValueDrift(column="p_fake", method="ks", threshold=policy.score.ks_p_value),
+            ev.ValueDrift(column="p_fake", method="wasserstein", threshold=policy.score.wasserstein),
+            ev.ValueDrift(column="verdict", method="z", threshold=policy.verdict.p_value),
+        ]
+        with ev.cheap_embedding_plot(PLOT_ROWS):
+            snapshot = ev.Report(metrics, include_tests=True).run(
+                ev.Dataset.from_pandas(scores, data_definition=definition),
+                ev.Dataset.from_pandas(reference_scores, data_definition=definition),
             )
-            auc, drifted, _ = method(current_emb.copy(), reference_emb.copy())
-            embedding = {
-                "roc_auc": round(float(auc), 5),
-                "threshold": policy.embedding.roc_auc if not method.bootstrap else "bootstrap",
-                "rows": len(current_emb),
-                "reference_rows": len(reference_emb),
-                "drifted": bool(drifted),
-            }
-            if report:  # the widget (PCA picture) only for the stored report
+            if method is not None:  # the embeddings widget (a PCA picture) on the same sample
                 emb_definition = ev.DataDefinition(embeddings={"image": columns})
                 widget = ev.Report([ev.EmbeddingsDrift(embeddings_name="image", drift_method=method)]).run(
                     ev.Dataset.from_pandas(current_emb, data_definition=emb_definition),
                     ev.Dataset.from_pandas(reference_emb, data_definition=emb_definition),
                 )
                 _append(snapshot, widget)
-    values = {
-        m["config"]["method"] + ":" + m["config"]["column"]: float(m["value"]) for m in _metrics(snapshot)
-    }
-    ks, wasserstein, z = values["ks:p_fake"], values["wasserstein:p_fake"], values["z:verdict"]
+        stored = Report(snapshot.get_html_str(as_iframe=False).encode(), snapshot.json().encode())
     share, reference_share = float(current.fake.mean()), float(reference.fake.mean())
     results = {
         "rows": len(current),
@@ -134,9 +144,6 @@ def compare(
         },
         "embedding": embedding,
     }
-    stored = (
-        Report(snapshot.get_html_str(as_iframe=False).encode(), snapshot.json().encode()) if report else None
-    )
     return results, stored
 
 
@@ -171,10 +178,6 @@ def _embedding_inputs(reference: Sample, current: Sample, policy: DriftPolicy, r
         pd.DataFrame(reference.embeddings.astype(float), columns=columns),
         columns,
     )
-
-
-def _metrics(snapshot) -> list[dict[str, Any]]:
-    return [m for m in snapshot.dict()["metrics"] if m["config"].get("type", "").endswith(":ValueDrift")]
 
 
 def _append(snapshot, other) -> None:

@@ -47,12 +47,15 @@ if not hasattr(_pandas_common, "infer_dtype_from_object"):  # pandas >= 3.1
 import evidently  # after the shim
 import evidently.legacy.metrics.data_drift.embeddings_drift as _embeddings_widget
 from evidently import DataDefinition, Dataset, Report
+from evidently.legacy.calculations.stattests import ks_stat_test, wasserstein_stat_test, z_stat_test
+from evidently.legacy.core import ColumnType
 from evidently.metrics import EmbeddingsDrift, ValueDrift
 from evidently.metrics.embeddings import ModelDriftMethod
 
 VERSION = evidently.__version__
 __all__ = [
     "VERSION",
+    "ColumnType",
     "DataDefinition",
     "Dataset",
     "EmbeddingsDrift",
@@ -60,6 +63,9 @@ __all__ = [
     "Report",
     "ValueDrift",
     "cheap_embedding_plot",
+    "ks_stat_test",
+    "wasserstein_stat_test",
+    "z_stat_test",
 ]
 
 
