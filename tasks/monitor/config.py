@@ -24,6 +24,7 @@ class WindowPolicy(Section):
     lookback_days: int = Field(1, ge=0, le=31)
     min_group_rows: int = Field(200, ge=1)
     max_groups: int = Field(12, ge=0)
+    report_days: int = Field(30, ge=1)
 
 
 class ReferencePolicy(Section):

@@ -142,6 +142,7 @@ class Run:
         waiting_parts, waiting_rows = self._waiting
 
         accuracy_status = self._accuracy_status(counts)
+        pruned = self._prune_reports(state.get("reports_pruned_until"), today)
         expired = queue.expire(self.store, self.config.review.expire_days, self.now)
         completed = queue.complete_decided(self.store, self.inbox)
 
@@ -156,6 +157,7 @@ class Run:
                 "claims_since": self._claims_since,
                 "volume": volume,
                 "accuracy_announced": accuracy_status.get("version") if dropped else None,
+                "reports_pruned_until": pruned,
                 "updated_at": self.now.isoformat(timespec="seconds"),
             },
         )
@@ -413,6 +415,18 @@ class Run:
             "report": self.store.uri(f"{prefix}/report.html"),
             "raised_at": self.now.isoformat(timespec="seconds"),
         }
+
+    def _prune_reports(self, pruned_until: str | None, today: date) -> str:
+        """Delete the Evidently reports of the days that just passed ``window.report_days`` (one listing
+        per such day; the summaries stay); the last day done."""
+        last = today - timedelta(days=self.config.window.report_days + 1)
+        day = date.fromisoformat(pruned_until) + timedelta(days=1) if pruned_until else last
+        while day <= last:
+            for key in self.store.list(f"{WINDOWS_PREFIX}/date={day.isoformat()}/"):
+                if key.endswith(("/report.html", "/report.json")):
+                    self.store.delete(key)
+            day += timedelta(days=1)
+        return last.isoformat()
 
     # -- the review queue -----------------------------------------------------------------------
     def _fill_queue(

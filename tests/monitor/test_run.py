@@ -240,3 +240,15 @@ def test_labels_are_measured_and_a_drop_is_announced_once(monitored, tmp_path):
     again = Stream(settings, store, model, config, seed=2).add()
     assert again["accuracy"]["dropped"] and again["accuracy_drop"] is None  # announced once
     assert again["accuracy"]["n"] == 30  # the labels were counted once
+
+
+def test_reports_older_than_report_days_are_deleted_and_their_summaries_kept(monitored):
+    settings, store, model = monitored
+    old_day = (NOW - timedelta(days=31)).date()
+    prefix = f"monitor/windows/date={old_day.isoformat()}/{old_day:%Y%m%d}T120000-0000abcd"
+    for name in ("report.html", "report.json", "summary.json"):
+        store.write_bytes(f"{prefix}/{name}", b"{}")
+    Stream(settings, store, model).add()
+    assert store.list(prefix) == [f"{prefix}/summary.json"]
+    state = store.read_json("monitor/state.json")
+    assert state["reports_pruned_until"] == old_day.isoformat()
