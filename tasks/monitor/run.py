@@ -502,17 +502,24 @@ class Run:
         return [int(i) for i in candidates[np.argsort(-novelty, kind="stable")][:size]]
 
     def _queue_claims(self, state: dict[str, Any], volume: dict[str, int]) -> dict[str, int]:
-        """Pending feedback claims that disagree with the model's verdict go to the queue."""
-        found, self._claims_since = claim_records.new_claims(
-            self.store, float(state.get("claims_since", 0.0))
-        )
-        volume["claims"] = volume.get("claims", 0) + sum(1 for c in found if c.get("status") == "pending")
+        """Pending feedback claims that disagree with the model's verdict go to the queue, at most
+        ``review.per_window.claims`` predictions a run; the rest stay for the next run (the cursor stops
+        before them)."""
+        since = float(state.get("claims_since", 0.0))
+        found = claim_records.new_claims(self.store, since)
+        limit = self.config.review.per_window.claims
         by_prediction: dict[str, list[dict[str, Any]]] = {}
-        for claim in found:
+        self._claims_since, read = since, 0
+        for modified, claim in found:
             if claim_records.disagrees(claim):
+                if claim["prediction_id"] not in by_prediction and len(by_prediction) >= limit:
+                    break  # this claim and the later ones wait for the next run
                 by_prediction.setdefault(claim["prediction_id"], []).append(claim)
+            if modified > since and claim.get("status") == "pending":
+                volume["claims"] = volume.get("claims", 0) + 1
+            self._claims_since, read = max(self._claims_since, modified), read + 1
         candidates = []
-        for prediction_id, claims in list(by_prediction.items())[: self.config.review.per_window.claims]:
+        for prediction_id, claims in by_prediction.items():
             first = claims[0]
             p_fake = float(first.get("p_fake") or 0.0)
             verdict = SERVING_LABELS.get(first.get("predicted") or "", None)
@@ -547,7 +554,7 @@ class Run:
                 }
             )
         counts = queue.enqueue(self.store, candidates, self.config.review, self.now) if candidates else {}
-        return {"new": len(found), "disagreeing": len(by_prediction), **counts}
+        return {"new": read, "disagreeing": len(by_prediction), **counts}
 
     # -- labels ---------------------------------------------------------------------------------
     def _count_labels(

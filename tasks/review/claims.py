@@ -31,32 +31,30 @@ FEEDBACK_PREFIX = "feedback"
 SERVING_LABELS = {"synthetic": "fake", "authentic": "real"}  # serving's words -> the dataset's
 
 
-def new_claims(store: ObjectStore, since: float) -> tuple[list[dict[str, Any]], float]:
-    """Claim records written or changed after ``since`` (a modification time), and the newest time seen.
+def new_claims(store: ObjectStore, since: float) -> list[tuple[float, dict[str, Any]]]:
+    """(modification time, record) of the claims written or changed at or after ``since`` - 1 s, oldest first.
 
-    One listing of ``claims/`` (keys and times only); only the new records are read. A small overlap
-    (records of the same second) is read again: callers dedupe by prediction.
+    One listing of ``claims/`` (keys and times only); only those records are read. The second of overlap
+    reads again what was written in the cursor's own second: callers dedupe by prediction.
     """
     try:
         found = store.fs.find(f"{store.root}/{CLAIMS_PREFIX}", detail=True)
     except FileNotFoundError:
-        return [], since
+        return []
     root = store.root.rstrip("/") + "/"
-    newest, claims = since, []
-    for path, info in sorted(found.items()):
-        if not path.endswith(".json") or info.get("type") == "directory":
-            continue
-        modified = _timestamp(info)
-        newest = max(newest, modified)
-        if modified < since - 1:
-            continue
+    fresh = sorted(
+        (_timestamp(info), path)
+        for path, info in found.items()
+        if path.endswith(".json") and info.get("type") != "directory" and _timestamp(info) >= since - 1
+    )
+    claims = []
+    for modified, path in fresh:
         key = path[len(root) :] if path.startswith(root) else path
         try:
-            claim = store.read_json(key)
+            claims.append((modified, {**store.read_json(key), "key": key}))
         except (FileNotFoundError, ValueError):
             continue
-        claims.append({**claim, "key": key})
-    return claims, newest
+    return claims
 
 
 def disagrees(claim: dict[str, Any]) -> bool:

@@ -177,6 +177,36 @@ def test_feedback_claims_that_disagree_with_the_model_are_queued(monitored):
     assert monitor(settings, MonitorConfig(), now=NOW)["review"]["claims"].get("queued", 0) == 0  # once
 
 
+def test_claims_over_the_per_run_limit_wait_for_the_next_run(monitored):
+    import time
+
+    settings, store, model = monitored
+    for pid in ("d1", "d2", "d3"):
+        store.write_bytes(f"claims/{pid}/synthetic.png", png((7, 7, 7)))
+        store.write_json(
+            f"claims/{pid}/synthetic.json",
+            {
+                "prediction_id": pid,
+                "claimed_label": "synthetic",
+                "predicted": "authentic",
+                "status": "pending",
+                "p_fake": 0.1,
+                "model_name": model,
+                "model_version": "1",
+                "image_key": f"claims/{pid}/synthetic.png",
+            },
+        )
+        time.sleep(1.1)  # distinct modification times
+    config = MonitorConfig(review={"per_window": {"claims": 2}})
+    first = monitor(settings, config, now=NOW)
+    assert first["review"]["claims"]["disagreeing"] == 2 and [i.id for i in queue.list_items(store)] == [
+        "d1",
+        "d2",
+    ]
+    monitor(settings, config, now=NOW)
+    assert sorted(i.id for i in queue.list_items(store)) == ["d1", "d2", "d3"]
+
+
 def make_champion(settings, model: str) -> str:
     """A registered version (a run's empty artifact) with the champion alias; its number."""
     import mlflow
