@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from tasks.settings import Section, Settings, load_yaml
 
@@ -132,3 +132,17 @@ def load_monitor_config(settings: Settings | None = None, path: str | Path | Non
     """``include/monitor.yaml`` (or ``path``); errors name the file and the field."""
     settings = settings or Settings()
     return load_yaml(path or settings.include(CONFIG_FILE), MonitorConfig)
+
+
+class _ReviewSection(Section):
+    """Only the ``review`` section (serving's view: its image has no cron library for ``schedule``)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    review: ReviewPolicy = ReviewPolicy()
+
+
+def load_review_policy(settings: Settings | None = None, path: str | Path | None = None) -> ReviewPolicy:
+    """The ``review`` section of ``include/monitor.yaml``, for serving (which images to keep for review);
+    errors name the file and the field, like :func:`load_monitor_config`."""
+    settings = settings or Settings()
+    return load_yaml(path or settings.include(CONFIG_FILE), _ReviewSection).review

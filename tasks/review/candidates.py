@@ -1,6 +1,7 @@
 """Which predictions serving keeps the image of, for the review queue (``review`` in monitor.yaml).
 
-Serving keeps no image bytes by default. For each prediction it asks :func:`review_candidate`:
+Serving keeps no image bytes by default. For each prediction it asks :func:`review_candidate` (the
+policy: :func:`tasks.monitor.config.load_review_policy`, read once at start):
 
 * ``near_threshold`` — ``|p_fake - threshold| <= review.near_threshold``, kept with probability
   ``review.near_threshold_share``: the verdicts a label would most likely change;
