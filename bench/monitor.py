@@ -81,6 +81,10 @@ def write_parts(store: ObjectStore, rows: int, rng, when: datetime, shift_share:
                 pa.list_(pa.float32())
             ),
             "review_candidate": pa.nulls(n, pa.string()),
+            "stage": pa.nulls(n, pa.string()),  # one stage: no cascade columns
+            "first_p_fake": pa.nulls(n, pa.float64()),
+            "first_model_name": pa.nulls(n, pa.string()),
+            "first_model_version": pa.nulls(n, pa.string()),
         }
         buf = io.BytesIO()
         pq.write_table(pa.table({c: columns[c] for c in COLUMNS}), buf)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from tasks.settings import Section, Settings, load_yaml
 
@@ -83,9 +83,6 @@ class PerWindow(Section):
 
 class ReviewPolicy(Section):
     queue_size: int = Field(200, ge=1, le=100_000)
-    near_threshold: float = Field(0.1, ge=0, le=0.5)
-    near_threshold_share: float = Field(1.0, ge=0, le=1)
-    audit_share: float = Field(0.01, ge=0, le=1)
     per_window: PerWindow = PerWindow()
     drift_sample: int = Field(30, ge=0)
     expire_days: int = Field(14, ge=1, le=365)
@@ -132,17 +129,3 @@ def load_monitor_config(settings: Settings | None = None, path: str | Path | Non
     """``include/monitor.yaml`` (or ``path``); errors name the file and the field."""
     settings = settings or Settings()
     return load_yaml(path or settings.include(CONFIG_FILE), MonitorConfig)
-
-
-class _ReviewSection(Section):
-    """Only the ``review`` section (serving's view: its image has no cron library for ``schedule``)."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
-    review: ReviewPolicy = ReviewPolicy()
-
-
-def load_review_policy(settings: Settings | None = None, path: str | Path | None = None) -> ReviewPolicy:
-    """The ``review`` section of ``include/monitor.yaml``, for serving (which images to keep for review);
-    errors name the file and the field, like :func:`load_monitor_config`."""
-    settings = settings or Settings()
-    return load_yaml(path or settings.include(CONFIG_FILE), _ReviewSection).review

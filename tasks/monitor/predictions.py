@@ -8,7 +8,9 @@ rewrites one, and names it ``<flush time>-<id>.parquet``. A row is one predictio
 input_kind, explained, image_key`` (store key of the image bytes when serving kept them), and, since
 monitoring: ``source`` (the client's declared source, else ``api``), ``client`` (token name or hashed
 address), ``embedding`` (``list<float32>``: the detector's :meth:`~tasks.model.detector.Detector.embed`)
-and ``review_candidate`` (why serving kept the bytes: ``near_threshold``, ``audit`` or null).
+and ``review_candidate`` (why serving kept the bytes: ``near_threshold``, ``audit`` or null); with the
+serving cascade also ``stage`` (the family that decided), ``first_p_fake`` (the first stage's score)
+and, if logged, ``first_model_name``/``first_model_version`` (see :func:`_tested_stage`).
 
 Parts written before monitoring lack the new columns; they read as nulls (no embedding: such rows
 count for the score tests and accuracy, not for the embedding test). The verdict the monitor tests is
@@ -48,7 +50,10 @@ BASE_COLUMNS = (
     "image_key",
 )
 MONITOR_COLUMNS = ("source", "client", "embedding", "review_candidate")
-COLUMNS = (*BASE_COLUMNS, *MONITOR_COLUMNS)
+# The serving cascade (a first stage for every image, a second for the uncertain band): which family
+# decided, the first stage's P(fake) for every image, and (when serving logs it) the first stage's model.
+CASCADE_COLUMNS = ("stage", "first_p_fake", "first_model_name", "first_model_version")
+COLUMNS = (*BASE_COLUMNS, *MONITOR_COLUMNS, *CASCADE_COLUMNS)
 # What the monitor keeps of a row (the embedding goes into a matrix of its own).
 FRAME_COLUMNS = tuple(c for c in COLUMNS if c != "embedding")
 UNKNOWN_VERSION = "unknown"  # a model served from a local folder has no registry version
@@ -101,6 +106,7 @@ def _arrow_type(column: str):
 
     special = {
         "p_fake": pa.float64(),
+        "first_p_fake": pa.float64(),
         "threshold": pa.float64(),
         "latency_ms": pa.float64(),
         "explained": pa.bool_(),
@@ -137,7 +143,7 @@ def to_rows(tables: list) -> Rows:
     embeddings, has = _embedding_matrix(table.column("embedding"))
     frame = table.drop_columns(["embedding"]).to_pandas()
     for column in frame.columns:  # missing values as None (pandas 3 strings hold NaN, which is truthy)
-        if column not in ("p_fake", "threshold", "latency_ms", "explained"):
+        if column not in ("p_fake", "first_p_fake", "threshold", "latency_ms", "explained"):
             frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
     frame["p_fake"] = frame["p_fake"].astype(float)
     frame["threshold"] = frame["threshold"].astype(float)
@@ -147,7 +153,39 @@ def to_rows(tables: list) -> Rows:
     ]
     frame["source"] = [str(v) if isinstance(v, str) and v else DEFAULT_SOURCE for v in frame["source"]]
     frame["fake"] = frame["p_fake"] >= frame["threshold"]
+    _tested_stage(frame)
     return Rows(frame, embeddings, has)
+
+
+def _tested_stage(frame) -> None:
+    """The model whose score and embedding the drift tests compare: ``tested_model_name``,
+    ``tested_model_version``, ``tested_p_fake``.
+
+    Without a cascade, the row's own model. With one, the **first stage**, which scored every image and
+    whose embedding the row holds (the second stage sees only the uncertain band: a chosen subset, never
+    comparable with its reference). Its model is ``first_model_*`` when serving logs it, else the model
+    of the window's rows the first stage decided (``p_fake == first_p_fake``) when they are all one
+    version; rows it cannot tell stay untested (None).
+    """
+    import pandas as pd
+
+    first_p = frame["first_p_fake"]
+    cascade = first_p.notna().to_numpy()
+    frame["tested_p_fake"] = np.where(cascade, first_p.fillna(0.0), frame["p_fake"]).astype(float)
+    names, versions = frame["model_name"].astype(object).copy(), frame["model_version"].astype(object).copy()
+    if cascade.any():
+        logged = frame["first_model_version"].notna().to_numpy()
+        names[logged] = frame.loc[logged, "first_model_name"]
+        versions[logged] = frame.loc[logged, "first_model_version"].astype(str)
+        by_first = cascade & ~logged & (frame["p_fake"] == first_p).to_numpy()
+        routed = cascade & ~logged & ~by_first
+        known = set(zip(names[by_first | logged], versions[by_first | logged], strict=True))
+        if len(known) == 1:
+            names[routed], versions[routed] = next(iter(known))
+        else:
+            names[routed], versions[routed] = None, None
+    frame["tested_model_name"] = pd.Series(names, index=frame.index, dtype=object)
+    frame["tested_model_version"] = pd.Series(versions, index=frame.index, dtype=object)
 
 
 def read_parts(store: ObjectStore, keys: list[str]) -> Rows:
@@ -181,6 +219,9 @@ def _empty() -> Rows:
     frame["p_fake"] = frame["p_fake"].astype(float)
     frame["threshold"] = frame["threshold"].astype(float)
     frame["fake"] = pd.Series(dtype=bool)
+    for column in ("tested_model_name", "tested_model_version"):
+        frame[column] = pd.Series(dtype=object)
+    frame["tested_p_fake"] = pd.Series(dtype=float)
     return Rows(frame, None, np.zeros(0, bool))
 
 
@@ -201,6 +242,8 @@ def prediction_row(
     image_sha256: str | None = None,
     prediction_id: str | None = None,
     client: str = "test",
+    stage: str | None = None,
+    first_p_fake: float | None = None,
 ) -> dict[str, Any]:
     """One row of the log, as serving writes it."""
     when = time or datetime.now(UTC)
@@ -223,6 +266,10 @@ def prediction_row(
         "client": client,
         "embedding": None if embedding is None else np.asarray(embedding, np.float32),
         "review_candidate": review_candidate,
+        "stage": stage,
+        "first_p_fake": first_p_fake,
+        "first_model_name": None,
+        "first_model_version": None,
     }
 
 

@@ -223,7 +223,9 @@ class Run:
         prefix = window_prefix(window_id)
         policy = self.config.window
         groups, report = [], None
-        versions = frame.groupby(["model_name", "model_version"], sort=False).indices
+        versions = frame.groupby(
+            ["tested_model_name", "tested_model_version"], sort=False, dropna=True
+        ).indices
         ordered = sorted(versions.items(), key=lambda kv: -len(kv[1]))
         budget = policy.max_groups
         for position, ((model_name, version), index) in enumerate(ordered):
@@ -292,6 +294,8 @@ class Run:
             "end": newest,
             "rows": len(frame),
             "parts": len(keys),
+            # cascade rows decided by the second stage whose first-stage model the log does not say
+            "untested_rows": int(frame["tested_model_version"].isna().sum()),
             "computed_at": self.now.isoformat(timespec="seconds"),
             "groups": groups,
             "drifting": drifting,
@@ -342,19 +346,22 @@ class Run:
 
     def _test(self, reference: Reference | str, rows: predictions.Rows, *, seed: int, report: bool):
         frame = rows.frame
-        p_fake, thresholds = frame["p_fake"].to_numpy(float), frame["threshold"].to_numpy(float)
+        p_fake = frame["tested_p_fake"].to_numpy(float)
+        # The verdict at the tested model's own threshold (the reference's), as on its test split.
+        thresholds = frame["threshold"].to_numpy(float) if isinstance(reference, str) else reference.threshold
+        fake = p_fake >= thresholds
         estimated = expected_accuracy(p_fake, thresholds)
         base = {
             "rows": len(frame),
             "with_embedding": int(rows.has_embedding.sum()),
             "score": {"mean": round(float(p_fake.mean()), 5), "histogram": histogram(p_fake)},
-            "verdict": {"share": round(float(frame["fake"].mean()), 5)},
+            "verdict": {"share": round(float(fake.mean()), 5)},
             "estimated_accuracy": {"accuracy": None if estimated is None else round(estimated, 5)},
         }
         if isinstance(reference, str):
             return {**base, "tested": False, "reason": reference, "drifting": False, "signals": []}, None
         embeddings = None if rows.embeddings is None else rows.embeddings[rows.has_embedding]
-        sample = Sample(p_fake, frame["fake"].to_numpy(bool), embeddings)
+        sample = Sample(p_fake, fake, embeddings)
         results, stored = compare(reference.sample, sample, self.config.drift, seed=seed, report=report)
         reference_estimate = reference.expected_accuracy
         drop = None if estimated is None or reference_estimate is None else reference_estimate - estimated
@@ -477,7 +484,11 @@ class Run:
     ) -> list[int]:
         """Kept images of the alerting group, the least like the reference first (its embeddings' z-scores)."""
         frame = rows.frame
-        mask = kept & (frame["model_version"] == alert["model_version"]).to_numpy()
+        mask = (
+            kept
+            & (frame["tested_model_name"] == alert["model_name"]).to_numpy()
+            & (frame["tested_model_version"] == alert["model_version"]).to_numpy()
+        )
         if alert["source"] is not None:
             mask &= (frame["source"] == alert["source"]).to_numpy()
         candidates = np.flatnonzero(mask)

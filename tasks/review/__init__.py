@@ -1,7 +1,7 @@
 """The human review queue: the images that matter, decided by a person, become trusted labels.
 
-* :mod:`tasks.review.candidates` — which predictions serving keeps the bytes of (near the threshold,
-  a random audit share), by the policy of ``include/monitor.yaml`` (``review``);
+* :mod:`tasks.review.candidates` — where serving keeps the bytes of review candidates (predictions near
+  the threshold, a random audit share: serving's settings), so the monitor can delete the unqueued ones;
 * :mod:`tasks.review.queue` — the queue in the object store (``review/queue/``), filled by the
   monitor, and the one decision function: real / fake / skip by a named reviewer, recorded as an
   audit trail (``review/decided/``, ``review/decisions/date=.../``);

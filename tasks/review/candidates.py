@@ -1,41 +1,23 @@
-"""Which predictions serving keeps the image of, for the review queue (``review`` in monitor.yaml).
+"""Where serving keeps the bytes of review candidates, so the monitor can tell them from the log's own.
 
-Serving keeps no image bytes by default. For each prediction it asks :func:`review_candidate` (the
-policy: :func:`tasks.monitor.config.load_review_policy`, read once at start):
-
-* ``near_threshold`` — ``|p_fake - threshold| <= review.near_threshold``, kept with probability
-  ``review.near_threshold_share``: the verdicts a label would most likely change;
-* ``audit`` — any other prediction, with probability ``review.audit_share``: a uniform sample of
-  traffic, whose labels estimate accuracy without the bias of choosing hard cases (and show what
-  the model is confidently wrong about, which no score-based rule can find);
-* ``None`` — the bytes are not kept.
-
-The bytes of a candidate go to ``review/candidates/<sha256>.<ext>`` (:func:`keep_candidate`) and the
-row's ``image_key`` points there; the monitor moves the ones it queues into the queue and deletes the
-others once their window is processed, so an image is kept only while it is (or may be) queued.
+Serving decides which predictions are candidates (its settings ``serving.review_margin``: near the
+threshold; ``serving.audit_rate``: a uniform audit sample) and says why in the log row's
+``review_candidate`` (``near_threshold``, ``audit``). With ``serving.log_image_bytes`` off, a candidate's
+bytes belong under ``review/candidates/<sha256>.<ext>`` (:func:`keep_candidate`), the row's
+``image_key`` pointing there: the monitor copies the ones it queues into the queue and deletes the
+others once their window is processed (:func:`is_candidate_key`), so an image is kept only while it is
+(or may be) queued. Bytes anywhere else (``log_image_bytes``' copies) are never deleted by the monitor.
 """
 
 from __future__ import annotations
 
-import random
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from tasks.monitor.config import ReviewPolicy
     from tasks.storage import ObjectStore
 
 CANDIDATES_PREFIX = "review/candidates"
 NEAR_THRESHOLD, AUDIT = "near_threshold", "audit"
-
-
-def review_candidate(
-    p_fake: float, threshold: float, policy: ReviewPolicy, draw: float | None = None
-) -> str | None:
-    """Why this prediction's image should be kept for review, or None. ``draw``: uniform in [0, 1)."""
-    draw = random.random() if draw is None else draw
-    if abs(p_fake - threshold) <= policy.near_threshold:
-        return NEAR_THRESHOLD if draw < policy.near_threshold_share else None
-    return AUDIT if draw < policy.audit_share else None
 
 
 def keep_candidate(store: ObjectStore, data: bytes, ext: str) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.monitor.config import MonitorConfig, load_monitor_config, load_review_policy
+from tasks.monitor.config import MonitorConfig, load_monitor_config
 from tasks.settings import ConfigError, Settings
 
 
@@ -44,11 +44,3 @@ def test_manual_only_schedule(tmp_path):
     path = tmp_path / "monitor.yaml"
     path.write_text("schedule: null\n")
     assert load_monitor_config(Settings(), path).schedule is None
-
-
-def test_serving_reads_the_review_section_alone_with_the_same_errors(tmp_path):
-    assert load_review_policy(Settings()) == MonitorConfig().review
-    path = tmp_path / "monitor.yaml"
-    path.write_text("schedule: not checked here\nreview:\n  audit_share: 2\n")
-    with pytest.raises(ConfigError, match=r"review\.audit_share"):
-        load_review_policy(Settings(), path)

@@ -13,7 +13,7 @@ from tasks.monitor.config import MonitorConfig
 from tasks.monitor.predictions import prediction_row, write_part
 from tasks.monitor.run import ACCURACY_KEY, SERIES_KEY, monitor, window_prefix
 from tasks.review import queue
-from tests.helpers.monitor import NOW, Stream, monitored_store, png, traffic
+from tests.helpers.monitor import NOW, Stream, monitored_store, png, traffic, write_stream
 
 
 @pytest.fixture
@@ -282,3 +282,38 @@ def test_reports_older_than_report_days_are_deleted_and_their_summaries_kept(mon
     assert store.list(prefix) == [f"{prefix}/summary.json"]
     state = store.read_json("monitor/state.json")
     assert state["reports_pruned_until"] == old_day.isoformat()
+
+
+def test_with_the_serving_cascade_the_first_stage_is_tested_on_every_image(monitored):
+    """The second stage sees only the uncertain band (a chosen subset): its rows are tested as the first
+    stage's, on the first stage's score and embedding, against the first stage's reference."""
+    settings, store, model = monitored
+    rng = np.random.default_rng(5)
+    rows = traffic(1000, rng, start=NOW - timedelta(hours=2), model=model)
+    for row in rows:
+        row["stage"], row["first_p_fake"] = "probe", row["p_fake"]
+        if 0.2 <= row["p_fake"] < 0.8:  # routed: the VLM decides, with its own model and score
+            row.update(stage="vlm", model_name="vigil-detector-vlm", model_version="4", p_fake=0.97)
+    write_stream(store, rows, flushed=NOW - timedelta(hours=2))
+    summary = monitor(settings, MonitorConfig(), now=NOW)
+
+    window = store.read_json(f"{window_prefix(summary['windows'][0])}/summary.json")
+    assert [g["group"] for g in window["groups"]] == [f"{model}/v1"] and window["untested_rows"] == 0
+    [group] = window["groups"]
+    assert group["rows"] == 1000 and group["tested"] and not group["drifting"]
+    assert abs(group["score"]["mean"] - group["score"]["reference_mean"]) < 0.05  # the first stage's scores
+
+    # Two first-stage versions in one window: the routed rows cannot be attributed and stay untested.
+    rows = traffic(600, rng, start=NOW - timedelta(hours=1), model=model)
+    rows += traffic(400, rng, start=NOW - timedelta(minutes=50), model=model, version="2")
+    routed = 0
+    for row in rows:
+        row["stage"], row["first_p_fake"] = "probe", row["p_fake"]
+        if 0.3 <= row["p_fake"] < 0.7:
+            row.update(stage="vlm", model_name="vigil-detector-vlm", model_version="4", p_fake=0.97)
+            routed += 1
+    write_stream(store, rows, flushed=NOW - timedelta(hours=1))
+    summary = monitor(settings, MonitorConfig(), now=NOW)
+    window = store.read_json(f"{window_prefix(summary['windows'][0])}/summary.json")
+    assert window["untested_rows"] == routed > 0
+    assert {g["group"] for g in window["groups"]} == {f"{model}/v1", f"{model}/v2"}
