@@ -35,3 +35,33 @@ def test_rows_with_embeddings_and_an_older_part_without_the_new_columns(local_st
     assert list_parts(local_store, pd.Timestamp(day).date(), pd.Timestamp(day).date()) == sorted(
         [old_key, new_key]
     )
+
+
+def test_a_part_written_by_pandas_with_python_float_embeddings_and_the_cascade_columns(local_store):
+    """What serving's PredictionLog writes: a DataFrame, the embedding a list of floats (Parquet doubles)."""
+    base = prediction_row(0.3)
+    rows = [
+        {**base, "prediction_id": "a", "embedding": [0.5] * 4, "stage": "probe", "first_p_fake": 0.3},
+        {
+            **base,
+            "prediction_id": "b",
+            "embedding": [1.5] * 4,
+            "stage": "vlm",
+            "first_p_fake": 0.45,
+            "model_name": "vigil-detector-vlm",
+            "model_version": "2",
+            "p_fake": 0.9,
+        },
+    ]
+    frame = pd.DataFrame(rows)
+    buf = io.BytesIO()
+    frame.to_parquet(buf)
+    key = local_store.write_bytes(
+        f"predictions/date={base['time'][:10]}/20260101T000000-pandas.parquet", buf.getvalue()
+    )
+
+    read = read_parts(local_store, [key])
+    assert read.embeddings.dtype == np.float32 and read.embeddings.tolist() == [[0.5] * 4, [1.5] * 4]
+    assert list(read.frame["tested_model_name"]) == ["vigil-detector", "vigil-detector"]
+    assert list(read.frame["tested_model_version"]) == ["1", "1"]
+    assert list(read.frame["tested_p_fake"]) == [0.3, 0.45] and list(read.frame["p_fake"]) == [0.3, 0.9]
