@@ -12,6 +12,12 @@ is built at the first request to ``/vigil``.
 - ``/vigil/models``: registered versions, aliases, tags, inference settings, gate reports per slice;
   ``/vigil/models/<version>/gate/report.html|md|json``: the stored gate report.
 - ``/vigil/runs/<dag_id>/<run_id>``: the page that belongs to a DAG run (the "Vigil" tab of every run).
+
+The pages need the Airflow UI's login (the ``_token`` cookie or a bearer token); without it a browser
+is sent to the login page and an API client gets 401.
+
+Monitoring and Review (:func:`add_monitoring_and_review`):
+
 - ``/vigil/monitoring``: the prediction log's windows over time (drift, estimated and measured accuracy,
   feedback volume, alerts); ``/vigil/monitoring/windows/<window_id>/report.html|report.json|summary.json``:
   a window's Evidently report.
@@ -19,9 +25,6 @@ is built at the first request to ``/vigil``.
   decision to ``/vigil/review/<item>/decision``. JSON API: ``GET /vigil/api/review/queue``,
   ``POST /vigil/api/review/<item>/decision`` (``{"label": "real"|"fake"|"skip"}``),
   ``GET /vigil/api/review/decisions``. Deciding needs the right to trigger ``train_detector``.
-
-The pages need the Airflow UI's login (the ``_token`` cookie or a bearer token); without it a browser
-is sent to the login page and an API client gets 401.
 """
 
 # No `from __future__ import annotations`: FastAPI must see the route parameters' real types, and
@@ -376,6 +379,14 @@ class VigilUIPlugin(AirflowPlugin):
             "category": "browse",
             "url_route": "vigil-models",
         },
+        # A tab on every DAG run: curate and collect_<source> runs open Data quality, train_detector,
+        # promote and deploy runs open Models.
+        {
+            "name": "Vigil",
+            "href": f"{URL_PREFIX}/runs/{{DAG_ID}}/{{RUN_ID}}",
+            "destination": "dag_run",
+            "url_route": "vigil-run",
+        },
         {
             "name": "Monitoring",
             "href": f"{URL_PREFIX}/monitoring",
@@ -389,13 +400,5 @@ class VigilUIPlugin(AirflowPlugin):
             "destination": "nav",
             "category": "browse",
             "url_route": "vigil-review",
-        },
-        # A tab on every DAG run: curate and collect_<source> runs open Data quality, train_detector,
-        # promote and deploy runs open Models.
-        {
-            "name": "Vigil",
-            "href": f"{URL_PREFIX}/runs/{{DAG_ID}}/{{RUN_ID}}",
-            "destination": "dag_run",
-            "url_route": "vigil-run",
         },
     ]

@@ -41,7 +41,7 @@ print(json.dumps({{"new": new, "plugin": vigil_ui.VigilUIPlugin.name,
     assert result["views"] == [
         "/vigil/data-quality",
         "/vigil/models",
+        "/vigil/runs/{DAG_ID}/{RUN_ID}",
         "/vigil/monitoring",
         "/vigil/review",
-        "/vigil/runs/{DAG_ID}/{RUN_ID}",
     ]
