@@ -7,15 +7,14 @@ import io
 import numpy as np
 import pandas as pd
 
-from tasks.monitor.predictions import list_parts, prediction_row, read_parts, write_part
-from tasks.serve.records import LOG_COLUMNS
+from tasks.monitor.predictions import BASE_COLUMNS, list_parts, prediction_row, read_parts, write_part
 
 
 def test_rows_with_embeddings_and_an_older_part_without_the_new_columns(local_store):
     rows = [prediction_row(0.9, embedding=np.ones(8)), prediction_row(0.1, source="web", embedding=None)]
     [new_key] = write_part(local_store, rows)
     old = pd.DataFrame(
-        [{**{c: rows[0][c] for c in LOG_COLUMNS}, "prediction_id": "old", "model_version": 3, "p_fake": 0.4}]
+        [{**{c: rows[0][c] for c in BASE_COLUMNS}, "prediction_id": "old", "model_version": 3, "p_fake": 0.4}]
     )
     buf = io.BytesIO()
     old.to_parquet(
