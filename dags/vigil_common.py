@@ -2,7 +2,9 @@
 
 Stages are connected by data, not by calls: a collection run emits a ``raw_batch`` event, which
 schedules curation; a published snapshot emits ``curated_dataset``, which schedules training; a
-registered challenger schedules the promotion gate; a new champion schedules deployment.
+registered challenger schedules the promotion gate; a new champion schedules deployment. The monitor
+emits ``drift_alert`` (a group drifting in consecutive windows: a review campaign opens) and
+``accuracy_drop`` (labeled traffic shows the champion is worse than on its test split).
 """
 
 from datetime import timedelta
@@ -15,6 +17,9 @@ RAW_BATCH = Asset(name="raw_batch", uri="vigil://raw-batch")
 CURATED_DATASET = Asset(name="curated_dataset", uri="vigil://curated-dataset")
 CHALLENGER = Asset(name="challenger", uri="vigil://model/challenger")
 CHAMPION = Asset(name="champion", uri="vigil://model/champion")
+# -- monitoring (dags/monitor.py) --
+DRIFT_ALERT = Asset(name="drift_alert", uri="vigil://monitor/drift-alert")
+ACCURACY_DROP = Asset(name="accuracy_drop", uri="vigil://monitor/accuracy-drop")
 
 DEFAULT_ARGS = {
     "owner": "vigil",

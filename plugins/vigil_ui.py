@@ -1,4 +1,4 @@
-"""Vigil's pages in the Airflow UI: Data quality and Models (see docs/ui.md).
+"""Vigil's pages in the Airflow UI: Data quality, Models, Monitoring and Review (see docs/ui.md).
 
 Wiring only: the pages are rendered by :mod:`tasks.ui`. Every Airflow component imports plugins, so
 this module imports nothing heavy: the FastAPI app (and Airflow's security module, MLflow, Jinja2)
@@ -16,6 +16,16 @@ is built at the first request to ``/vigil``.
 
 The pages need the Airflow UI's login (the ``_token`` cookie or a bearer token); without it a browser
 is sent to the login page and an API client gets 401.
+
+Monitoring and Review (:func:`add_monitoring_and_review`):
+
+- ``/vigil/monitoring``: the prediction log's windows over time (drift, estimated and measured accuracy,
+  feedback volume, alerts); ``/vigil/monitoring/windows/<window_id>/report.html|report.json|summary.json``:
+  a window's Evidently report.
+- ``/vigil/review``: the review queue (thumbnails at ``/vigil/review/<item>/image.png``); a form posts a
+  decision to ``/vigil/review/<item>/decision``. JSON API: ``GET /vigil/api/review/queue``,
+  ``POST /vigil/api/review/<item>/decision`` (``{"label": "real"|"fake"|"skip"}``),
+  ``GET /vigil/api/review/decisions``. Deciding needs the right to trigger ``train_detector``.
 """
 
 # No `from __future__ import annotations`: FastAPI must see the route parameters' real types, and
@@ -161,7 +171,158 @@ def create_app():
         )
         return page(html, 200 if facts is not None else 404)
 
+    add_monitoring_and_review(app, page=page, stored=stored, store=store, base=base)
     return app
+
+
+# -- Monitoring and Review (tasks/ui/monitoring.py, tasks/ui/review.py) ------------------------------
+REVIEW_RIGHT_DAG = "train_detector"  # who may trigger training may label its data
+MAX_DECISION_BODY = 4096  # bytes of a decision request (form or JSON)
+
+
+def add_monitoring_and_review(app, *, page, stored, store, base) -> None:
+    """The Monitoring page, the Review page and the review JSON API, behind the app's login."""
+    import json
+    from typing import Annotated, Any
+    from urllib.parse import parse_qs, urlparse
+
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
+    from airflow.api_fastapi.core_api.security import get_user
+    from fastapi import Depends, Request
+    from fastapi.responses import JSONResponse, RedirectResponse, Response
+
+    from tasks.review import queue
+    from tasks.settings import Settings
+    from tasks.storage import ObjectStore
+    from tasks.ui import monitoring, review
+
+    CurrentUser = Annotated[Any, Depends(get_user)]  # the logged-in Airflow user (a BaseUser)
+
+    def may_review(user) -> bool:
+        return get_auth_manager().is_authorized_dag(
+            method="POST",
+            access_entity=DagAccessEntity.RUN,
+            details=DagDetails(id=REVIEW_RIGHT_DAG),
+            user=user,
+        )
+
+    def problem(status: int, code: str, message: str) -> JSONResponse:
+        return JSONResponse({"error": code, "message": message}, status_code=status)
+
+    def inbox() -> ObjectStore:
+        settings = Settings()
+        return ObjectStore(settings.inbox, endpoint_url=settings.s3_endpoint_url)
+
+    def same_origin(request: Request) -> bool:
+        """A form post from a page of this server (not a cross-site form riding on the login cookie)."""
+        source = request.headers.get("origin") or request.headers.get("referer") or ""
+        return bool(source) and urlparse(source).netloc == request.headers.get("host", "")
+
+    async def body(request: Request) -> bytes | None:
+        declared = request.headers.get("content-length")
+        if declared and (not declared.isdigit() or int(declared) > MAX_DECISION_BODY):
+            return None
+        data = b""
+        async for chunk in request.stream():
+            data += chunk
+            if len(data) > MAX_DECISION_BODY:
+                return None
+        return data
+
+    @app.get("/monitoring")
+    def monitoring_view(request: Request):
+        return page(monitoring.monitoring_page(store(), base(request)))
+
+    @app.get("/monitoring/windows/{window_id}/{name}")
+    def window_file(window_id: str, name: str):
+        return stored(monitoring.window_file(store(), window_id, name))
+
+    @app.get("/review")
+    def review_view(request: Request, user: CurrentUser, decided: str | None = None):
+        return page(
+            review.review_page(
+                store(), base(request), can_decide=may_review(user), user=user.get_name(), decided=decided
+            )
+        )
+
+    @app.get("/review/{item_id}/image.png")
+    def review_image(item_id: str):
+        """A thumbnail of a waiting item (a PNG made by the server, never the stored bytes)."""
+        return Response(
+            review.item_thumbnail(store(), Settings().images, item_id),
+            media_type="image/png",
+            headers={
+                "Content-Security-Policy": "default-src 'none'; sandbox",
+                "X-Content-Type-Options": "nosniff",
+                "Cache-Control": "private, max-age=3600",
+            },
+        )
+
+    @app.post("/review/{item_id}/decision")
+    async def review_form(request: Request, item_id: str, user: CurrentUser):
+        """The page's buttons: decide, then back to the queue with the decision shown."""
+        name, allowed = user.get_name(), may_review(user)
+
+        def refused(status: int, message: str):
+            html = review.review_page(store(), base(request), can_decide=allowed, user=name, error=message)
+            return page(html, status)
+
+        if not same_origin(request):
+            return refused(403, "A decision must be sent from the Review page of this server.")
+        if not allowed:
+            return refused(
+                403, f"{name} may not decide: reviewing needs the right to trigger {REVIEW_RIGHT_DAG}."
+            )
+        raw = await body(request)
+        if raw is None:
+            return refused(413, "The form is too large.")
+        label = (parse_qs(raw.decode("utf-8", "replace")).get("label") or [""])[0]
+        try:
+            queue.decide(store(), inbox(), item_id, label, name)
+        except queue.ReviewError as exc:
+            return refused(exc.status, str(exc))
+        return RedirectResponse(f"{base(request)}/review?decided={item_id}#notice", status_code=303)
+
+    @app.get("/api/review/queue")
+    def review_queue_api():
+        return review.queue_json(store())
+
+    @app.get("/api/review/decisions")
+    def review_decisions_api(days: int = 7):
+        return review.decisions_json(store(), days)
+
+    @app.post("/api/review/{item_id}/decision")
+    async def review_decision_api(request: Request, item_id: str, user: CurrentUser):
+        """``{"label": "real" | "fake" | "skip"}``; answers the decision record (409: decided already)."""
+        if not may_review(user):
+            return problem(
+                403,
+                "forbidden",
+                f"{user.get_name()} may not decide: reviewing needs the right to trigger {REVIEW_RIGHT_DAG}",
+            )
+        if not request.headers.get("content-type", "").startswith("application/json"):
+            return problem(
+                415, "unsupported_media_type", 'send application/json: {"label": "real" | "fake" | "skip"}'
+            )
+        raw = await body(request)
+        if raw is None:
+            return problem(413, "too_large", f"a decision is at most {MAX_DECISION_BODY} bytes")
+        try:
+            payload = json.loads(raw or b"null")
+        except ValueError as exc:
+            return problem(422, "invalid_json", f"not valid JSON: {exc}")
+        if not isinstance(payload, dict) or not isinstance(payload.get("label"), str):
+            return problem(422, "invalid_decision", 'send {"label": "real" | "fake" | "skip"}')
+        try:
+            record = queue.decide(store(), inbox(), item_id, payload["label"], user.get_name())
+        except queue.AlreadyDecided as exc:
+            return JSONResponse(
+                {"error": "already_decided", "message": str(exc), "decision": exc.record}, status_code=409
+            )
+        except queue.ReviewError as exc:
+            return problem(exc.status, type(exc).__name__, str(exc))
+        return {k: v for k, v in record.items() if k != "image"}
 
 
 def data_docs_static_app():
@@ -293,5 +454,19 @@ class VigilUIPlugin(AirflowPlugin):
             "href": f"{URL_PREFIX}/runs/{{DAG_ID}}/{{RUN_ID}}",
             "destination": "dag_run",
             "url_route": "vigil-run",
+        },
+        {
+            "name": "Monitoring",
+            "href": f"{URL_PREFIX}/monitoring",
+            "destination": "nav",
+            "category": "browse",
+            "url_route": "vigil-monitoring",
+        },
+        {
+            "name": "Review",
+            "href": f"{URL_PREFIX}/review",
+            "destination": "nav",
+            "category": "browse",
+            "url_route": "vigil-review",
         },
     ]

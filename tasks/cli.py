@@ -17,6 +17,7 @@ from tasks.demo import cli as demo_cli
 from tasks.deploy import cli as deploy_cli
 from tasks.errors import PermanentError
 from tasks.evaluate import cli as evaluate_cli
+from tasks.monitor import cli as monitor_cli
 from tasks.promote import cli as promote_cli
 from tasks.serve import cli as serve_cli
 from tasks.stack import cli as stack_cli
@@ -34,6 +35,7 @@ COMMANDS = (
     tune_cli,
     deploy_cli,
     serve_cli,
+    monitor_cli,
     stack_cli,
     demo_cli,
 )

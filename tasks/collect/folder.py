@@ -4,7 +4,8 @@ Layouts, relative to the source's folder:
 
 * ``.../0_real/<file>`` and ``.../1_fake/<file>``: the folder gives the label (``label_source``
   ``folder``; ``feedback`` under the top-level ``feedback/`` folder, where the detection API writes
-  the images users corrected through ``POST /v1/feedback``);
+  the images users corrected through ``POST /v1/feedback``; ``review`` under the top-level
+  ``review/`` folder, where the review queue writes the images a reviewer labeled);
 * ``NAME/{train,val,test}/{0_real,1_fake}/<file>`` (the ImageFolder layout of detection data sets):
   imported as-is, keeping its split and ``NAME`` as ``dataset``;
 * anything else: unlabeled, the source's ``label_prior`` (or provenance metadata) applies.
@@ -33,12 +34,15 @@ from typing import Any
 from pydantic import Field
 
 from tasks.collect.base import Candidate, CollectConfigError, Collector, Options
-from tasks.data.batches import HUMAN_LABEL
+from tasks.data.batches import HUMAN_LABEL, REVIEW_LABEL
 from tasks.storage import ObjectStore, sha256_hex
 
 LABEL_DIRS = {"0_real": "real", "1_fake": "fake"}
 SPLITS = ("train", "val", "test")
 FEEDBACK_DIR = "feedback"
+REVIEW_DIR = "review"
+# Top-level folders whose labels a person gave: folder -> label_source.
+HUMAN_DIRS = {FEEDBACK_DIR: HUMAN_LABEL, REVIEW_DIR: REVIEW_LABEL}
 METADATA_FILE = "metadata.jsonl"
 METADATA_COLUMNS = ("generator", "alt_text", "license", "created_at", "post_url", "label")
 
@@ -112,19 +116,15 @@ class FolderCollector(Collector):
             # (or copying it under another name) collects its bytes.
             seen[rel] = [stamp, "" if oversize else sha]
             label, split, dataset = layout_of(rel, root_name)
-            feedback = rel.split("/", 1)[0] == FEEDBACK_DIR
-            # Known bytes are skipped, except a person's label from feedback: it may correct the stored
-            # one (curation applies it to the image already in the snapshot).
-            if sha in known_shas and not (feedback and label):
+            human = HUMAN_DIRS.get(rel.split("/", 1)[0])
+            # Known bytes are skipped, except a person's label (feedback, review): it may correct the
+            # stored one (curation applies it to the image already in the snapshot).
+            if sha in known_shas and not (human and label):
                 self.skip("already collected")
                 continue
             known_shas.add(sha)
             extra = metadata.get(rel, {})
-            label_source = (
-                (HUMAN_LABEL if feedback else "folder")
-                if label
-                else ("metadata" if extra.get("label") else None)
-            )
+            label_source = (human or "folder") if label else ("metadata" if extra.get("label") else None)
             yield Candidate(
                 post_id=rel,
                 data=data,

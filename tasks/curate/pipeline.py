@@ -37,7 +37,7 @@ from tasks.curate.expectations import load_suite, suite_parameters, validate_bat
 from tasks.curate.leftovers import new_spool, remove_spool, remove_stale_spools, remove_stale_temporaries
 from tasks.curate.lock import LockBusy, StoreLock
 from tasks.curate.process import PREVIEWABLE_CODES, ImagePool, ImageResult, ImageWorker
-from tasks.data.batches import HUMAN_LABEL, Batch, batch_id_of, list_batches, read_batch
+from tasks.data.batches import HUMAN_LABELS, Batch, batch_id_of, list_batches, read_batch
 from tasks.data.snapshots import (
     CURATION_COLUMNS,
     LABEL_DIRS,
@@ -261,7 +261,8 @@ class BatchOutcome:
     passed: bool
     report: dict[str, Any]
     rows: list[dict[str, Any]] = field(default_factory=list)
-    relabels: dict[str, str] = field(default_factory=dict)  # raw sha256 -> label given by human feedback
+    # raw sha256 -> (label, label_source) given by a person (feedback, review)
+    relabels: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -284,10 +285,10 @@ class BatchCurator:
         known = [r["sha256"] in self.index.raw_labels for r in records]
         known_count = sum(known)
         relabels = {
-            r["sha256"]: r["label"]
+            r["sha256"]: (r["label"], r["label_source"])
             for r, is_known in zip(records, known, strict=True)
             if is_known
-            and r.get("label_source") == HUMAN_LABEL
+            and r.get("label_source") in HUMAN_LABELS
             and r.get("label") in LABEL_DIRS
             and r["label"] != self.index.raw_labels[r["sha256"]]
         }
@@ -567,7 +568,7 @@ def _snapshot_row(
 
 
 def _snapshot_table(
-    latest: Snapshot | None, rows: list[dict[str, Any]], relabels: dict[str, str] | None = None
+    latest: Snapshot | None, rows: list[dict[str, Any]], relabels: dict[str, tuple[str, str]] | None = None
 ) -> pd.DataFrame:
     """The next manifest: the latest one, with human corrections applied, plus the new rows."""
     import pandas as pd
@@ -583,8 +584,8 @@ def _snapshot_table(
     if relabels:
         kept = kept.copy()
         hit = kept["sha256"].isin(relabels.keys())
-        kept.loc[hit, "label"] = kept.loc[hit, "sha256"].map(relabels)
-        kept.loc[hit, "label_source"] = HUMAN_LABEL
+        kept.loc[hit, "label"] = kept.loc[hit, "sha256"].map(lambda sha: relabels[sha][0])
+        kept.loc[hit, "label_source"] = kept.loc[hit, "sha256"].map(lambda sha: relabels[sha][1])
         kept.loc[hit, "path"] = [
             export_path(split, label, image_id)
             for split, label, image_id in zip(

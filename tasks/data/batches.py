@@ -24,6 +24,9 @@ Label = Literal["real", "fake", "unknown"]
 LABELS: tuple[str, ...] = ("real", "fake", "unknown")
 # label_source of a label a person gave through serving's feedback: it corrects a stored label.
 HUMAN_LABEL = "feedback"
+# ... and of one a reviewer gave in the review queue (tasks/review): it corrects a stored label too.
+REVIEW_LABEL = "review"
+HUMAN_LABELS = frozenset({HUMAN_LABEL, REVIEW_LABEL})
 
 # One row per collected image. Optional columns may be None.
 RAW_COLUMNS: dict[str, str] = {
@@ -42,7 +45,7 @@ RAW_COLUMNS: dict[str, str] = {
     "alt_text": "the post's alt text / description, if any",
     "license": "license or attribution given by the source, if any",
     "label": "real, fake or unknown",
-    "label_source": "which rule gave the label: prior, folder, metadata, c2pa, iptc, png_parameters, feedback",
+    "label_source": "which rule gave the label: prior, folder, metadata, c2pa, iptc, png_parameters, feedback, review",
     "split": "train/val/test when the source fixes it (ImageFolder layout), else None",
     "dataset": "ImageFolder data set name (folder sources), else None",
     "generator": "generator name when known (e.g. from metadata.jsonl), else None",

@@ -38,4 +38,10 @@ print(json.dumps({{"new": new, "plugin": vigil_ui.VigilUIPlugin.name,
     heavy = [m for m in result["new"] if m.split(".")[0] in HEAVY or m.startswith(HEAVY)]
     assert heavy == [], heavy
     assert result["plugin"] == "vigil_ui"
-    assert result["views"] == ["/vigil/data-quality", "/vigil/models", "/vigil/runs/{DAG_ID}/{RUN_ID}"]
+    assert result["views"] == [
+        "/vigil/data-quality",
+        "/vigil/models",
+        "/vigil/runs/{DAG_ID}/{RUN_ID}",
+        "/vigil/monitoring",
+        "/vigil/review",
+    ]
