@@ -1,7 +1,10 @@
 """
 ### deploy — tune, validate and roll out the new champion; roll back on any failure
 
-Runs when the gate promotes a model (the `champion` Asset), or by hand for a version.
+Runs when the gate promotes a model (the `champion` Asset), or by hand for a model and version. Each
+detector family has its own champion: the serving model (probe) is served to every image; a VLM
+champion is the cascade's second stage, tested alone in the sandbox and reloaded next to the serving
+model (with `serving.cascade` off the run is skipped, saying why).
 
 1. `tune` — benchmarks inference settings (dtype, int8, compile, batch size, threads, max_pixels) for
    the champion on this hardware and stores the pick as `inference.json` on the model version; the
@@ -33,9 +36,10 @@ STEPS = ("tune", "smoke_test_sandbox", "roll_out", "post_deploy_check")
 
 
 def _step(ti, run, *args):
-    """Run one step; on failure leave its error in XCom (key ``error``) for the rollback's message."""
+    """Run one step for the resolved model; on failure leave its error in XCom (key ``error``)."""
+    model_name = ti.xcom_pull(task_ids="resolve_version", key="model_name")
     try:
-        return run(SETTINGS, *args)
+        return run(SETTINGS, *args, model_name=model_name)
     except Exception as exc:
         ti.xcom_push(key="error", value=f"{type(exc).__name__}: {exc}"[:2000])
         raise
@@ -50,6 +54,19 @@ def _step(ti, run, *args):
     max_consecutive_failed_dag_runs=0,
     default_args={**DEFAULT_ARGS, "retries": 0},
     params={
+        "model": Param(
+            None,
+            type=["null", "string"],
+            enum=[None, SETTINGS.model_name, SETTINGS.vlm_model_name],
+            values_display={
+                None: "the triggering event's model, else the serving model",
+                SETTINGS.model_name: f"{SETTINGS.model_name} (probe family, serves every image)",
+                SETTINGS.vlm_model_name: f"{SETTINGS.vlm_model_name} (VLM, the cascade's second stage)",
+            },
+            title="Model",
+            description="Registered model whose champion to deploy. Empty: the triggering `champion` "
+            f"event's model, else {SETTINGS.model_name}.",
+        ),
         "version": Param(
             None,
             type=["null", "string"],
@@ -79,12 +96,21 @@ def _step(ti, run, *args):
 )
 def deploy():
     @task
-    def resolve_version(params: dict, triggering_asset_events=None) -> str:
-        """The form's version, else the triggering `champion` event's, else the `champion` alias."""
-        from tasks.deploy import champion_version
+    def resolve_version(params: dict, triggering_asset_events=None, ti=None) -> str:
+        """The form's model and version, else the triggering `champion` event's, else the serving
+        model's `champion` alias (the model name goes to XCom key ``model_name``). A VLM champion
+        with the cascade off is not served: the run is skipped, saying so."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from tasks.deploy import NothingToDeploy, champion_version, deploy_model
 
         extras = [event.extra for events in (triggering_asset_events or {}).values() for event in events]
-        return champion_version(SETTINGS, params.get("version"), extras)
+        model_name = deploy_model(SETTINGS, params.get("model"), extras)
+        ti.xcom_push(key="model_name", value=model_name)
+        try:
+            return champion_version(SETTINGS, params.get("version"), extras, model_name)
+        except NothingToDeploy as exc:
+            raise AirflowSkipException(str(exc)) from exc
 
     version = resolve_version()
 
@@ -104,7 +130,8 @@ def deploy():
                     "-m",
                     "tasks.tune",
                     "--model",
-                    f"models:/{SETTINGS.model_name}/" + "{{ ti.xcom_pull(task_ids='resolve_version') }}",
+                    "models:/{{ ti.xcom_pull(task_ids='resolve_version', key='model_name') }}/"
+                    "{{ ti.xcom_pull(task_ids='resolve_version') }}",
                 ],
                 SETTINGS,
                 image=SETTINGS.deploy.serving_image,
@@ -158,7 +185,9 @@ def deploy():
         from tasks.deploy import rollback as run
 
         errors = [f"{step}: {error}" for step in STEPS if (error := ti.xcom_pull(task_ids=step, key="error"))]
-        raise AirflowFailException(run(SETTINGS, version, "; ".join(errors) or "a deploy step failed"))
+        model_name = ti.xcom_pull(task_ids="resolve_version", key="model_name")
+        reason = "; ".join(errors) or "a deploy step failed"
+        raise AirflowFailException(run(SETTINGS, version, reason, model_name=model_name))
 
     [tuned, *checks] >> rollback(version)
 

@@ -62,6 +62,19 @@ REPORT = "ti.xcom_pull(task_ids='read_report')"
     max_consecutive_failed_dag_runs=0,
     default_args={**DEFAULT_ARGS, "retries": 1},
     params={
+        "model": Param(
+            None,
+            type=["null", "string"],
+            enum=[None, SETTINGS.model_name, SETTINGS.vlm_model_name],
+            values_display={
+                None: "the triggering event's model, else the serving model",
+                SETTINGS.model_name: f"{SETTINGS.model_name} (probe family, serves every image)",
+                SETTINGS.vlm_model_name: f"{SETTINGS.vlm_model_name} (VLM family, the cascade's second stage)",
+            },
+            title="Model",
+            description="Registered model to gate (each detector family has its own champion). Empty: "
+            f"the triggering `challenger` event's model, else {SETTINGS.model_name}.",
+        ),
         "version": Param(
             None,
             type=["null", "string"],
@@ -95,12 +108,14 @@ def promote():
     with TaskGroup("gate", prefix_group_id=False, tooltip="challenger and champion on the same test sets"):
 
         @task
-        def resolve_version(params: dict, triggering_asset_events=None, dag_run=None) -> str:
-            """The form's version, else the triggering `challenger` event's, else the `challenger` alias;
-            an override that cannot be done (no version, no reason, no right) fails here, before evaluating."""
-            from tasks.promote.gate import version_to_gate
+        def resolve_version(params: dict, triggering_asset_events=None, dag_run=None, ti=None) -> str:
+            """The form's model and version, else the triggering `challenger` event's, else the serving
+            model's `challenger` alias (the model name goes to XCom key ``model_name``); an override that
+            cannot be done (no version, no reason, no right) fails here, before evaluating."""
+            from tasks.promote.gate import model_to_gate, version_to_gate
 
             extras = [event.extra for events in (triggering_asset_events or {}).values() for event in events]
+            ti.xcom_push(key="model_name", value=run(model_to_gate, SETTINGS, params, extras))
             return run(version_to_gate, SETTINGS, params, extras, dag_run.triggering_user_name)
 
         version = resolve_version()
@@ -112,6 +127,8 @@ def promote():
                     "python",
                     "-m",
                     "tasks.promote",
+                    "--model",
+                    "{{ ti.xcom_pull(task_ids='resolve_version', key='model_name') }}",
                     "--version",
                     "{{ ti.xcom_pull(task_ids='resolve_version') }}",
                 ],
@@ -122,12 +139,13 @@ def promote():
         else:
 
             @task(execution_timeout=timedelta(hours=6))
-            def evaluate(version: str) -> dict:
+            def evaluate(version: str, ti=None) -> dict:
                 """Evaluate challenger and champion on the same frozen test sets; store and log the report."""
                 from tasks.promote.gate import evaluate as run_gate
                 from tasks.promote.gate import summary
 
-                return summary(run_gate(SETTINGS, version))
+                model_name = ti.xcom_pull(task_ids="resolve_version", key="model_name")
+                return summary(run_gate(SETTINGS, version, model_name=model_name))
 
             evaluated = evaluate(version)
 

@@ -1,9 +1,12 @@
 """
-### train_detector — fine-tune the detector on the newest dataset snapshot
+### train_detector — train the detector on the newest dataset snapshot
 
-Runs when curation publishes a snapshot (the `curated_dataset` Asset), but trains only when at least
+Runs when curation publishes a snapshot (the `curated_dataset` Asset) or the monitor measures an
+accuracy drop on labeled traffic (the `accuracy_drop` Asset), but trains only when at least
 `training.min_new_images` labeled images arrived since the last training (the newest registered model
-version's `snapshot` tag); a manual run from the form always trains. The form can pick the profile,
+version's `snapshot` tag), or when the accuracy drop was on the current champion and the labels that
+showed it are in the snapshot (`include/monitor.yaml`: `retrain.accuracy_drop`); a manual run from the
+form always trains. The form can pick the profile,
 the snapshot, epochs, learning rate, LoRA rank and a free-text reason recorded in MLflow; every field
 may stay empty, which means the configured value (`include/model_config.yaml`).
 
@@ -31,7 +34,7 @@ from airflow.sdk import Param, chain, dag, task
 
 from tasks.settings import Settings
 
-from vigil_common import CHALLENGER, CURATED_DATASET, DEFAULT_ARGS, container_job, deadline
+from vigil_common import ACCURACY_DROP, CHALLENGER, CURATED_DATASET, DEFAULT_ARGS, container_job, deadline
 
 SETTINGS = Settings()
 TRAINING = SETTINGS.training
@@ -117,7 +120,8 @@ TRAIN_COMMAND = [
 
 @dag(
     dag_id="train_detector",
-    schedule=[CURATED_DATASET],
+    # New curated data, or an accuracy drop the monitor measured on labeled traffic.
+    schedule=(CURATED_DATASET | ACCURACY_DROP),
     catchup=False,
     max_active_runs=1,
     max_consecutive_failed_dag_runs=3,
@@ -136,11 +140,16 @@ TRAIN_COMMAND = [
 def train_detector():
     @task.short_circuit
     def enough_new_images(params: dict, dag_run=None) -> bool:
-        """Manual runs train; data-triggered runs only when enough new labeled images arrived."""
+        """Manual runs train; triggered runs when enough new labeled images arrived, or when labeled
+        traffic showed an accuracy drop on the champion and those labels are in the snapshot."""
+        from tasks.monitor.retrain import accuracy_drop_warrants_training
         from tasks.train.launch import should_train
 
         run_type = getattr(dag_run.run_type, "value", dag_run.run_type)
-        return should_train(str(run_type), snapshot=params.get("snapshot") or "latest")
+        snapshot = params.get("snapshot") or "latest"
+        return should_train(str(run_type), snapshot=snapshot) or accuracy_drop_warrants_training(
+            snapshot=snapshot
+        )
 
     if TRAINING.launcher == "docker":
         result = container_job("train", TRAIN_COMMAND, SETTINGS, execution_timeout=timedelta(hours=24)).output

@@ -314,9 +314,9 @@ def untrained_dir(tiny_config, tiny_base, tmp_path_factory) -> Path:
     return save_detector(tmp_path_factory.mktemp("untrained") / "detector", model, preprocessor, card)
 
 
-def register_detector(folder: Path, settings, snapshot: str) -> str:
-    """Log a detector folder in an MLflow run and register it as a new version (alias challenger): what
-    training does at its end. Returns the version."""
+def register_detector(folder: Path, settings, snapshot: str, name: str | None = None) -> str:
+    """Log a detector folder in an MLflow run and register it as a new version of ``name`` (default the
+    serving model; alias challenger): what training does at its end. Returns the version."""
     import mlflow
 
     from tasks.registry import use_mlflow
@@ -325,9 +325,8 @@ def register_detector(folder: Path, settings, snapshot: str) -> str:
     use_mlflow(settings)
     mlflow.set_experiment("vigil-tests")
     with mlflow.start_run():
-        return log_and_register(folder, settings, {"snapshot": snapshot, "profile": "tiny"}, "test detector")[
-            "version"
-        ]
+        tags = {"snapshot": snapshot, "profile": "tiny"}
+        return log_and_register(folder, settings, tags, "test detector", name=name)["version"]
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,9 @@ compose), :mod:`tasks.deploy.docker` the container operations of the second.
 """
 
 from tasks.deploy.run import (
+    NothingToDeploy,
     champion_version,
+    deploy_model,
     post_check,
     roll_out,
     rollback,
@@ -18,7 +20,9 @@ from tasks.deploy.smoke import DeployError
 
 __all__ = [
     "DeployError",
+    "NothingToDeploy",
     "champion_version",
+    "deploy_model",
     "post_check",
     "roll_out",
     "rollback",

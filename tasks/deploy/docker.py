@@ -114,11 +114,17 @@ def _create(api, name: str, spec: dict[str, Any]) -> str:
 
 
 @contextmanager
-def sandbox_container(settings: Settings, model: str) -> Iterator[str]:
-    """The serving image on ``model`` in a throwaway container on the compose network; yields its URL."""
+def sandbox_container(settings: Settings, model: str, env: dict[str, str] | None = None) -> Iterator[str]:
+    """The serving image on ``model`` in a throwaway container on the compose network (``env`` on top
+    of the serving container's); yields its URL."""
     api = _api(settings)
     name = f"{settings.deploy.serving_container}-sandbox-{secrets.token_hex(3)}"
-    container_id = _create(api, name, sandbox_spec(_inspect_serving(api, settings), model))
+    spec = sandbox_spec(_inspect_serving(api, settings), model)
+    overridden = {f"{key}=" for key in env or {}}
+    spec["environment"] = [e for e in spec["environment"] if not any(e.startswith(k) for k in overridden)] + [
+        f"{key}={value}" for key, value in (env or {}).items()
+    ]
+    container_id = _create(api, name, spec)
     try:
         api.start(container_id)
         yield f"http://{name}:8000"

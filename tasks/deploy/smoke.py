@@ -36,14 +36,21 @@ class KnownImage:
     label: str  # "real" or "fake"
 
 
-def model_uri(settings: Settings, version: str) -> str:
-    return f"models:/{settings.model_name}/{version}"
+def model_uri(settings: Settings, version: str, model_name: str | None = None) -> str:
+    return f"models:/{model_name or settings.model_name}/{version}"
 
 
-def known_images(settings: Settings, version: str, store: ObjectStore | None = None) -> list[KnownImage]:
+def is_second_stage(settings: Settings, model_name: str | None) -> bool:
+    """Whether a deployment is of the VLM: the cascade's second stage, next to the serving model."""
+    return bool(model_name) and model_name == settings.vlm_model_name and model_name != settings.model_name
+
+
+def known_images(
+    settings: Settings, version: str, store: ObjectStore | None = None, model_name: str | None = None
+) -> list[KnownImage]:
     """A fixed sample of the version's own test split: ``smoke_images_per_class`` per label, by image id."""
     store = store or ObjectStore.from_settings(settings)
-    snapshot = Registry(settings).get(version).tags.get(Tags.SNAPSHOT) or "latest"
+    snapshot = Registry(settings, name=model_name).get(version).tags.get(Tags.SNAPSHOT) or "latest"
     table = read_snapshot(store, snapshot).labeled("test").sort_values("image_id")
     per_class = settings.deploy.smoke_images_per_class
     picked = [
@@ -76,7 +83,7 @@ def request(
             return exc.code, {"message": body.decode(errors="replace")[:500]}
 
 
-def _detect(base_url: str, image: KnownImage) -> tuple[int, dict[str, Any], float]:
+def _detect(base_url: str, image: KnownImage, explain: bool = False) -> tuple[int, dict[str, Any], float]:
     boundary = secrets.token_hex(16)
     body = (
         (
@@ -88,7 +95,7 @@ def _detect(base_url: str, image: KnownImage) -> tuple[int, dict[str, Any], floa
     )
     started = time.perf_counter()
     status, answer = request(
-        f"{base_url}/v1/detect",
+        f"{base_url}/v1/detect" + ("?explain=true" if explain else ""),
         data=body,
         headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
     )
@@ -114,13 +121,24 @@ def wait_ready(base_url: str, timeout: float) -> dict[str, Any]:
 # -- the smoke test -------------------------------------------------------------------------------
 
 
-def smoke_test(settings: Settings, base_url: str, version: str, images: list[KnownImage]) -> dict[str, Any]:
-    """Ready, right version, accurate enough on known images, fast enough; raises :class:`DeployError`."""
+def smoke_test(
+    settings: Settings,
+    base_url: str,
+    version: str,
+    images: list[KnownImage],
+    *,
+    second_stage: bool = False,
+) -> dict[str, Any]:
+    """Ready, right version, accurate enough on known images, fast enough; raises :class:`DeployError`.
+
+    ``second_stage``: the version is the cascade's VLM behind the serving model, so every request asks
+    for an explanation (``explain=true`` sends an image to the VLM, which then decides and answers).
+    """
     deploy = settings.deploy
     wait_ready(base_url, deploy.startup_timeout_s)
     latencies, correct, problems = [], 0, []
     for image in images:
-        status, answer, latency_ms = _detect(base_url, image)
+        status, answer, latency_ms = _detect(base_url, image, explain=second_stage)
         if status != 200:
             problems.append(f"{image.image_id}: HTTP {status} {answer.get('message', answer)}")
             continue

@@ -1,4 +1,4 @@
-"""``python -m tasks.promote [--version N]``: the gate's evaluation as a container entry point.
+"""``python -m tasks.promote [--model NAME] [--version N]``: the gate's evaluation as a container entry point.
 
 Evaluates the challenger and the champion, stores and logs the gate report, moves no alias, and
 prints the report's summary as its last stdout line (JSON): the ``promote`` DAG runs this in the
@@ -17,10 +17,12 @@ from tasks.settings import Settings
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tasks.promote", description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="", help="registered model (default: the serving model)")
     parser.add_argument("--version", default="", help="model version (default: the challenger alias)")
     args = parser.parse_args(argv)
     setup_logging()
-    print(json.dumps(summary(evaluate(Settings(), args.version or None))), flush=True)
+    report = evaluate(Settings(), args.version or None, model_name=args.model or None)
+    print(json.dumps(summary(report)), flush=True)
     return 0
 
 

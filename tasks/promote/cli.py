@@ -15,7 +15,7 @@ def _promote(args: argparse.Namespace) -> int:
     settings = Settings()
     form = {"version": args.version, "override": args.override is not None, "override_reason": args.override}
     override = override_request(settings, form, getpass.getuser())  # before the evaluation
-    report = evaluate(settings, args.version)
+    report = evaluate(settings, args.version, model_name=args.model)
     outcome = None if args.dry_run else apply(settings, report, override=override)
     if args.json:
         print_json({"report": report, "applied": outcome})
@@ -29,6 +29,9 @@ def _promote(args: argparse.Namespace) -> int:
 
 def register(sub) -> None:
     promote = sub.add_parser("promote", help="gate a challenger against the champion and move the aliases")
+    promote.add_argument(
+        "--model", help="registered model to gate: the probe's or the VLM's (default: the serving model)"
+    )
     promote.add_argument("--version", help="model version to gate (default: the challenger alias)")
     promote.add_argument("--dry-run", action="store_true", help="evaluate and report, but move no alias")
     promote.add_argument(

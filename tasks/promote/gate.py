@@ -36,7 +36,7 @@ from tasks.errors import PermanentError
 from tasks.evaluate import compare
 from tasks.html import render
 from tasks.promote.policy import FAILED, NOT_APPLICABLE, PASSED, GatePolicy, decide, load_policy
-from tasks.registry import CHALLENGER, CHAMPION, Registry, Tags, mlflow_client
+from tasks.registry import CHALLENGER, CHAMPION, Registry, Tags, UnknownVersionError, mlflow_client
 from tasks.settings import Settings
 from tasks.storage import ObjectStore, sha256_hex
 from tasks.train.tracking import airflow_run
@@ -165,9 +165,13 @@ def _rows(
 
 
 def evaluate(
-    settings: Settings, version: str | None = None, policy: GatePolicy | None = None
+    settings: Settings,
+    version: str | None = None,
+    policy: GatePolicy | None = None,
+    model_name: str | None = None,
 ) -> dict[str, Any]:
-    """Evaluate challenger (``version`` or the ``challenger`` alias) and champion; decide; store the report.
+    """Evaluate challenger (``version`` or the ``challenger`` alias) and champion of ``model_name``
+    (default: the serving model); decide; store the report; record the challenger's monitoring reference.
 
     Aliases are not moved here (see :func:`apply`), so a human can approve in between.
     """
@@ -175,7 +179,7 @@ def evaluate(
     from tasks.model.detector import Detector
 
     policy = policy or load_policy(settings)
-    registry = Registry(settings)
+    registry = Registry(settings, name=gated_model(settings, model_name))
     challenger_mv = registry.get(version) if version else registry.version(CHALLENGER)
     if challenger_mv is None:
         raise LookupError(f"no version of {registry.name} has the alias {CHALLENGER!r}: nothing to gate")
@@ -231,7 +235,27 @@ def evaluate(
     _log_to_mlflow(settings, report)
     _log_gate_metrics(settings, store, report)
     _log_decision(report)
+    _record_reference(settings, registry.name, str(challenger_mv.version))
     return report
+
+
+def gated_model(settings: Settings, requested: str | None) -> str:
+    """One of the two registered models (each detector family has its own champion); 4xx-style error else."""
+    names = (settings.model_name, settings.vlm_model_name)
+    if requested and requested not in names:
+        raise UnknownVersionError(f"no registered model {requested!r}: the gate knows {', '.join(names)}")
+    return requested or settings.model_name
+
+
+def _record_reference(settings: Settings, model_name: str, version: str) -> None:
+    """The version's monitoring reference, recorded here where the detector can be loaded (the
+    trainer image in compose); the monitor records a missing one on first use."""
+    from tasks.monitor.reference import NoReference, record_reference
+
+    try:
+        record_reference(settings, model_name, version)
+    except NoReference as exc:
+        log.warning("no monitoring reference for %s version %s: %s", model_name, version, exc)
 
 
 def apply(
@@ -245,7 +269,7 @@ def apply(
     ``override`` (from :func:`override_request`) promotes a rejected version anyway and records why and
     by whom on the version and in the stored gate report.
     """
-    registry = Registry(settings)
+    registry = Registry(settings, name=report["model_name"])
     version = report["challenger"]["version"]
     if report["decision"] == PROMOTED or override:
         if report["decision"] == PROMOTED:
@@ -556,7 +580,18 @@ def version_to_gate(
     """
     form = form or {}
     override_request(settings, form, user)
-    return Registry(settings).pick(form.get("version"), event_extras, CHALLENGER)
+    name = model_to_gate(settings, form, event_extras)
+    return Registry(settings, name=name).pick(form.get("version"), _extras_of(event_extras, name), CHALLENGER)
+
+
+def model_to_gate(settings: Settings, form: dict[str, Any] | None, event_extras: list[dict[str, Any]]) -> str:
+    """The form's model, else the newest triggering `challenger` event's, else the serving model."""
+    named = [extra["model_name"] for extra in event_extras if extra and extra.get("model_name")]
+    return gated_model(settings, (form or {}).get("model") or (named[-1] if named else None))
+
+
+def _extras_of(event_extras: list[dict[str, Any]], model_name: str) -> list[dict[str, Any]]:
+    return [e for e in event_extras if e and e.get("model_name", model_name) == model_name]
 
 
 def summary(report: dict[str, Any]) -> dict[str, Any]:

@@ -52,19 +52,25 @@ def env(monkeypatch, tmp_path, mlflow_server, demo_root, publish_demo):
     return Settings()
 
 
-@pytest.fixture
-def live_serving(env):
+def start_serving(settings):
     """The serving app as the embedded stack runs it (it loads the champion alias at start)."""
-    from tasks.stack import port_of, start, stop
+    from tasks.stack import port_of, start
 
-    port = port_of(env.serving_url)
-    service = start(
+    port = port_of(settings.serving_url)
+    return start(
         "serving",
         [sys.executable, "-m", "tasks.serve", "--host", "127.0.0.1", "--port", str(port)],
         port=port,
         health_path="/healthz",
-        log=Path(env.home) / "serving.log",
+        log=Path(settings.home) / "serving.log",
     )
+
+
+@pytest.fixture
+def live_serving(env):
+    from tasks.stack import stop
+
+    service = start_serving(env)
     yield service
     stop(service)
 
@@ -183,6 +189,77 @@ def test_deploy_rolls_out_and_a_failing_smoke_test_rolls_back(
     assert str(body["model"]["version"]) == first
 
 
+def test_a_vlm_challenger_is_gated_in_its_own_registry_and_deployed_as_the_cascades_second_stage(
+    airflow_db, env, trained_dir, probe_dir, register, monkeypatch
+):
+    """Each family has its own champion: the VLM's promotion leaves the serving model's aliases alone,
+    and its deployment reloads the live server's second stage, after a sandbox test of the VLM alone."""
+    from tasks.registry import CHAMPION, Registry
+    from tasks.settings import Settings
+    from tasks.stack import stop
+
+    vlm = f"vlm-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("VIGIL_VLM_MODEL_NAME", vlm)
+    monkeypatch.setenv("VIGIL_SERVING__CASCADE", "true")
+    settings = Settings()
+    probe = register(probe_dir, settings, "v0001")
+    Registry(settings).promote(probe, "the serving model")
+    first = register(trained_dir, settings, "v0001", name=vlm)
+    Registry(settings, name=vlm).promote(first, "the first VLM")
+    service = start_serving(settings)
+    try:
+        stages = wait_stages(settings, 2)
+        assert [str(s["version"]) for s in stages] == [probe, first]
+
+        lenient = Path(settings.home) / "include"
+        lenient.mkdir(parents=True)
+        for item in Path(settings.include_dir).iterdir():
+            (lenient / item.name).symlink_to(item)
+        (lenient / "gate.lenient.yaml").write_text(
+            "floors: {roc_auc: 0.5, balanced_accuracy: 0.5, max_ece: 1.0}\n"
+            "slices: {max_regression: 1.0}\nnew_data: {min_improvement: -1.0}\nrobustness: {max_drop: 1.0}\n"
+        )
+        monkeypatch.setenv("VIGIL_INCLUDE_DIR", str(lenient))
+        monkeypatch.setenv("VIGIL_PROMOTION__POLICY_FILE", "gate.lenient.yaml")
+        second = register(trained_dir, settings, "v0001", name=vlm)
+        run = parse(airflow_db, "promote").test(run_conf={"model": vlm, "version": second})
+        assert run.state == "success"
+        assert asset_events("promote", run.run_id) == [
+            {"model_name": vlm, "version": second, "previous": first}
+        ]
+        assert Registry(settings, name=vlm).aliases()[CHAMPION] == second
+        assert Registry(settings).aliases()[CHAMPION] == probe  # the serving model's champion is untouched
+
+        run = parse(airflow_db, "deploy").test(run_conf={"model": vlm, "version": second, "tune": False})
+        assert run.state == "success"
+        states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+        assert states["post_deploy_check"] == "success" and states["rollback"] == "skipped"
+        assert [str(s["version"]) for s in wait_stages(settings, 2)] == [probe, second]
+    finally:
+        stop(service)
+
+    # With the cascade off, serving does not use a VLM champion: the deploy run says so and skips.
+    monkeypatch.setenv("VIGIL_SERVING__CASCADE", "false")
+    run = parse(airflow_db, "deploy").test(run_conf={"model": vlm, "tune": False})
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert states["resolve_version"] == "skipped" and states["roll_out"] == "skipped"
+
+
+def wait_stages(settings, count: int) -> list[dict]:
+    """The live server's cascade stages, once it has loaded ``count`` of them."""
+    import time
+
+    from tasks.deploy.smoke import wait_ready
+
+    deadline = time.monotonic() + 120
+    while True:
+        model = wait_ready(settings.serving_url, 120).get("model", {})
+        stages = (model.get("cascade") or {}).get("stages") or [model]
+        if len(stages) >= count or time.monotonic() > deadline:
+            return stages
+        time.sleep(1)
+
+
 def test_with_containers_the_gate_evaluates_in_the_trainer_image_on_the_gpu(airflow_db, monkeypatch):
     from airflow.providers.docker.operators.docker import DockerOperator
 
@@ -190,7 +267,9 @@ def test_with_containers_the_gate_evaluates_in_the_trainer_image_on_the_gpu(airf
     dag = parse(airflow_db, "promote")
     task = dag.get_task("evaluate")
     assert isinstance(task, DockerOperator) and task.pool == "gpu" and task.image == "vigil-trainer:latest"
-    assert task.command[:4] == ["python", "-m", "tasks.promote", "--version"]
+    assert task.command[:4] == ["python", "-m", "tasks.promote", "--model"]
+    assert task.command[4] == "{{ ti.xcom_pull(task_ids='resolve_version', key='model_name') }}"
+    assert task.command[5:7] == ["--version", "{{ ti.xcom_pull(task_ids='resolve_version') }}"]
     assert task.device_requests[0]["Capabilities"] == [["gpu"]]
     assert {t.task_id for t in task.downstream_list} == {"read_report"}
 
