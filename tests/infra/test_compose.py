@@ -81,6 +81,10 @@ _TORCHRUN = (
     "set by torchrun for each process inside the trainer container (tasks/train/launch.py re-executes "
     "the entry point under torch.distributed.run when several GPUs are visible)"
 )
+_RUN_CONTEXT = (
+    "the Airflow run a task belongs to: Airflow exports it to local tasks, and "
+    "dags/vigil_common.py:container_job templates it into each container's environment"
+)
 NOT_FOR_COMPOSE = {
     "AIRFLOW_HOME": "tasks/stack/airflow_service.py runs the embedded Airflow in the home tasks/stack/embedded.py sets",
     "PYTHONPATH": "tasks/stack/embedded.py extends it for the embedded stack's Airflow processes",
@@ -88,6 +92,10 @@ NOT_FOR_COMPOSE = {
     "RANK": _TORCHRUN,
     "LOCAL_RANK": _TORCHRUN,
     "WORLD_SIZE": _TORCHRUN,
+    "AIRFLOW_CTX_DAG_ID": _RUN_CONTEXT,
+    "AIRFLOW_CTX_DAG_RUN_ID": _RUN_CONTEXT,
+    "AIRFLOW__API__BASE_URL": "Airflow's own setting, read where a task runs inside Airflow; a container "
+    "gets VIGIL_AIRFLOW_URL from dags/vigil_common.py:container_job instead",
 }
 # Secrets stay with the services that use them.
 SECRET_SCOPE = {

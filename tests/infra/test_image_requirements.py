@@ -21,9 +21,12 @@ from tests.helpers.image_venvs import run_in
 # Libraries the DAG files must not import at module level (they slow every parse; some are absent here).
 HEAVY_AT_PARSE = ["torch", "transformers", "peft", "great_expectations", "mlflow", "PIL", "pandas", "tweepy"]
 # Reached from the DAGs' task code but deliberately not in the Airflow image: they belong to code that runs
-# in the trainer image (tasks.train.job via the DockerOperator) or scores models (tasks.model.detector,
-# tasks.evaluate for the promotion gate). Every other library the task code imports must be in the image.
+# in the trainer image (tasks.train.job via the DockerOperator) or scores models (tasks.model.detector and
+# the probe's ONNX backbone, tasks.evaluate for the promotion gate, a monitoring reference). Every other
+# library the task code imports must be in the image.
 MODEL_SIDE = {
+    "onnx",
+    "onnxruntime",
     "torch",
     "transformers",
     "peft",
