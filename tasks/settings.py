@@ -319,6 +319,14 @@ class PromotionSettings(Section):
     )
 
 
+class MonitoringSettings(Section):
+    """The monitor and the review queue (tasks/monitor, tasks/review)."""
+
+    config_file: str = Field(
+        "monitor.yaml", description="Monitoring and review policy file under the include folder."
+    )
+
+
 class DeploySettings(Section):
     """Redeploying serving after a promotion: sandbox smoke test, roll-out, post-check, rollback."""
 
@@ -394,6 +402,7 @@ class Settings(BaseSettings):
     training: TrainingSettings = TrainingSettings()
     serving: ServingSettings = ServingSettings()
     promotion: PromotionSettings = PromotionSettings()
+    monitoring: MonitoringSettings = MonitoringSettings()
     deploy: DeploySettings = DeploySettings()
 
     @classmethod

@@ -13,7 +13,6 @@ from pydantic import Field, field_validator
 
 from tasks.settings import Section, Settings, load_yaml
 
-CONFIG_FILE = "monitor.yaml"
 Signal = Literal["score", "verdict", "embedding", "estimated_accuracy"]
 LabelSet = Literal["audit", "near_threshold", "claim", "drift", "feedback"]
 
@@ -126,6 +125,7 @@ class MonitorConfig(Section):
 
 
 def load_monitor_config(settings: Settings | None = None, path: str | Path | None = None) -> MonitorConfig:
-    """``include/monitor.yaml`` (or ``path``); errors name the file and the field."""
+    """``include/<monitoring.config_file>`` (default ``monitor.yaml``), or ``path``; errors name the file
+    and the field."""
     settings = settings or Settings()
-    return load_yaml(path or settings.include(CONFIG_FILE), MonitorConfig)
+    return load_yaml(path or settings.include(settings.monitoring.config_file), MonitorConfig)

@@ -2,7 +2,9 @@
 
 * **Prediction log**: one row per prediction, buffered in memory and written as a Parquet part
   ``predictions/date=YYYY-MM-DD/<time>-<id>.parquet`` once ``log_flush_rows`` rows are waiting, once the
-  oldest is ``log_flush_s`` old, and at shutdown: never an object-store write per request.
+  oldest is ``log_flush_s`` old, and at shutdown: never an object-store write per request. The bytes
+  of review candidates go to ``review/candidates/`` (the monitor deletes those it does not queue); all
+  bytes to ``predictions/images/`` only with ``log_image_bytes``.
 * **Upload cache**: the bytes of recent images under ``<home>/serving/uploads/<prediction_id>.<ext>``,
   capped in count and size (oldest first out), so ``POST /v1/feedback`` can refer to an image it was
   asked about. It survives restarts, and several servers may share it (the deploy step's sandbox runs
@@ -33,6 +35,7 @@ from typing import Any
 
 from tasks.collect.folder import FEEDBACK_DIR
 from tasks.images import EXTENSIONS, sniff_format
+from tasks.review.candidates import keep_candidate
 from tasks.storage import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -110,7 +113,10 @@ class PredictionLog:
                 for row, data in zip(rows, images, strict=True):
                     if data is not None and row.get("image_key") is None:
                         ext = EXTENSIONS.get(sniff_format(data) or "", "bin")
-                        row["image_key"] = self.store.put_content(data, f"{PREDICTIONS_PREFIX}/images", ext)
+                        if self.keep_images:  # the log's own copy, kept as long as the log
+                            row["image_key"] = self.store.put_content(data, f"{PREDICTIONS_PREFIX}/images", ext)
+                        else:  # a review candidate: kept only while it is (or may be) queued
+                            row["image_key"] = keep_candidate(self.store, data, ext)
                 frame = pd.DataFrame(rows, columns=list(LOG_COLUMNS))
                 keys = []
                 stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")

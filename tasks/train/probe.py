@@ -253,10 +253,10 @@ def train_head(
     module = _head_module(x.shape[1], config)
     continual = config.continual
     teacher = anchor = fisher = None
+    if teacher_logits is not None and continual.distillation_weight:
+        teacher = torch.from_numpy(np.asarray(teacher_logits, dtype=np.float32))
     if init is not None:
         _load_arrays(module, init)
-        if teacher_logits is not None and continual.distillation_weight:
-            teacher = torch.from_numpy(np.asarray(teacher_logits, dtype=np.float32))
         if continual.ewc_lambda and seen is not None and seen.any():
             anchor = anchor_of(module)
             rows = torch.from_numpy(np.flatnonzero(seen)[: continual.fisher_samples])

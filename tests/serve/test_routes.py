@@ -100,8 +100,8 @@ def test_detect_answers_the_models_verdict_and_every_prediction_is_logged(
     kept = log[log["image_key"].notna()]
     assert set(kept["review_candidate"]) <= {"near_threshold", "audit"}
     assert log.loc[log["review_candidate"].isna(), "image_key"].isna().all()
-    for row in kept.itertuples():
-        assert store.exists(row.image_key)
+    for row in kept.itertuples():  # where the monitor finds (and later deletes) the ones it does not queue
+        assert row.image_key.startswith("review/candidates/") and store.exists(row.image_key)
     # What the monitor reads: the embedding of every prediction, the deciding stage, the source.
     assert {len(e) for e in log["embedding"]} == {detector.embed(detector_images[:1]).shape[1]}
     assert set(log["stage"]) == {detector.card.family} and set(log["source"]) == {"api"}
