@@ -114,7 +114,9 @@ class PredictionLog:
                     if data is not None and row.get("image_key") is None:
                         ext = EXTENSIONS.get(sniff_format(data) or "", "bin")
                         if self.keep_images:  # the log's own copy, kept as long as the log
-                            row["image_key"] = self.store.put_content(data, f"{PREDICTIONS_PREFIX}/images", ext)
+                            row["image_key"] = self.store.put_content(
+                                data, f"{PREDICTIONS_PREFIX}/images", ext
+                            )
                         else:  # a review candidate: kept only while it is (or may be) queued
                             row["image_key"] = keep_candidate(self.store, data, ext)
                 frame = pd.DataFrame(rows, columns=list(LOG_COLUMNS))
