@@ -5,10 +5,12 @@ up-sampler; B: nearest-neighbour up-sampler with grain; C: colour bleeding): a m
 then continued on B (the snapshot now holds A and B; the A images are *seen*), then on C. Each
 strategy starts from the same A model with the same seed and replay budget:
 
-* ``fine-tune``  — the new images only (no replay);
-* ``replay``     — new images + a (generator, label)-balanced buffer of seen ones (budget: as many as new);
-* ``replay+kd``  — + logit distillation from the previous model (weight 1, T = 2);
-* ``replay+kd+ewc`` — + EWC on the head's weights (lambda 10);
+* ``fine-tune``  — continue the champion's head on the new images only (no replay);
+* ``replay (warm)`` — continue it on new images + a (generator, label)-balanced buffer of seen ones
+  (budget: as many as new);
+* ``fresh+replay (default)`` — the same rows, but a fresh seeded head (``continual.warm_start: false``);
+* ``fresh+replay+kd`` — + logit distillation from the previous model (weight 0.3, T = 2);
+* ``replay+kd+ewc (warm)`` — continued head + distillation (1.0) + EWC on the head's weights (lambda 10);
 * ``joint``      — retrain from scratch on everything so far (the upper bound, not continual).
 
 Printed per strategy: AUC on every generator seen so far after each step, average forgetting (how much
@@ -45,26 +47,36 @@ from tasks.train.probe import fit_probe
 GENERATORS = ("A", "B", "C")
 STRATEGIES = {
     "fine-tune": {
+        "continual.warm_start": True,
         "continual.replay_budget": 0,
         "continual.distillation_weight": 0.0,
         "continual.ewc_lambda": 0.0,
     },
-    "replay": {
+    "replay (warm)": {
+        "continual.warm_start": True,
         "continual.replay_budget": "new",
         "continual.distillation_weight": 0.0,
         "continual.ewc_lambda": 0.0,
     },
-    "replay+kd": {
+    "fresh+replay (default)": {
+        "continual.warm_start": False,
         "continual.replay_budget": "new",
-        "continual.distillation_weight": 1.0,
+        "continual.distillation_weight": 0.0,
         "continual.ewc_lambda": 0.0,
     },
-    "replay+kd+ewc": {
+    "fresh+replay+kd": {
+        "continual.warm_start": False,
+        "continual.replay_budget": "new",
+        "continual.distillation_weight": 0.3,
+        "continual.ewc_lambda": 0.0,
+    },
+    "replay+kd+ewc (warm)": {
+        "continual.warm_start": True,
         "continual.replay_budget": "new",
         "continual.distillation_weight": 1.0,
         "continual.ewc_lambda": 10.0,
     },
-    "joint": {"continual.replay_budget": 100_000},
+    "joint": {"continual.warm_start": False, "continual.replay_budget": 100_000},
 }
 
 

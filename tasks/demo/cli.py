@@ -29,7 +29,15 @@ def register(sub) -> None:
         nargs="+",
         default=["A", "B"],
         choices=list(GENERATORS),
-        help="demo generators, one round each (default: A B)",
+        help="generators whose labeled sets go to the inbox, one round each (default: A B)",
+    )
+    demo.add_argument(
+        "--traffic",
+        nargs="*",
+        default=["C"],
+        choices=list(GENERATORS),
+        help="generators that then appear only in traffic to the API, one round each, found by the "
+        "monitor and labeled through the review queue (default: C; none: --traffic)",
     )
     demo.set_defaults(func=_demo)
 
@@ -55,5 +63,5 @@ def _demo_data(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
 
-    run_demo(generators=tuple(args.rounds))
+    run_demo(generators=tuple(args.rounds), traffic=tuple(args.traffic))
     return 0

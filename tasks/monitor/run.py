@@ -28,6 +28,7 @@ keeps the last windows' key numbers for the Monitoring page; ``monitor/state.jso
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import re
@@ -103,6 +104,27 @@ def monitor(
         return Run(settings, config, store, inbox, now or datetime.now(UTC)).run()
     finally:
         lock.release()
+
+
+def pending_rows(settings: Settings | None = None, config: MonitorConfig | None = None) -> int:
+    """Rows of the prediction log no monitoring run has processed yet (within the lookback)."""
+    from tasks.monitor.config import load_monitor_config
+    from tasks.settings import Settings
+    from tasks.storage import ObjectStore
+
+    settings = settings or Settings()
+    config = config or load_monitor_config(settings)
+    store = ObjectStore.from_settings(settings)
+    state = store.read_json(STATE_KEY) if store.exists(STATE_KEY) else {}
+    seen = {k for day_keys in state.get("parts", {}).values() for k in day_keys}
+    today = datetime.now(UTC).date()
+    keys = predictions.list_parts(store, today - timedelta(days=config.window.lookback_days), today)
+    total = 0
+    for key in keys:
+        if key not in seen:
+            with contextlib.suppress(FileNotFoundError):
+                total += len(predictions.read_part(store, key))
+    return total
 
 
 @dataclass
