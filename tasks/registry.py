@@ -45,6 +45,7 @@ class Tags:
     INFERENCE = "inference"  # tuned InferenceSettings as JSON: what Detector.load applies
     INFERENCE_RUN = "inference_run_id"
     INFERENCE_CANDIDATE = "inference_candidate"
+    CASCADE_BAND = "cascade_band"  # on a VLM version: the tuned band [low, high) as JSON (null: none)
     GATE_DECISION = "gate_decision"
     GATE_REPORT = "gate_report"
     GATE_OVERRIDE_REASON = "gate_override_reason"  # promoted although the gate rejected it: why

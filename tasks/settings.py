@@ -222,7 +222,7 @@ class ServingSettings(Section):
     cascade_band: tuple[float, float] = Field(
         (0.2, 0.8),
         description="[low, high) of the first stage's P(fake) sent to the second stage "
-        "(inference tuning can choose it on validation data: `vigil tune --cascade`).",
+        "when the VLM version has no tuned band (`vigil tune --cascade` records one on it, which wins).",
     )
     abstain_margin: float = Field(
         0.05,

@@ -6,11 +6,12 @@
 
 The chosen settings become the version's ``inference`` tag, which :meth:`tasks.model.Detector.load`
 applies; see :mod:`tasks.tune.run` for the objective and where results go, ``include/tuning.yaml``
-for the candidates.
+for the candidates. ``tune_cascade(settings)`` chooses the cascade's band on validation data and
+records it on the VLM version (its ``cascade_band`` tag, which serving applies).
 """
 
 from tasks.tune.config import Candidate, TuningConfig, load_tuning_config
-from tasks.tune.run import CandidateResult, TuningResult, tune_inference
+from tasks.tune.run import CandidateResult, TuningResult, tune_cascade, tune_inference
 
 __all__ = [
     "Candidate",
@@ -18,5 +19,6 @@ __all__ = [
     "TuningConfig",
     "TuningResult",
     "load_tuning_config",
+    "tune_cascade",
     "tune_inference",
 ]

@@ -43,6 +43,13 @@ class Candidate(Section):
         return InferenceSettings(**changes)
 
 
+class CascadeObjective(Section):
+    """How ``vigil tune --cascade`` picks the band of first-stage scores sent to the VLM."""
+
+    max_vlm_share: float = Field(0.3, gt=0, le=1)
+    max_auc_loss: float = Field(0.01, ge=0, le=1)
+
+
 class TuningConfig(Section):
     """What to measure and how to pick; see include/tuning.yaml."""
 
@@ -55,6 +62,7 @@ class TuningConfig(Section):
     latency_requests: int = Field(20, ge=5)
     throughput_rounds: int = Field(2, ge=1)
     candidates: tuple[Candidate, ...] = ()
+    cascade: CascadeObjective = CascadeObjective()
 
     @model_validator(mode="after")
     def _unique_names(self) -> TuningConfig:

@@ -210,6 +210,69 @@ def tune_inference(
     return result
 
 
+def tune_cascade(
+    settings: Settings | None = None,
+    *,
+    snapshot: str | None = None,
+    config: TuningConfig | str | Path | None = None,
+) -> dict[str, Any]:
+    """Choose the cascade's band on validation data and record it on the VLM version.
+
+    Both serving champions (``settings.model_name`` and ``settings.vlm_model_name`` at the serving alias)
+    score the same validation images (the probe's training snapshot, or ``snapshot``);
+    :func:`tasks.model.cascade.choose_band` picks the band for ``config.cascade`` (least VLM share
+    within ``max_auc_loss`` of the better model alone, at most ``max_vlm_share``). The band goes to the
+    VLM version's ``cascade_band`` tag (JSON; ``null`` = send nothing), which serving applies over
+    ``serving.cascade_band``. Returns the choice with both models' AUC and the share sent.
+    """
+    from tasks.model.cascade import choose_band
+    from tasks.model.detector import Detector
+
+    settings = settings or Settings()
+    if not isinstance(config, TuningConfig):
+        config = load_tuning_config(config, settings)
+    alias = settings.serving.model_alias
+    first = Detector.load(f"models:/{settings.model_name}@{alias}", settings=settings)
+    second = Detector.load(f"models:/{settings.vlm_model_name}@{alias}", settings=settings)
+    frame, snapshot_version, data_note = validation_frame(first.card, settings, snapshot)
+    images, labels = sample(frame, config.max_images)
+    objective = config.cascade
+    choice = choose_band(
+        labels,
+        first.score(images),
+        second.score(images),
+        max_share=objective.max_vlm_share,
+        max_auc_loss=objective.max_auc_loss,
+    )
+    band = [round(v, 6) for v in choice["band"]] if choice["band"] else None
+    Registry(settings, name=second.name).tag(second.version, {Tags.CASCADE_BAND: json.dumps(band)})
+    result = {
+        **choice,
+        "band": band,
+        "first": {"name": first.name, "version": first.version},
+        "second": {"name": second.name, "version": second.version},
+        "snapshot": snapshot_version,
+        "data_note": data_note,
+        "images": len(images),
+        "objective": objective.model_dump(),
+    }
+    log.info(
+        "cascade band for %s v%s -> %s v%s: %s (sends %.0f%% of %d validation images to the VLM; AUC %.3f, "
+        "probe alone %.3f, VLM alone %.3f)",
+        first.name,
+        first.version,
+        second.name,
+        second.version,
+        band,
+        100 * choice["share"],
+        len(images),
+        choice["auc"],
+        choice["first_auc"],
+        choice["second_auc"],
+    )
+    return result
+
+
 def validation_frame(card: DetectorCard, settings: Settings, snapshot: str | None) -> tuple[Frame, str, str]:
     """The val split of ``snapshot``, else of the model's training snapshot, else of the latest snapshot."""
 

@@ -37,7 +37,9 @@ candidates:
 """
 
 
-def _register(detector_dir: Path, dest: Path, snapshot: str, settings: Settings) -> tuple[str, str]:
+def _register(
+    detector_dir: Path, dest: Path, snapshot: str, settings: Settings, name: str | None = None
+) -> tuple[str, str]:
     """Log a copy of the detector (card snapshot set) as a pyfunc model and register it, as training does."""
     import mlflow
 
@@ -50,7 +52,7 @@ def _register(detector_dir: Path, dest: Path, snapshot: str, settings: Settings)
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     mlflow.set_experiment("vigil-tuning-tests")
     with mlflow.start_run() as run:
-        info = log_and_register(folder, settings, {"snapshot": snapshot}, "tuning test")
+        info = log_and_register(folder, settings, {"snapshot": snapshot}, "tuning test", name=name)
     return run.info.run_id, info["version"]
 
 
@@ -284,3 +286,37 @@ def test_the_repository_config_is_valid_and_bad_configs_name_the_field(tmp_path)
     assert "reserved" in error("candidates:\n  - name: baseline\n")
     assert "repeated: ['a']" in error("candidates:\n  - name: a\n  - name: a\n    threads: 1\n")
     assert "max_pixels_ratio" in error("candidates:\n  - name: a\n    max_pixels_ratio: 1.5\n")
+
+
+def test_cascade_tuning_records_a_band_within_the_objective_and_serving_applies_it(
+    registered, probe_dir, trained_dir, tmp_path
+):
+    """Both champions score the same validation images; the band sends at most the allowed share to the
+    VLM, lands on the VLM version's tag, and serving reads it back (a never-tuned VLM: the setting)."""
+    from tasks.registry import Registry, Tags
+    from tasks.serve.service import tuned_band
+    from tasks.tune.run import tune_cascade
+
+    settings = registered["settings"].model_copy(
+        update={
+            "model_name": f"probe-{uuid.uuid4().hex[:8]}",
+            "vlm_model_name": f"vlm-{uuid.uuid4().hex[:8]}",
+        }
+    )
+    probe_version = _register(probe_dir, tmp_path / "probe", "v0001", settings)[1]
+    Registry(settings).promote(probe_version, "cascade test")
+    vlm_version = _register(trained_dir, tmp_path / "vlm", "v0001", settings, name=settings.vlm_model_name)[1]
+    vlm = Registry(settings, name=settings.vlm_model_name)
+    vlm.promote(vlm_version, "cascade test")
+    second = Detector.load(f"models:/{settings.vlm_model_name}@champion", settings=settings)
+    assert tuned_band(settings, second) is None  # never tuned: serving.cascade_band applies
+
+    config = TuningConfig.model_validate({"cascade": {"max_vlm_share": 0.25, "max_auc_loss": 0.0}})
+    choice = tune_cascade(settings, config=config)
+
+    assert choice["snapshot"] == "v0001" and choice["images"] == 16  # the test demo_a set's val split
+    assert 0 <= choice["share"] <= 0.25
+    assert choice["auc"] >= choice["first_auc"] - 1e-9  # never worse than the probe alone
+    recorded = json.loads(vlm.get(vlm_version).tags[Tags.CASCADE_BAND])
+    assert recorded == choice["band"]
+    assert tuned_band(settings, second) == (tuple(recorded) if recorded else ())
