@@ -23,6 +23,7 @@ request longer than ``serving.url_timeout_s``.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import time
@@ -41,6 +42,7 @@ from tasks.collect.provenance import detect as detect_provenance
 from tasks.images import ImageRejected, decode_image
 from tasks.model.cascade import Cascade
 from tasks.net import FetchError, fetch
+from tasks.registry import Registry, Tags
 from tasks.serve.auth import Client, RateLimiter, Tokens
 from tasks.serve.batching import MicroBatcher
 from tasks.serve.errors import ApiError, busy, clip
@@ -90,6 +92,7 @@ class Service:
         self.model_source = model_source if model_source is not None else self.default_source
         self.detector: Detector | None = None  # the first stage
         self.second: Detector | None = None  # the VLM (cascade)
+        self.second_band: tuple[float, float] | None = None  # its tuned band (cascade_band tag), if any
         self.second_source = (
             f"models:/{settings.vlm_model_name}@{serving.model_alias}" if serving.cascade else None
         )
@@ -158,7 +161,12 @@ class Service:
     def cascade(self) -> Cascade:
         """The detectors of this request (read once: a reload swaps them for later requests only)."""
         first = self.require_detector()
-        return Cascade(first, self.second, self.settings.serving.cascade_band)
+        return Cascade(first, self.second, self.band())
+
+    def band(self) -> tuple[float, float] | None:
+        """The cascade band: the VLM version's tuned one (``vigil tune --cascade``), else the setting."""
+        tuned = self.second_band
+        return self.settings.serving.cascade_band if tuned is None else (tuned or None)
 
     def describe(self) -> dict[str, Any]:
         first = self.require_detector()
@@ -203,6 +211,7 @@ class Service:
             finally:
                 self.loading = None
             if self.is_second_stage(source):
+                self.second_band = await asyncio.to_thread(tuned_band, self.settings, detector)
                 self.second = detector
             else:
                 self.detector, self.load_error = detector, None
@@ -296,6 +305,17 @@ class Service:
             return "uncertain"
         return "synthetic" if p_fake >= threshold else "authentic"
 
+    def explanation(self, reason: str, label: str, p_fake: float, threshold: float) -> str:
+        """The deciding model's reason; within the abstain band it says first that the answer is uncertain
+        (the model's own reason argues for the side it leans to)."""
+        if label != "uncertain":
+            return reason
+        side = "synthetic" if p_fake >= threshold else "authentic"
+        return (
+            f"Uncertain: P(fake) {p_fake:.2f} is within {self.settings.serving.abstain_margin} of the "
+            f"threshold {threshold:.2f}; the model leans {side}. {reason}"
+        )
+
     def review_candidate(self, p_fake: float, threshold: float, prediction_id: str) -> str | None:
         """Why serving keeps this image's bytes for the review queue: near the threshold, or the audit sample."""
         serving = self.settings.serving
@@ -365,7 +385,7 @@ class Service:
                 "latency_ms": latency_ms,
             }
             if explanations is not None:
-                answer["explanation"] = explanations[position]
+                answer["explanation"] = self.explanation(explanations[position], label, p_fake, threshold)
             answers[index] = answer
             candidate = self.review_candidate(p_fake, threshold, prediction_id)
             self.log.add(
@@ -491,6 +511,27 @@ async def initial_load(service: Service) -> None:
             log.warning(
                 "no second stage from %s: %s; the first stage decides every image", service.second_source, exc
             )
+
+
+def tuned_band(settings: Settings, detector: Detector) -> tuple[float, float] | tuple[()] | None:
+    """The ``cascade_band`` tag of a registered VLM version: ``(low, high)``, ``()`` when tuning chose to
+    send nothing, None when it was never tuned (or the detector is not a registry version)."""
+    if not detector.name or not detector.version:
+        return None
+    try:
+        raw = Registry(settings, name=detector.name).get(detector.version).tags.get(Tags.CASCADE_BAND)
+    except Exception as exc:  # noqa: BLE001 - the registry is down or the version is gone: the setting applies
+        log.warning(
+            "cascade band of %s v%s not read (%s): serving.cascade_band applies",
+            detector.name,
+            detector.version,
+            exc,
+        )
+        return None
+    if raw is None:
+        return None
+    band = json.loads(raw)
+    return tuple(float(v) for v in band) if band else ()
 
 
 def _provenance(found: Provenance | None) -> dict[str, Any] | None:

@@ -104,8 +104,9 @@ def test_near_the_threshold_the_answer_is_uncertain(serve, tmp_path, probe_dir, 
     nearest = int(np.argmin(np.abs(scores - probe.threshold)))
     margin = float(abs(scores[nearest] - probe.threshold)) + 1e-6
     server = serve(probe, settings=make_settings(tmp_path / "s", abstain_margin=min(margin, 0.49)))
-    answer = _post(server, paths[nearest].read_bytes())
+    answer = _post(server, paths[nearest].read_bytes(), explain="true")
     assert answer["label"] == "uncertain"
+    assert answer["explanation"].startswith("Uncertain: ")  # the reason does not claim a verdict first
     far = int(np.argmax(np.abs(scores - probe.threshold)))
     if abs(scores[far] - probe.threshold) >= margin:
         assert _post(server, paths[far].read_bytes())["label"] in {"synthetic", "authentic"}
