@@ -4,7 +4,7 @@ Public API used by training, evaluation, the promotion gate, inference tuning an
 
     from tasks.model import Detector, InferenceSettings
     detector = Detector.load("models:/vigil-detector@champion", InferenceSettings(batch_size=16))
-    p_fake = detector.score(images)           # np.ndarray, calibrated P(fake)
+    p_fake = detector.score(images)           # np.ndarray, P(fake) (probe: calibrated)
     verdicts = detector.is_fake(p_fake)       # the threshold chosen on validation data
     reasons = detector.explain(images, p_fake)
 

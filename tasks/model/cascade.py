@@ -4,8 +4,9 @@ Production detection services use cascades: a cheap model answers the easy cases
 the hard ones. Here the first stage is the probe family (CPU, ~15 ms per image) and the second the
 VLM (GPU; it also writes a reason). An image whose first-stage P(fake) falls in the **band**
 ``[low, high)`` goes to the second stage, whose P(fake) then decides; every answer says which stage
-decided. ``explain`` goes to the VLM when one is deployed. Both P(fake) are calibrated, so the
-decided score is one scale and its threshold is the deciding stage's.
+decided. ``explain`` goes to the VLM when one is deployed. The probe's P(fake) is calibrated
+(Platt scaling on validation), the VLM's is its Yes/No softmax: the two are not one scale, so each
+answer is judged against the deciding stage's own threshold.
 
 The band is chosen by inference tuning on validation data for a stated objective
 (:func:`choose_band`): the least VLM load whose AUC is within ``max_auc_loss`` of the best of the
@@ -32,7 +33,7 @@ FIRST, SECOND = "probe", "vlm"
 class Decision:
     """The cascade's answer for a batch: one entry per image."""
 
-    p_fake: np.ndarray  # the deciding stage's calibrated P(fake)
+    p_fake: np.ndarray  # the deciding stage's P(fake)
     threshold: np.ndarray  # the deciding stage's threshold
     stage: list[str]  # "probe" | "vlm"
     embeddings: np.ndarray  # the first stage's embedding (one space for the monitor, whatever decided)

@@ -2,7 +2,7 @@
 
     from tasks.model.detector import Detector
     detector = Detector.load("models:/vigil-detector@champion")   # the card says which family
-    p_fake = detector.score(images)            # calibrated P(fake), one batched pass per batch
+    p_fake = detector.score(images)            # P(fake), one batched pass per batch
     verdicts = detector.is_fake(p_fake)        # the threshold chosen on validation data
     reasons = detector.explain(images, p_fake) # why, in words (each family says what it honestly can)
     vectors = detector.embed(images)           # a compact embedding per image (monitoring drift)
@@ -105,7 +105,7 @@ class Detector(ABC):
 
     @abstractmethod
     def score(self, images: Sequence[Image.Image]) -> np.ndarray:
-        """Calibrated P(fake) per image (float64 array)."""
+        """P(fake) per image (float64 array): calibrated for the probe, the Yes/No softmax for the VLM."""
 
     @abstractmethod
     def explain(self, images: Sequence[Image.Image], p_fake: Sequence[float] | None = None) -> list[str]:

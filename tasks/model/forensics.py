@@ -9,8 +9,10 @@ re-synthesised noise, colour channels that no camera produces. Two cheap, size-i
 * **spectrum** — the azimuthally binned log-magnitude spectrum of the luma residual and peak ratios at
   the 1/2 and 1/4 cycle/pixel positions (periodic up-sampling or grain).
 
-Measured on the demo generators: residual statistics survive JPEG re-encoding at quality 75 better
-than the spectrum, which is why only residuals are on by default (docs/model.md has the numbers).
+Measured on the demo generators, both are off by default: the residual statistics collapse under JPEG
+re-encoding at quality 75 and only add the 2x up-sampling trace the backbone already sees; the
+spectrum survives JPEG on its own but adds nothing fused with the backbone's features. They stay
+available for data where the JPEG condition confirms them (the evaluation report shows it).
 """
 
 from __future__ import annotations

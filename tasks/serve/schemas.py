@@ -70,7 +70,9 @@ class Provenance(BaseModel):
 class Prediction(BaseModel):
     prediction_id: str
     label: Label
-    p_fake: float = Field(description="Calibrated P(fake) of the deciding stage.")
+    p_fake: float = Field(
+        description="P(fake) of the deciding stage (the probe's is calibrated); compare it with `threshold`."
+    )
     threshold: float = Field(description="The deciding stage's threshold.")
     stage: Literal["probe", "vlm"] = Field(
         description="Which detector decided (the cascade's first or second stage)."
