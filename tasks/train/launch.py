@@ -99,6 +99,7 @@ def container_environment(settings: Settings) -> tuple[dict[str, str], dict[str,
         "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
         "VIGIL_STORE_URL": str(settings.store_url),
         "VIGIL_MODEL_NAME": settings.model_name,
+        "VIGIL_VLM_MODEL_NAME": settings.vlm_model_name,
         "VIGIL_HOME": "/vigil",
         "HF_HOME": "/vigil/hf-cache",
         "VIGIL_TRAINING__MODEL_CONFIG_FILE": settings.training.model_config_file,
@@ -221,13 +222,14 @@ def run_local(params: dict[str, Any], env: dict[str, str] | None = None) -> dict
 def new_images_since_last_training(
     settings: Settings | None = None, snapshot: str = "latest"
 ) -> tuple[int, str]:
-    """Labeled images in ``snapshot`` that the last registered model's snapshot did not have, or had with
-    another label (a correction by feedback), and an explanation."""
+    """Labeled images in ``snapshot`` that the last registered model of the configured family did not
+    have in its snapshot, or had with another label (a correction by feedback), and an explanation."""
     settings = settings or Settings()
     store = ObjectStore.from_settings(settings)
     current = read_snapshot(store, snapshot)
     labeled = _labels(current)
-    last = Registry(settings).latest()
+    name = settings.model_name_for(load_config(config_path(settings)).family)
+    last = Registry(settings, name=name).latest()
     last_snapshot = (last.tags or {}).get(Tags.SNAPSHOT) if last else None
     if not last_snapshot:
         return len(
@@ -236,7 +238,7 @@ def new_images_since_last_training(
     new = len(labeled - _labels(read_snapshot(store, last_snapshot)))
     return new, (
         f"snapshot {current.version} has {new} labeled images that snapshot {last_snapshot} "
-        f"(of {settings.model_name} version {last.version}, the last training) did not have "
+        f"(of {name} version {last.version}, the last training) did not have "
         "with that label"
     )
 
