@@ -44,6 +44,7 @@ START_DATE = datetime(2025, 1, 1, tzinfo=UTC)
 
 @dag(
     dag_id="monitor",
+    description="Drift, accuracy and the review queue from the prediction log; drift opens a review campaign.",
     schedule=CONFIG.schedule,
     start_date=START_DATE,
     catchup=False,

@@ -98,16 +98,19 @@ class AirflowClient:
         ``idempotent``: whether repeating the call is harmless (default: every method but POST).
         ``ok``: error statuses the caller handles itself (e.g. 409), returned as ``(status, body)``.
         """
-        return self._call(method, f"{self.base_url}/api/v2{path}", ok=ok, idempotent=idempotent, **kwargs)
+        return self._call(
+            method, f"{self.base_url}/api/v2{path}", path, ok=ok, idempotent=idempotent, **kwargs
+        )
 
     def vigil(self, method: str, path: str, **kwargs: Any) -> Any:
         """Call the Vigil UI plugin's JSON API, ``/vigil{path}`` (e.g. ``/api/review/queue``), as this user."""
-        return self._call(method, f"{self.base_url}/vigil{path}", **kwargs)
+        return self._call(method, f"{self.base_url}/vigil{path}", f"/vigil{path}", **kwargs)
 
     def _call(
         self,
         method: str,
         url: str,
+        path: str,
         *,
         ok: tuple[int, ...] = (),
         idempotent: bool | None = None,
@@ -116,7 +119,6 @@ class AirflowClient:
         retry = method != "POST" if idempotent is None else idempotent
         if "Authorization" not in self._session.headers:
             self._login()
-        path = url.removeprefix(self.base_url)
         resp = self._send(method, url, retry=retry, **kwargs)
         if resp.status_code == 401:  # token expired
             self._login()

@@ -198,7 +198,9 @@ def test_models_page_shows_champion_challenger_and_the_gate_report_per_slice(pag
         and "dtype=float32" in challenger_row
         and "rejected" in challenger_row
     )
-    run_link = page.locator(f"tr#v{challenger}").get_by_role("link", name="run").get_attribute("href")
+    run_link = (
+        page.locator(f"tr#v{challenger}").get_by_role("link", name="run", exact=True).get_attribute("href")
+    )
     assert run_link.startswith(MLFLOW_UI + "/#/experiments/") and "/runs/" in run_link
 
     gate = page.locator(f"section#gate-v{challenger}")

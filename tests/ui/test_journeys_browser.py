@@ -37,8 +37,8 @@ DEFAULTS = {
         "lora_r": None,
         "reason": None,
     },
-    "promote": {"version": None, "override": False, "override_reason": None},
-    "deploy": {"version": None, "tune": True},
+    "promote": {"model": None, "version": None, "override": False, "override_reason": None},
+    "deploy": {"model": None, "version": None, "tune": True},
 }
 # dag_id -> (what a person fills in, the conf the run must get)
 FILLED = {
@@ -46,7 +46,7 @@ FILLED = {
     "curate": ({"retry_batches": "inbox-a\ninbox-b"}, {"retry_batches": ["inbox-a", "inbox-b"]}),
     "train_detector": (
         {
-            "profile": "tiny (CPU, demo)",
+            "profile": "tiny VLM (CPU, tests)",
             "snapshot": "v0001",
             "epochs": 2,
             "learning_rate": 0.0005,
@@ -63,9 +63,9 @@ FILLED = {
     ),
     "promote": (
         {"version": "1", "override": True, "override_reason": "checked"},
-        {"version": "1", "override": True, "override_reason": "checked"},
+        {"model": None, "version": "1", "override": True, "override_reason": "checked"},
     ),
-    "deploy": ({"version": "1", "tune": False}, {"version": "1", "tune": False}),
+    "deploy": ({"version": "1", "tune": False}, {"model": None, "version": "1", "tune": False}),
 }
 OVERRIDE_REASON = "generator B is new; QA checked 40 of its fakes by hand"
 DEADLINE = "training within 3 s"  # VIGIL_TRAINING__DEADLINE_MINUTES=0.05: every training run misses it
