@@ -31,9 +31,26 @@ TRACEBACK_START = "Traceback (most recent call last):"
 PROGRESS_INTERVAL_S = 30.0
 
 
+class StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record is emitted, not the object it was at setup: a
+    later redirection (``contextlib.redirect_stderr``, a test's capture) neither loses records nor
+    makes a logging thread write to a closed file."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
 def setup_logging(level: int = logging.INFO) -> None:
     """Configure the root logger once (a second call changes nothing)."""
-    logging.basicConfig(level=level, stream=sys.stderr, format=FORMAT)
+    logging.basicConfig(level=level, handlers=[StderrHandler()], format=FORMAT)
     for name in QUIET:
         logging.getLogger(name).setLevel(logging.WARNING)
 

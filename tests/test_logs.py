@@ -78,3 +78,28 @@ def test_a_failing_child_raises_with_its_exit_status_and_its_traceback_is_logged
     levels = {r.getMessage(): r.levelname for r in caplog.records}
     assert levels["Traceback (most recent call last):"] == "ERROR"
     assert any(m.startswith("json.decoder.JSONDecodeError") and lvl == "ERROR" for m, lvl in levels.items())
+
+
+def test_the_log_handler_writes_to_stderr_as_it_is_now_not_as_it_was_at_setup():
+    """A stream that was stderr at setup and is closed since (a finished capture) must not break logging."""
+    import contextlib
+    import io
+    import logging
+
+    from tasks.logs import StderrHandler
+
+    handler = StderrHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("vigil.test.stderr")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        first, second = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stderr(first):
+            logger.warning("one")
+        first.close()
+        with contextlib.redirect_stderr(second):
+            logger.warning("two")
+        assert second.getvalue() == "two\n"
+    finally:
+        logger.removeHandler(handler)
