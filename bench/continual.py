@@ -16,7 +16,8 @@ strategy starts from the same A model with the same seed and replay budget:
 Printed per strategy: AUC on every generator seen so far after each step, average forgetting (how much
 the best AUC of an old generator was lost by the end), backward transfer (final minus just-learned
 AUC of the old generators), forward transfer (AUC on the next generator before training on it, minus
-chance), the final model's AUC drops under JPEG q75 and 0.5x, and the training time. Same seed, so a
+chance), the final model's AUC drops under JPEG q75 and 0.5x, its test FPR (real test images flagged at its
+threshold, chosen on val for the target FPR: does the threshold transfer?), and the training time. Same seed, so a
 rerun prints the same AUCs.
 """
 
@@ -101,6 +102,13 @@ def auc(detector: Detector, frame: Frame, perturb=None) -> float:
     return float(roc_auc_score(frame.labels, detector.score(images)))
 
 
+def fpr(detector: Detector, frame: Frame) -> float:
+    """Share of the real test images flagged at the model's threshold (chosen on val at the target FPR):
+    whether the threshold transfers to new photographs, which AUC alone does not show."""
+    real = frame.where(frame.labels == 0, "real")
+    return float((detector.score(real.images()) >= detector.threshold).mean())
+
+
 def main() -> None:
     setup_logging()
     work = Path(tempfile.mkdtemp(prefix="vigil-bench-continual-"))
@@ -154,20 +162,21 @@ def main() -> None:
                 "forward": np.mean(forwards) - 0.5 if forwards else None,
                 "jpeg_drop": clean - auc(champion, all_tests, jpeg_q75),
                 "resize_drop": clean - auc(champion, all_tests, resize_half),
+                "fpr": fpr(champion, all_tests),
                 "seconds": sum(t["seconds"] for t in table),
             }
         )
     print()
     print(
         "| strategy | AUC after A \\| after B \\| after C | avg forgetting | backward transfer | forward transfer "
-        "| JPEG q75 drop | 0.5x drop | training s |"
+        "| JPEG q75 drop | 0.5x drop | test FPR | training s |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         forward = "–" if r["forward"] is None else f"{r['forward']:+.3f}"
         print(
             f"| {r['strategy']} | {r['steps']} | {r['forgetting']:.3f} | {r['backward']:+.3f} | {forward} | "
-            f"{r['jpeg_drop']:.3f} | {r['resize_drop']:.3f} | {r['seconds']:.1f} |"
+            f"{r['jpeg_drop']:.3f} | {r['resize_drop']:.3f} | {r['fpr']:.3f} | {r['seconds']:.1f} |"
         )
 
 

@@ -46,7 +46,10 @@ DEMO_POLICY = "gate.demo.yaml"
 DEMO_MONITOR = "monitor.demo.yaml"
 TRAFFIC_SOURCE = "demo-traffic"
 TRAFFIC_WINDOWS = 2  # the monitor alerts on the second consecutive drifting window
-TRAFFIC_SPLITS = (("train", 200), ("val", 40), ("test", 60))  # train+val: traffic; test: held out
+# Traffic: crops of the training photographs only; held out: the test photographs. (Traffic from the
+# validation photographs would put them into training through the review labels, and a threshold
+# chosen on photographs the model has seen does not transfer: 53-66% of the test photos flagged.)
+TRAFFIC_SPLITS = (("train", 240), ("test", 60))
 
 
 @dataclass
@@ -256,7 +259,7 @@ def play_traffic_round(settings: Settings, client, generator: str, timeout: floa
     )
     frame = folder_frame(staged)
     splits = frame.table["split"].to_numpy()
-    traffic = frame.where(splits != "test", "traffic")
+    traffic = frame.where(splits == "train", "traffic")
     held_out = frame.where(splits == "test", f"held-out {generator}")
     truth = {
         sha256_hex(Path(f).read_bytes()): label
@@ -309,21 +312,27 @@ def play_traffic_round(settings: Settings, client, generator: str, timeout: floa
 
 
 def send_traffic(settings: Settings, files: list[str], batch: int = 16) -> int:
-    """Post the images to ``/v1/detect/batch`` as traffic from one source; the number answered."""
+    """Post the images to ``/v1/detect/batch`` as traffic from one source, waiting when the server
+    says so (429 + Retry-After, as a well-behaved client does); the number of predictions answered."""
     import requests
 
     answered = 0
     for begin in range(0, len(files), batch):
         chunk = files[begin : begin + batch]
-        handles = [("files", (Path(f).name, Path(f).read_bytes(), "image/png")) for f in chunk]
-        resp = requests.post(
-            f"{settings.serving_url}/v1/detect/batch",
-            params={"source": TRAFFIC_SOURCE},
-            files=handles,
-            timeout=300,
-        )
-        resp.raise_for_status()
-        answered += sum(1 for item in resp.json()["results"] if "p_fake" in item)
+        handles = [("file", (Path(f).name, Path(f).read_bytes(), "image/png")) for f in chunk]
+        for _attempt in range(30):
+            resp = requests.post(
+                f"{settings.serving_url}/v1/detect/batch",
+                params={"source": TRAFFIC_SOURCE},
+                files=handles,
+                timeout=300,
+            )
+            if resp.status_code != 429:
+                break
+            time.sleep(min(10.0, float(resp.headers.get("Retry-After") or 1)))
+        if resp.status_code != 200:
+            raise RuntimeError(f"/v1/detect/batch answered {resp.status_code}: {resp.text[:300]}")
+        answered += sum(1 for item in resp.json()["predictions"] if "p_fake" in item)
     return answered
 
 
@@ -433,6 +442,9 @@ def run_demo(
     os.environ.setdefault("VIGIL_PROMOTION__POLICY_FILE", DEMO_POLICY)
     os.environ.setdefault("VIGIL_MONITORING__CONFIG_FILE", DEMO_MONITOR)
     os.environ.setdefault("VIGIL_SERVING__LOG_FLUSH_S", "5")  # traffic reaches the log within seconds
+    # A review campaign can only ask about images whose bytes serving kept. Production windows hold
+    # thousands of predictions, of which the 2% audit sample is plenty; the demo's hold 240.
+    os.environ.setdefault("VIGIL_SERVING__AUDIT_RATE", "1.0")
     settings = Settings()
     begun = time.monotonic()
     fresh_home(settings)

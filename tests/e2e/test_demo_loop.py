@@ -1,6 +1,7 @@
-"""The whole loop exactly as `make demo` runs it (same demo set, same demo gate policy): a real
-embedded stack (Airflow standalone, MLflow server, serving), both rounds driven through Airflow's
-REST API. A smaller set trains a model that misses the policy's AUC floor now and then."""
+"""The whole loop exactly as `make demo` runs it (same demo sets, same demo gate and monitoring
+policies): a real embedded stack (Airflow standalone, MLflow server, serving), the two inbox rounds
+driven through Airflow's REST API, and the traffic round: predictions -> monitor -> drift alert ->
+review queue -> decisions through the review API -> retraining, gate and deploy."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ import pytest
 
 
 @pytest.mark.slow
-def test_two_rounds_collect_curate_train_promote_tune_deploy_and_answer(tmp_path, monkeypatch):
+def test_three_rounds_inbox_inbox_then_traffic_monitoring_review_and_retraining(tmp_path, monkeypatch):
     from tasks import stack
-    from tasks.demo.run import CHAIN, run_demo
+    from tasks.demo.run import CHAIN, forgetting, run_demo
     from tasks.settings import Settings
     from tasks.stack.airflow_client import AirflowClient
     from tasks.storage import ObjectStore
@@ -20,8 +21,11 @@ def test_two_rounds_collect_curate_train_promote_tune_deploy_and_answer(tmp_path
     monkeypatch.setenv("VIGIL_HOME", str(tmp_path / "vigil"))
     monkeypatch.delenv("VIGIL_STORE_URL", raising=False)
     monkeypatch.setenv("VIGIL_PROMOTION__POLICY_FILE", "gate.demo.yaml")
+    monkeypatch.setenv("VIGIL_MONITORING__CONFIG_FILE", "monitor.demo.yaml")
+    monkeypatch.setenv("VIGIL_SERVING__LOG_FLUSH_S", "5")
+    monkeypatch.setenv("VIGIL_SERVING__AUDIT_RATE", "1.0")
     try:
-        first, second = run_demo(("A", "B"))
+        first, second, third = run_demo(("A", "B"), traffic=("C",))
         settings = Settings()
 
         # Round 1: the first model meets the floors, becomes champion, is deployed and answers.
@@ -42,6 +46,15 @@ def test_two_rounds_collect_curate_train_promote_tune_deploy_and_answer(tmp_path
         assert a["champion"] is not None and a["challenger"] is not None
         assert (second.decision, second.deployed) == ("promoted", "2"), second.reasons
         assert second.detection["model"]["version"] == "2"
+        assert forgetting(second, ("A", "B")) <= 0.02  # the production gate's bound, met by the demo
+
+        # Round 3: C reaches serving only. The monitor raises a drift alert, the review queue fills, the
+        # demo's decisions become training labels, and the new champion sees C it was never sent.
+        assert third.trigger == "monitoring + review" and third.traffic["alerts"] >= 1, third.traffic
+        assert third.traffic["labeled"] >= 100, third.traffic
+        assert third.held_out["before"] < 0.8 < third.held_out["after"], third.held_out
+        assert (third.decision, third.deployed) == ("promoted", "3"), third.reasons
+        assert forgetting(third, ("A", "B", "C")) <= 0.03, third.auc  # the demo policy's bound
 
         # Everything ran through Airflow, and the data-quality reports of both batches are in the store.
         _services, info = stack.load_stack(settings.home / "stack.json")
@@ -51,6 +64,7 @@ def test_two_rounds_collect_curate_train_promote_tune_deploy_and_answer(tmp_path
         summaries = [
             k for k in ObjectStore.from_settings(settings).list("reports/") if k.endswith("summary.json")
         ]
-        assert len(summaries) >= 2
+        assert len(summaries) >= 3  # A, B and the review labels
+        assert any(run["state"] == "success" for run in client.runs("monitor"))
     finally:
         stack.down(Settings())
