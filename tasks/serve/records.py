@@ -35,34 +35,13 @@ from typing import Any
 
 from tasks.collect.folder import FEEDBACK_DIR
 from tasks.images import EXTENSIONS, sniff_format
+from tasks.monitor.predictions import COLUMNS as LOG_COLUMNS  # the log's contract is its reader's
+from tasks.monitor.predictions import PREFIX as PREDICTIONS_PREFIX
 from tasks.review.candidates import keep_candidate
 from tasks.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 
-PREDICTIONS_PREFIX = "predictions"
-LOG_COLUMNS = (
-    "prediction_id",
-    "time",
-    "image_sha256",
-    "p_fake",
-    "label",
-    "threshold",
-    "model_name",
-    "model_version",
-    "latency_ms",
-    "input_kind",
-    "explained",
-    "image_key",
-    # what the monitor reads (docs/monitoring.md): where the image came from, who sent it, the detector's
-    # embedding, which cascade stage decided, the first stage's score, and why the bytes were kept
-    "source",
-    "client",
-    "embedding",
-    "stage",
-    "first_p_fake",
-    "review_candidate",
-)
 LABEL_DIRS = {"authentic": "0_real", "synthetic": "1_fake"}
 CLAIMS_PREFIX = "claims"
 LOCK_FILE = ".lock"

@@ -407,6 +407,8 @@ class Service:
                     "embedding": first[position][1].astype(np.float32).tolist(),
                     "stage": stage,
                     "first_p_fake": float(p_first[position]),
+                    "first_model_name": cascade.first.name,
+                    "first_model_version": cascade.first.version,
                     "review_candidate": candidate,
                 },
                 prepared.data,
