@@ -29,7 +29,7 @@ from airflow.sdk import Param, TaskGroup, chain, dag, task
 
 from tasks.settings import Settings
 
-from vigil_common import CHAMPION, DEFAULT_ARGS, container_job, deadline
+from vigil_common import CHAMPION, DEFAULT_ARGS, container_job, deadline, model_param
 
 SETTINGS = Settings()
 STEPS = ("tune", "smoke_test_sandbox", "roll_out", "post_deploy_check")
@@ -54,17 +54,9 @@ def _step(ti, run, *args):
     max_consecutive_failed_dag_runs=0,
     default_args={**DEFAULT_ARGS, "retries": 0},
     params={
-        "model": Param(
-            None,
-            type=["null", "string"],
-            enum=[None, SETTINGS.model_name, SETTINGS.vlm_model_name],
-            values_display={
-                None: "the triggering event's model, else the serving model",
-                SETTINGS.model_name: f"{SETTINGS.model_name} (probe family, serves every image)",
-                SETTINGS.vlm_model_name: f"{SETTINGS.vlm_model_name} (VLM, the cascade's second stage)",
-            },
-            title="Model",
-            description="Registered model whose champion to deploy. Empty: the triggering `champion` "
+        "model": model_param(
+            SETTINGS,
+            "Registered model whose champion to deploy. Empty: the triggering `champion` "
             f"event's model, else {SETTINGS.model_name}.",
         ),
         "version": Param(

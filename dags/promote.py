@@ -34,7 +34,7 @@ from airflow.sdk import Param, TaskGroup, dag, task
 
 from tasks.settings import Settings
 
-from vigil_common import CHALLENGER, CHAMPION, DEFAULT_ARGS, container_job, run
+from vigil_common import CHALLENGER, CHAMPION, DEFAULT_ARGS, container_job, model_param, run
 
 SETTINGS = Settings()
 
@@ -62,17 +62,9 @@ REPORT = "ti.xcom_pull(task_ids='read_report')"
     max_consecutive_failed_dag_runs=0,
     default_args={**DEFAULT_ARGS, "retries": 1},
     params={
-        "model": Param(
-            None,
-            type=["null", "string"],
-            enum=[None, SETTINGS.model_name, SETTINGS.vlm_model_name],
-            values_display={
-                None: "the triggering event's model, else the serving model",
-                SETTINGS.model_name: f"{SETTINGS.model_name} (probe family, serves every image)",
-                SETTINGS.vlm_model_name: f"{SETTINGS.vlm_model_name} (VLM family, the cascade's second stage)",
-            },
-            title="Model",
-            description="Registered model to gate (each detector family has its own champion). Empty: "
+        "model": model_param(
+            SETTINGS,
+            "Registered model to gate (each detector family has its own champion). Empty: "
             f"the triggering `challenger` event's model, else {SETTINGS.model_name}.",
         ),
         "version": Param(

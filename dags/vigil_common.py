@@ -9,7 +9,7 @@ emits ``drift_alert`` (a group drifting in consecutive windows: a review campaig
 
 from datetime import timedelta
 
-from airflow.sdk import Asset
+from airflow.sdk import Asset, Param
 
 from tasks.errors import PermanentError
 
@@ -28,6 +28,22 @@ DEFAULT_ARGS = {
     "retry_exponential_backoff": True,
     "max_retry_delay": timedelta(minutes=10),
 }
+
+
+def model_param(settings, description: str):
+    """The form's Model field of promote and deploy: each detector family has its own registered model."""
+    return Param(
+        None,
+        type=["null", "string"],
+        enum=[None, settings.model_name, settings.vlm_model_name],
+        values_display={
+            None: "the triggering event's model, else the serving model",
+            settings.model_name: f"{settings.model_name} (probe family, serves every image)",
+            settings.vlm_model_name: f"{settings.vlm_model_name} (VLM family, the cascade's second stage)",
+        },
+        title="Model",
+        description=description,
+    )
 
 
 def deadline(what: str, minutes: float, hint: str):
