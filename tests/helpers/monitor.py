@@ -91,9 +91,6 @@ def png(colour: tuple[int, int, int], side: int = 64) -> bytes:
     return buf.getvalue()
 
 
-NOW = datetime.now(UTC).replace(microsecond=0)
-
-
 def monitored_store(tmp_path, mlflow_uri: str):
     """(settings, store, model name): a fresh store and inbox, a model name of its own, its reference (v1)."""
     import uuid
@@ -123,7 +120,9 @@ class Stream:
         self.settings, self.store, self.model = settings, store, model
         self.config = config or MonitorConfig()
         self.rng = np.random.default_rng(seed)
-        self.clock = NOW - timedelta(hours=12)
+        # Now, not at import: a suite that runs past midnight must see the labels decided today.
+        self.now = datetime.now(UTC).replace(microsecond=0)
+        self.clock = self.now - timedelta(hours=12)
 
     def add(self, n=1000, run=True, **kwargs):
         from tasks.monitor.run import monitor
@@ -131,4 +130,4 @@ class Stream:
         rows = traffic(n, self.rng, start=self.clock, spacing_s=1, model=self.model, **kwargs)
         write_stream(self.store, rows, flushed=self.clock)
         self.clock += timedelta(hours=1)
-        return monitor(self.settings, self.config, now=NOW) if run else None
+        return monitor(self.settings, self.config, now=self.now) if run else None

@@ -4,7 +4,7 @@ source, the review queue it fills, the labels it counts and the accuracy-drop ch
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
@@ -13,12 +13,18 @@ from tasks.monitor.config import MonitorConfig
 from tasks.monitor.predictions import prediction_row, write_part
 from tasks.monitor.run import ACCURACY_KEY, SERIES_KEY, monitor, window_prefix
 from tasks.review import queue
-from tests.helpers.monitor import NOW, Stream, monitored_store, png, traffic, write_stream
+from tests.helpers.monitor import Stream, monitored_store, png, traffic, write_stream
 
 
 @pytest.fixture
 def monitored(tmp_path, mlflow_server):
     return monitored_store(tmp_path, mlflow_server)
+
+
+@pytest.fixture
+def now():
+    """The test's own clock: a suite that runs past midnight must not date records by yesterday."""
+    return datetime.now(UTC).replace(microsecond=0)
 
 
 def test_a_stationary_stream_raises_no_alert(monitored):
@@ -38,7 +44,7 @@ def test_a_stationary_stream_raises_no_alert(monitored):
     assert store.exists(f"{window_prefix(series[-1]['window_id'])}/report.html")
 
     # Nothing new: no window, nothing read twice.
-    again = monitor(settings, stream.config, now=NOW)
+    again = monitor(settings, stream.config, now=stream.now)
     assert again["windows"] == [] and again["waiting"]["rows"] == 0
 
 
@@ -114,7 +120,7 @@ def test_a_version_without_a_reference_is_reported_untested(monitored):
     assert group["estimated_accuracy"]["accuracy"] is not None  # still estimated
 
 
-def test_the_window_fills_the_review_queue_and_keeps_only_the_queued_images(monitored):
+def test_the_window_fills_the_review_queue_and_keeps_only_the_queued_images(monitored, now):
     from tasks.review.candidates import keep_candidate
 
     settings, store, model = monitored
@@ -133,13 +139,13 @@ def test_the_window_fills_the_review_queue_and_keeps_only_the_queued_images(moni
         kept.append(key)
         rows.append(
             prediction_row(
-                p, time=NOW - timedelta(minutes=30), model_name=model, image_key=key, review_candidate=reason
+                p, time=now - timedelta(minutes=30), model_name=model, image_key=key, review_candidate=reason
             )
         )
-    rows += traffic(300, np.random.default_rng(3), start=NOW - timedelta(minutes=29), model=model)
-    write_part(store, rows, flushed=NOW - timedelta(minutes=20))
+    rows += traffic(300, np.random.default_rng(3), start=now - timedelta(minutes=29), model=model)
+    write_part(store, rows, flushed=now - timedelta(minutes=20))
 
-    summary = monitor(settings, config, now=NOW)
+    summary = monitor(settings, config, now=now)
     items = queue.list_items(store)
     near = [i for i in items if "near_threshold" in i.reasons]
     assert [round(i.record["p_fake"], 2) for i in near] == [0.51, 0.44]  # the closest to the threshold
@@ -148,7 +154,7 @@ def test_the_window_fills_the_review_queue_and_keeps_only_the_queued_images(moni
     assert all(store.exists(i.record["image"]) for i in items)  # the queue keeps its copy
 
 
-def test_feedback_claims_that_disagree_with_the_model_are_queued(monitored):
+def test_feedback_claims_that_disagree_with_the_model_are_queued(monitored, now):
     settings, store, model = monitored
     for pid, claimed, predicted in (("c1", "synthetic", "authentic"), ("c2", "authentic", "authentic")):
         store.write_bytes(f"claims/{pid}/{claimed}.png", png((5, 5, 5)))
@@ -157,27 +163,27 @@ def test_feedback_claims_that_disagree_with_the_model_are_queued(monitored):
             {
                 "prediction_id": pid,
                 "claimed_label": claimed,
-                "time": NOW.isoformat(),
+                "time": now.isoformat(),
                 "client": "ip:1f3a",
                 "model_name": model,
                 "model_version": "1",
                 "p_fake": 0.2,
                 "predicted": predicted,
-                "predicted_at": NOW.isoformat(),
+                "predicted_at": now.isoformat(),
                 "image_sha256": "0" * 64,
                 "status": "pending",
                 "image_key": f"claims/{pid}/{claimed}.png",
             },
         )
-    summary = monitor(settings, MonitorConfig(), now=NOW)
+    summary = monitor(settings, MonitorConfig(), now=now)
     [item] = queue.list_items(store)
     assert item.id == "c1" and item.reasons == ["claim"] and item.record["verdict"] == "real"
-    assert item.record["claims"] == [{"claimed_label": "fake", "client": "ip:1f3a", "time": NOW.isoformat()}]
+    assert item.record["claims"] == [{"claimed_label": "fake", "client": "ip:1f3a", "time": now.isoformat()}]
     assert summary["review"]["claims"]["new"] == 2 and summary["review"]["claims"]["disagreeing"] == 1
-    assert monitor(settings, MonitorConfig(), now=NOW)["review"]["claims"].get("queued", 0) == 0  # once
+    assert monitor(settings, MonitorConfig(), now=now)["review"]["claims"].get("queued", 0) == 0  # once
 
 
-def test_claims_over_the_per_run_limit_wait_for_the_next_run(monitored):
+def test_claims_over_the_per_run_limit_wait_for_the_next_run(monitored, now):
     import time
 
     settings, store, model = monitored
@@ -198,12 +204,12 @@ def test_claims_over_the_per_run_limit_wait_for_the_next_run(monitored):
         )
         time.sleep(1.1)  # distinct modification times
     config = MonitorConfig(review={"per_window": {"claims": 2}})
-    first = monitor(settings, config, now=NOW)
+    first = monitor(settings, config, now=now)
     assert first["review"]["claims"]["disagreeing"] == 2 and [i.id for i in queue.list_items(store)] == [
         "d1",
         "d2",
     ]
-    monitor(settings, config, now=NOW)
+    monitor(settings, config, now=now)
     assert sorted(i.id for i in queue.list_items(store)) == ["d1", "d2", "d3"]
 
 
@@ -272,9 +278,9 @@ def test_labels_are_measured_and_a_drop_is_announced_once(monitored, tmp_path):
     assert again["accuracy"]["n"] == 30  # the labels were counted once
 
 
-def test_reports_older_than_report_days_are_deleted_and_their_summaries_kept(monitored):
+def test_reports_older_than_report_days_are_deleted_and_their_summaries_kept(monitored, now):
     settings, store, model = monitored
-    old_day = (NOW - timedelta(days=31)).date()
+    old_day = (now - timedelta(days=31)).date()
     prefix = f"monitor/windows/date={old_day.isoformat()}/{old_day:%Y%m%d}T120000-0000abcd"
     for name in ("report.html", "report.json", "summary.json"):
         store.write_bytes(f"{prefix}/{name}", b"{}")
@@ -284,18 +290,18 @@ def test_reports_older_than_report_days_are_deleted_and_their_summaries_kept(mon
     assert state["reports_pruned_until"] == old_day.isoformat()
 
 
-def test_with_the_serving_cascade_the_first_stage_is_tested_on_every_image(monitored):
+def test_with_the_serving_cascade_the_first_stage_is_tested_on_every_image(monitored, now):
     """The second stage sees only the uncertain band (a chosen subset): its rows are tested as the first
     stage's, on the first stage's score and embedding, against the first stage's reference."""
     settings, store, model = monitored
     rng = np.random.default_rng(5)
-    rows = traffic(1000, rng, start=NOW - timedelta(hours=2), model=model)
+    rows = traffic(1000, rng, start=now - timedelta(hours=2), model=model)
     for row in rows:
         row["stage"], row["first_p_fake"] = "probe", row["p_fake"]
         if 0.2 <= row["p_fake"] < 0.8:  # routed: the VLM decides, with its own model and score
             row.update(stage="vlm", model_name="vigil-detector-vlm", model_version="4", p_fake=0.97)
-    write_stream(store, rows, flushed=NOW - timedelta(hours=2))
-    summary = monitor(settings, MonitorConfig(), now=NOW)
+    write_stream(store, rows, flushed=now - timedelta(hours=2))
+    summary = monitor(settings, MonitorConfig(), now=now)
 
     window = store.read_json(f"{window_prefix(summary['windows'][0])}/summary.json")
     assert [g["group"] for g in window["groups"]] == [f"{model}/v1"] and window["untested_rows"] == 0
@@ -304,16 +310,16 @@ def test_with_the_serving_cascade_the_first_stage_is_tested_on_every_image(monit
     assert abs(group["score"]["mean"] - group["score"]["reference_mean"]) < 0.05  # the first stage's scores
 
     # Two first-stage versions in one window: the routed rows cannot be attributed and stay untested.
-    rows = traffic(600, rng, start=NOW - timedelta(hours=1), model=model)
-    rows += traffic(400, rng, start=NOW - timedelta(minutes=50), model=model, version="2")
+    rows = traffic(600, rng, start=now - timedelta(hours=1), model=model)
+    rows += traffic(400, rng, start=now - timedelta(minutes=50), model=model, version="2")
     routed = 0
     for row in rows:
         row["stage"], row["first_p_fake"] = "probe", row["p_fake"]
         if 0.3 <= row["p_fake"] < 0.7:
             row.update(stage="vlm", model_name="vigil-detector-vlm", model_version="4", p_fake=0.97)
             routed += 1
-    write_stream(store, rows, flushed=NOW - timedelta(hours=1))
-    summary = monitor(settings, MonitorConfig(), now=NOW)
+    write_stream(store, rows, flushed=now - timedelta(hours=1))
+    summary = monitor(settings, MonitorConfig(), now=now)
     window = store.read_json(f"{window_prefix(summary['windows'][0])}/summary.json")
     assert window["untested_rows"] == routed > 0
     assert {g["group"] for g in window["groups"]} == {f"{model}/v1", f"{model}/v2"}
