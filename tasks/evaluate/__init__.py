@@ -26,6 +26,7 @@ import numpy as np
 
 from tasks.evaluate.controls import shortcut_warning, trivial_control
 from tasks.evaluate.metrics import binary_metrics, reliability_bins
+from tasks.model.detector import shared_features
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -122,11 +123,13 @@ def evaluate_detector(
     with_robustness: bool = True,
     keep_scores: bool = False,
     train: Frame | None = None,
+    control: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The full report of ``detector`` on ``frame`` (see the module docstring).
 
     With ``train`` (the training split of the same data), the report also has the trivial-statistics
-    control (:mod:`tasks.evaluate.controls`) next to the model, clean and after JPEG q75.
+    control (:mod:`tasks.evaluate.controls`) next to the model, clean and after JPEG q75; ``control``:
+    that control already computed for this frame (it does not depend on the detector).
     """
     if len(frame) == 0:
         raise ValueError(f"{frame.name}: no labeled images to evaluate")
@@ -143,8 +146,8 @@ def evaluate_detector(
         "controls": {},
     }
     if train is not None and len(train):
-        control = trivial_control(train, images, labels, jpeg_q75)
-        control["warning"] = shortcut_warning(overall["roc_auc"], control)
+        control = control if control is not None else trivial_control(train, images, labels, jpeg_q75)
+        control = {**control, "warning": shortcut_warning(overall["roc_auc"], control)}
         report["controls"]["trivial_statistics"] = control
         if control["warning"]:
             log.warning("%s: %s", frame.name, control["warning"])
@@ -170,16 +173,27 @@ def compare(
     keep_scores: bool = False,
     train: Frame | None = None,
 ) -> dict[str, dict[str, dict[str, Any]]]:
-    """Every detector on every frame (the same frozen frames for all): ``{frame: {detector: report}}``."""
-    return {
-        frame_name: {
-            name: evaluate_detector(
-                det, frame, with_robustness=with_robustness, keep_scores=keep_scores, train=train
-            )
-            for name, det in detectors.items()
-        }
-        for frame_name, frame in frames.items()
-    }
+    """Every detector on every frame (the same frozen frames for all): ``{frame: {detector: report}}``.
+
+    What does not depend on the detector is computed once: the trivial-statistics control of a frame,
+    and the features of detectors that share a frozen backbone (:func:`shared_features`).
+    """
+    results: dict[str, dict[str, dict[str, Any]]] = {}
+    with shared_features(detectors.values()):
+        for frame_name, frame in frames.items():
+            control = None
+            reports = results[frame_name] = {}
+            for name, det in detectors.items():
+                reports[name] = evaluate_detector(
+                    det,
+                    frame,
+                    with_robustness=with_robustness,
+                    keep_scores=keep_scores,
+                    train=train,
+                    control=control,
+                )
+                control = reports[name]["controls"].get("trivial_statistics", control)
+    return results
 
 
 def _fmt(value: float | None) -> str:

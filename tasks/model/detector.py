@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from importlib import import_module
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -36,6 +37,7 @@ class Detector(ABC):
     """A loaded detector. Thread-safe: a family serialises calls into its model with ``self._lock``."""
 
     family: ClassVar[str]
+    _feature_memo: dict | None = None  # see shared_features
 
     def __init__(
         self,
@@ -115,6 +117,16 @@ class Detector(ABC):
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
         """A compact embedding per image (float32, ``[n, d]``): what the monitor compares across windows."""
 
+    def feature_setup(self) -> str | None:
+        """What fixes the features this detector computes from an image, when they are frozen (the probe's
+        backbone and forensic settings): detectors with the same setup may share them. None: not shared."""
+        return None
+
+    def use_feature_memo(self, memo: dict | None) -> None:
+        """Keep the features of images seen (by content) in ``memo``, or stop (None); see
+        :func:`shared_features`. A family without frozen features ignores it."""
+        del memo
+
     def is_fake(self, p_fake: np.ndarray) -> np.ndarray:
         return np.asarray(p_fake) >= self.threshold
 
@@ -133,6 +145,27 @@ class Detector(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, version={self.version!r}, threshold={self.threshold:.4f})"
+
+
+@contextmanager
+def shared_features(detectors: Iterable[Detector]) -> Iterator[None]:
+    """Within the block, detectors with the same :meth:`Detector.feature_setup` compute each image's
+    features once: the gate scores champion and challenger (both probes on one frozen backbone) on the
+    same clean and perturbed images, and its subset frames repeat the test images. Evaluation only:
+    tuning and serving must measure and pay for every forward pass. Nested blocks keep the outer memo."""
+    memos: dict[str, dict] = {}
+    joined = []
+    for detector in detectors:
+        setup = detector.feature_setup()
+        if setup is None or detector._feature_memo is not None:
+            continue
+        detector.use_feature_memo(memos.setdefault(setup, {}))
+        joined.append(detector)
+    try:
+        yield
+    finally:
+        for detector in joined:
+            detector.use_feature_memo(None)
 
 
 def _inference_settings(value, folder: Path, resolved: ResolvedModel) -> InferenceSettings:

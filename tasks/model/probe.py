@@ -23,6 +23,7 @@ A saved probe is a folder::
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,6 +134,9 @@ class FeatureExtractor:
         self.backbone = backbone.Backbone(backbone_settings, cache_dir, threads)
         self.forensics = forensic_settings
         self.names = backbone.feature_names(backbone_settings) + forensics.names(forensic_settings)
+        self.setup = "|".join(
+            (backbone.SHA256, backbone_settings.model_dump_json(), forensic_settings.model_dump_json())
+        )
 
     def __call__(self, images: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:
         deep = self.backbone.features(images, batch_size)
@@ -181,10 +185,29 @@ class ProbeDetector(Detector):
         )
 
     # -- inference ------------------------------------------------------------------------------
+    def feature_setup(self) -> str:
+        return self.extractor.setup
+
+    def use_feature_memo(self, memo: dict | None) -> None:
+        self._feature_memo = memo
+
     def standardised(self, images: Sequence[Image.Image]) -> np.ndarray:
-        with self._lock:
-            features = self.extractor(images, self.inference.batch_size)
-        return self.head.standardise(features)
+        return self.head.standardise(self.features(images))
+
+    def features(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """The raw feature matrix of ``images``; with a memo (:func:`shared_features`), each image's once."""
+        memo = self._feature_memo
+        if memo is None or not images:
+            with self._lock:
+                return self.extractor(images, self.inference.batch_size)
+        keys = [_pixels_key(image) for image in images]
+        missing = list({key: i for i, key in enumerate(keys) if key not in memo}.values())
+        if missing:
+            with self._lock:
+                computed = self.extractor([images[i] for i in missing], self.inference.batch_size)
+            for i, vector in zip(missing, computed, strict=True):
+                memo[keys[i]] = vector
+        return np.stack([memo[key] for key in keys])
 
     def score(self, images: Sequence[Image.Image]) -> np.ndarray:
         return self.score_and_embed(images)[0]
@@ -221,6 +244,13 @@ class ProbeDetector(Detector):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "backbone": self.card.backbone.name, "head": self.card.head.kind}
+
+
+def _pixels_key(image: Image.Image) -> str:
+    """A name for an image's pixels (mode, size and bytes): equal keys, equal features."""
+    digest = hashlib.sha256(f"{image.mode}|{image.size}|".encode())
+    digest.update(image.tobytes())
+    return digest.hexdigest()
 
 
 def save_probe(dest: Path, card: ProbeCard, head: Head, config_yaml: str | None = None) -> Path:

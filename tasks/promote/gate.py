@@ -176,7 +176,7 @@ def evaluate(
     Aliases are not moved here (see :func:`apply`), so a human can approve in between.
     """
     from tasks.model.card import InferenceSettings
-    from tasks.model.detector import Detector
+    from tasks.model.detector import Detector, shared_features
 
     policy = policy or load_policy(settings)
     registry = Registry(settings, name=gated_model(settings, model_name))
@@ -202,12 +202,16 @@ def evaluate(
     others = {k: f for k, f in frames.items() if k != newest_set}
     # The shortcut control (a regression on trivial statistics) is trained on the newest snapshot's train split.
     train = snapshot_frame(store, newest, ("train",), Path(settings.home) / "cache" / "objects")
-    for subset, robust, control in (({newest_set: frames[newest_set]}, True, train), (others, False, None)):
-        for frame_name, per_detector in compare(
-            detectors, subset, with_robustness=robust, train=control
-        ).items():
-            for name, result in per_detector.items():
-                by_detector[name][frame_name] = result
+    with shared_features(detectors.values()):  # the subset frames repeat the newest test images
+        for subset, robust, control in (
+            ({newest_set: frames[newest_set]}, True, train),
+            (others, False, None),
+        ):
+            for frame_name, per_detector in compare(
+                detectors, subset, with_robustness=robust, train=control
+            ).items():
+                for name, result in per_detector.items():
+                    by_detector[name][frame_name] = result
 
     challenger = _flat(by_detector["challenger"], newest_set, new_set)
     champion = _flat(by_detector["champion"], newest_set, new_set) if champion_mv is not None else None

@@ -200,3 +200,50 @@ def test_snapshot_evaluation_and_the_gate_comparison_on_frozen_frames(
         evaluate_detector(champion, frame, with_robustness=False)["overall"]
         == result["test"]["champion"]["overall"]
     )
+
+
+class CountingExtractor:
+    """A probe's feature extractor that counts the images it computes features of."""
+
+    def __init__(self, extractor):
+        self.extractor, self.setup, self.names, self.images = extractor, extractor.setup, extractor.names, 0
+
+    def __call__(self, images, batch_size=32):
+        self.images += len(images)
+        return self.extractor(images, batch_size)
+
+
+def test_comparing_two_probes_on_one_backbone_computes_each_images_features_once(
+    probe_dir, demo_frames, tmp_path
+):
+    import dataclasses
+    import shutil
+
+    from tasks.model.probe import HEAD_FILE, Head
+
+    # A second probe on the same frozen backbone, with another head (its first layer halved).
+    other = shutil.copytree(probe_dir, tmp_path / "other")
+    head = Head.load(other / HEAD_FILE)
+    dataclasses.replace(head, weights=(head.weights[0] * 0.5, *head.weights[1:])).save(other / HEAD_FILE)
+    test, train = demo_frames["test"], demo_frames["train"]
+
+    alone = {
+        name: evaluate_detector(Detector.load(folder), test, train=train, keep_scores=True)
+        for name, folder in (("champion", probe_dir), ("challenger", other))
+    }
+    detectors = {"champion": Detector.load(probe_dir), "challenger": Detector.load(other)}
+    for detector in detectors.values():
+        detector.extractor = CountingExtractor(detector.extractor)
+    compared = compare(detectors, {"test": test}, train=train, keep_scores=True)["test"]
+
+    # The same reports as each detector evaluated alone: shared features change no number.
+    assert alone["champion"]["scores"] != alone["challenger"]["scores"]
+    for name in detectors:
+        for key in ("scores", "overall", "slices", "robustness", "controls"):
+            assert compared[name][key] == alone[name][key], (name, key)
+    # Each image's features once: clean, JPEG q75 and 0.5x, for both detectors together.
+    computed = sum(d.extractor.images for d in detectors.values())
+    assert computed == 3 * len(test)
+    # After the comparison, scoring computes again (tuning and serving pay for every pass).
+    detectors["champion"].score(test.images()[:2])
+    assert sum(d.extractor.images for d in detectors.values()) == computed + 2
