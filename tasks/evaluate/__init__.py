@@ -20,6 +20,7 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 
     from tasks.data.frames import Frame
     from tasks.model.detector import Detector
+    from tasks.settings import Settings
 
 log = logging.getLogger("vigil.evaluate")
 SLICE_COLUMNS = ("source", "label_source", "generator", "original_format")
@@ -194,6 +196,12 @@ def compare(
                 )
                 control = reports[name]["controls"].get("trivial_statistics", control)
     return results
+
+
+def feature_folder(settings: Settings) -> Path:
+    """Where evaluations keep frozen-backbone features by image content (:func:`shared_features`): the
+    gate finds the features of the test images that the training run's test report computed."""
+    return Path(settings.home) / "cache" / "evaluation-features"
 
 
 def _fmt(value: float | None) -> str:

@@ -13,6 +13,8 @@ module (:mod:`tasks.model.vlm`, :mod:`tasks.model.probe`) registered in :data:`F
 
 from __future__ import annotations
 
+import hashlib
+import os
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
@@ -37,7 +39,7 @@ class Detector(ABC):
     """A loaded detector. Thread-safe: a family serialises calls into its model with ``self._lock``."""
 
     family: ClassVar[str]
-    _feature_memo: dict | None = None  # see shared_features
+    _feature_memo: FeatureMemo | None = None  # see shared_features
 
     def __init__(
         self,
@@ -122,7 +124,7 @@ class Detector(ABC):
         backbone and forensic settings): detectors with the same setup may share them. None: not shared."""
         return None
 
-    def use_feature_memo(self, memo: dict | None) -> None:
+    def use_feature_memo(self, memo: FeatureMemo | None) -> None:
         """Keep the features of images seen (by content) in ``memo``, or stop (None); see
         :func:`shared_features`. A family without frozen features ignores it."""
         del memo
@@ -147,19 +149,52 @@ class Detector(ABC):
         return f"{type(self).__name__}(name={self.name!r}, version={self.version!r}, threshold={self.threshold:.4f})"
 
 
+class FeatureMemo:
+    """Feature vectors by image content for one frozen feature setup: in memory and, with a ``folder``,
+    on disk (written atomically, so concurrent processes share them and a torn file is never read)."""
+
+    def __init__(self, folder: Path | None = None) -> None:
+        self.vectors: dict[str, np.ndarray] = {}
+        self.folder = folder
+
+    def get(self, key: str) -> np.ndarray | None:
+        vector = self.vectors.get(key)
+        if vector is None and self.folder is not None:
+            path = self.folder / key[:2] / f"{key}.npy"
+            try:
+                vector = self.vectors[key] = np.load(path)
+            except (OSError, ValueError):  # not there yet (or unreadable): computed again
+                return None
+        return vector
+
+    def put(self, key: str, vector: np.ndarray) -> None:
+        self.vectors[key] = vector
+        if self.folder is not None:
+            path = self.folder / key[:2] / f"{key}.npy"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".tmp-{os.getpid()}-{threading.get_ident()}-{path.name}")
+            np.save(tmp, vector)
+            tmp.replace(path)
+
+
 @contextmanager
-def shared_features(detectors: Iterable[Detector]) -> Iterator[None]:
+def shared_features(detectors: Iterable[Detector], folder: Path | None = None) -> Iterator[None]:
     """Within the block, detectors with the same :meth:`Detector.feature_setup` compute each image's
     features once: the gate scores champion and challenger (both probes on one frozen backbone) on the
-    same clean and perturbed images, and its subset frames repeat the test images. Evaluation only:
-    tuning and serving must measure and pay for every forward pass. Nested blocks keep the outer memo."""
-    memos: dict[str, dict] = {}
+    same clean and perturbed images, and its subset frames repeat the test images. With ``folder`` the
+    features are kept there too, so the gate finds those that training's test report computed.
+    Evaluation only: tuning and serving must measure and pay for every forward pass. Nested blocks
+    keep the outer memo."""
+    memos: dict[str, FeatureMemo] = {}
     joined = []
     for detector in detectors:
         setup = detector.feature_setup()
         if setup is None or detector._feature_memo is not None:
             continue
-        detector.use_feature_memo(memos.setdefault(setup, {}))
+        if setup not in memos:
+            digest = hashlib.sha256(setup.encode()).hexdigest()[:16]
+            memos[setup] = FeatureMemo(None if folder is None else Path(folder) / digest)
+        detector.use_feature_memo(memos[setup])
         joined.append(detector)
     try:
         yield

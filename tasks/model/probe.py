@@ -35,7 +35,7 @@ from tasks.model import backbone, forensics
 from tasks.model.artifacts import ResolvedModel
 from tasks.model.card import CARD_NAME, CONFIG_NAME, InferenceSettings, ProbeCard
 from tasks.model.config import BackboneSettings, ForensicSettings
-from tasks.model.detector import Detector
+from tasks.model.detector import Detector, FeatureMemo
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -188,7 +188,7 @@ class ProbeDetector(Detector):
     def feature_setup(self) -> str:
         return self.extractor.setup
 
-    def use_feature_memo(self, memo: dict | None) -> None:
+    def use_feature_memo(self, memo: FeatureMemo | None) -> None:
         self._feature_memo = memo
 
     def standardised(self, images: Sequence[Image.Image]) -> np.ndarray:
@@ -201,13 +201,14 @@ class ProbeDetector(Detector):
             with self._lock:
                 return self.extractor(images, self.inference.batch_size)
         keys = [_pixels_key(image) for image in images]
-        missing = list({key: i for i, key in enumerate(keys) if key not in memo}.values())
+        vectors = [memo.get(key) for key in keys]
+        missing = list({keys[i]: i for i, v in enumerate(vectors) if v is None}.values())
         if missing:
             with self._lock:
                 computed = self.extractor([images[i] for i in missing], self.inference.batch_size)
             for i, vector in zip(missing, computed, strict=True):
-                memo[keys[i]] = vector
-        return np.stack([memo[key] for key in keys])
+                memo.put(keys[i], vector)
+        return np.stack([v if v is not None else memo.get(key) for v, key in zip(vectors, keys, strict=True)])
 
     def score(self, images: Sequence[Image.Image]) -> np.ndarray:
         return self.score_and_embed(images)[0]

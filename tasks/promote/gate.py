@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from tasks.data.frames import load_frame, snapshot_frame
 from tasks.data.snapshots import latest_version, manifest_key, read_snapshot
 from tasks.errors import PermanentError
-from tasks.evaluate import compare
+from tasks.evaluate import compare, feature_folder
 from tasks.html import render
 from tasks.promote.policy import FAILED, NOT_APPLICABLE, PASSED, GatePolicy, decide, load_policy
 from tasks.registry import CHALLENGER, CHAMPION, Registry, Tags, UnknownVersionError, mlflow_client
@@ -202,7 +202,8 @@ def evaluate(
     others = {k: f for k, f in frames.items() if k != newest_set}
     # The shortcut control (a regression on trivial statistics) is trained on the newest snapshot's train split.
     train = snapshot_frame(store, newest, ("train",), Path(settings.home) / "cache" / "objects")
-    with shared_features(detectors.values()):  # the subset frames repeat the newest test images
+    # The subset frames repeat the newest test images; training's test report computed the challenger's.
+    with shared_features(detectors.values(), feature_folder(settings)):
         for subset, robust, control in (
             ({newest_set: frames[newest_set]}, True, train),
             (others, False, None),

@@ -37,7 +37,7 @@ import numpy as np
 
 from tasks.data.frames import Frame, snapshot_frame
 from tasks.data.snapshots import manifest_key, resolve_version
-from tasks.evaluate import evaluate_detector
+from tasks.evaluate import evaluate_detector, feature_folder
 from tasks.evaluate.metrics import binary_metrics, threshold_at_fpr
 from tasks.evaluate.report import log_report
 from tasks.model.artifacts import resolve_model
@@ -583,7 +583,7 @@ def finalize(
     """Threshold on val, save the detector, report on test, log and register the challenger."""
     import mlflow
 
-    from tasks.model.detector import Detector
+    from tasks.model.detector import Detector, shared_features
 
     name = settings.model_name_for(config.family)
     threshold = threshold_at_fpr(data.val.labels, fitted.val_scores, config.target_fpr)
@@ -602,7 +602,8 @@ def finalize(
     folder = fitted.save(work / "detector", card)
     # The test report is made by the saved artifact itself: what is registered is what was measured.
     detector = Detector.load(folder)
-    report = evaluate_detector(detector, data.test, train=data.train)
+    with shared_features([detector], feature_folder(settings)):
+        report = evaluate_detector(detector, data.test, train=data.train)
     log_report(report, work / "evaluation" / "test", "evaluation/test", "test")
     mlflow.log_metrics(
         {

@@ -247,3 +247,24 @@ def test_comparing_two_probes_on_one_backbone_computes_each_images_features_once
     # After the comparison, scoring computes again (tuning and serving pay for every pass).
     detectors["champion"].score(test.images()[:2])
     assert sum(d.extractor.images for d in detectors.values()) == computed + 2
+
+
+def test_features_kept_in_a_folder_are_found_by_the_next_evaluation(probe_dir, demo_frames, tmp_path):
+    """Training's test report keeps its features; the gate, another process, reads them back."""
+    from tasks.model.detector import shared_features
+
+    test, folder = demo_frames["test"], tmp_path / "features"
+    first = Detector.load(probe_dir)
+    first.extractor = CountingExtractor(first.extractor)
+    with shared_features([first], folder):
+        before = evaluate_detector(first, test, keep_scores=True)
+    assert first.extractor.images == 3 * len(test)
+
+    torn = next(folder.rglob("*.npy"))  # a file cut short (a crash of the process that wrote it)
+    torn.write_bytes(torn.read_bytes()[:40])
+    second = Detector.load(probe_dir)
+    second.extractor = CountingExtractor(second.extractor)
+    with shared_features([second], folder):
+        after = evaluate_detector(second, test, keep_scores=True)
+    assert second.extractor.images == 1  # only the torn one, computed again
+    assert after["scores"] == before["scores"] and after["robustness"] == before["robustness"]
