@@ -199,9 +199,9 @@ def compare(
 
 
 def feature_folder(settings: Settings) -> Path:
-    """Where evaluations keep frozen-backbone features by image content (:func:`shared_features`): the
-    gate finds the features of the test images that the training run's test report computed."""
-    return Path(settings.home) / "cache" / "evaluation-features"
+    """The feature cache (training's too): evaluations keep frozen-backbone features there by image
+    content (:func:`shared_features`), so the gate finds those of the training run's test report."""
+    return Path(settings.home) / "cache" / "features"
 
 
 def _fmt(value: float | None) -> str:

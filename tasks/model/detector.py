@@ -157,6 +157,12 @@ class FeatureMemo:
         self.vectors: dict[str, np.ndarray] = {}
         self.folder = folder
 
+    @classmethod
+    def for_setup(cls, root: Path | None, setup: str) -> FeatureMemo:
+        """The memo of ``setup`` under ``root`` (``<root>/<digest of setup>/<key[:2]>/<key>.npy``), or in
+        memory only (``root`` None)."""
+        return cls(None if root is None else Path(root) / hashlib.sha256(setup.encode()).hexdigest()[:16])
+
     def get(self, key: str) -> np.ndarray | None:
         vector = self.vectors.get(key)
         if vector is None and self.folder is not None:
@@ -181,8 +187,9 @@ class FeatureMemo:
 def shared_features(detectors: Iterable[Detector], folder: Path | None = None) -> Iterator[None]:
     """Within the block, detectors with the same :meth:`Detector.feature_setup` compute each image's
     features once: the gate scores champion and challenger (both probes on one frozen backbone) on the
-    same clean and perturbed images, and its subset frames repeat the test images. With ``folder`` the
-    features are kept there too, so the gate finds those that training's test report computed.
+    same clean and perturbed images, and its subset frames repeat the test images. With ``folder`` (the
+    feature cache training uses too) the features are kept there, so the gate finds those that
+    training's test report computed.
     Evaluation only: tuning and serving must measure and pay for every forward pass. Nested blocks
     keep the outer memo."""
     memos: dict[str, FeatureMemo] = {}
@@ -192,8 +199,7 @@ def shared_features(detectors: Iterable[Detector], folder: Path | None = None) -
         if setup is None or detector._feature_memo is not None:
             continue
         if setup not in memos:
-            digest = hashlib.sha256(setup.encode()).hexdigest()[:16]
-            memos[setup] = FeatureMemo(None if folder is None else Path(folder) / digest)
+            memos[setup] = FeatureMemo.for_setup(folder, setup)
         detector.use_feature_memo(memos[setup])
         joined.append(detector)
     try:

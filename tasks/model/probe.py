@@ -134,15 +134,20 @@ class FeatureExtractor:
         self.backbone = backbone.Backbone(backbone_settings, cache_dir, threads)
         self.forensics = forensic_settings
         self.names = backbone.feature_names(backbone_settings) + forensics.names(forensic_settings)
-        self.setup = "|".join(
-            (backbone.SHA256, backbone_settings.model_dump_json(), forensic_settings.model_dump_json())
-        )
+        self.setup = feature_setup(backbone_settings, forensic_settings)
 
     def __call__(self, images: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:
         deep = self.backbone.features(images, batch_size)
         if not (self.forensics.residuals or self.forensics.spectrum):
             return deep
         return np.concatenate([deep, forensics.features(images, self.forensics)], axis=1)
+
+
+def feature_setup(backbone_settings: BackboneSettings, forensic_settings: ForensicSettings) -> str:
+    """What fixes an image's raw features: the backbone's weights and settings, the forensic settings."""
+    return "|".join(
+        (backbone.SHA256, backbone_settings.model_dump_json(), forensic_settings.model_dump_json())
+    )
 
 
 def feature_group(name: str) -> str:

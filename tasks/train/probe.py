@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,8 +32,9 @@ import numpy as np
 
 from tasks.data.frames import Frame
 from tasks.images import load_image
-from tasks.model import augment, backbone
+from tasks.model import augment
 from tasks.model.config import ProbeConfig
+from tasks.model.detector import FeatureMemo
 from tasks.model.probe import FeatureExtractor, Head, ProbeDetector
 from tasks.train.continual import anchor_of, diagonal_fisher, distillation_loss, ewc_penalty
 
@@ -58,33 +58,8 @@ class ProbeFit:
     counts: dict[str, int] = field(default_factory=dict)
 
 
-class FeatureCache:
-    """Features of images by id (and augmented view), for one feature setup."""
-
-    def __init__(self, root: Path, config: ProbeConfig) -> None:
-        setup = (
-            f"{backbone.SHA256}|{config.backbone.model_dump_json()}|{config.forensics.model_dump_json()}|v1"
-        )
-        self.folder = Path(root) / hashlib.sha256(setup.encode()).hexdigest()[:16]
-        self.folder.mkdir(parents=True, exist_ok=True)
-
-    def path(self, key: str) -> Path:
-        return self.folder / key[:2] / f"{key}.npy"
-
-    def get(self, key: str) -> np.ndarray | None:
-        path = self.path(key)
-        return np.load(path) if path.is_file() else None
-
-    def put(self, key: str, vector: np.ndarray) -> None:
-        path = self.path(key)
-        path.parent.mkdir(exist_ok=True)
-        tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")  # ends in .npy: np.save keeps the name
-        np.save(tmp, vector)
-        tmp.replace(path)
-
-
 def features_of(
-    frame: Frame, extractor: FeatureExtractor, cache: FeatureCache, config: ProbeConfig, *, views: int = 0
+    frame: Frame, extractor: FeatureExtractor, cache: FeatureMemo, config: ProbeConfig, *, views: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
     """Raw features of every image of ``frame`` and, with ``views``, of its augmented copies.
 
@@ -192,7 +167,7 @@ def fit_probe(
         if champion is not None
         else FeatureExtractor(config.backbone, config.forensics, cache_dir, threads)
     )
-    cache = FeatureCache(Path(cache_dir) / "features", config)
+    cache = FeatureMemo.for_setup(Path(cache_dir) / "features", extractor.setup)
     raw, rows, clean = features_of(train, extractor, cache, config, views=config.augment.views)
     val_raw, _, _ = features_of(val, extractor, cache, config)
     mean, scale = raw[clean].mean(axis=0), raw[clean].std(axis=0) + 1e-6
