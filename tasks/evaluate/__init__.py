@@ -27,7 +27,7 @@ import numpy as np
 
 from tasks.evaluate.controls import shortcut_warning, trivial_control
 from tasks.evaluate.metrics import binary_metrics, reliability_bins
-from tasks.model.detector import shared_features
+from tasks.model.detector import FEATURE_CACHE, shared_features
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -201,7 +201,7 @@ def compare(
 def feature_folder(settings: Settings) -> Path:
     """The feature cache (training's too): evaluations keep frozen-backbone features there by image
     content (:func:`shared_features`), so the gate finds those of the training run's test report."""
-    return Path(settings.home) / "cache" / "features"
+    return Path(settings.home) / "cache" / FEATURE_CACHE
 
 
 def _fmt(value: float | None) -> str:

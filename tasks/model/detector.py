@@ -149,6 +149,10 @@ class Detector(ABC):
         return f"{type(self).__name__}(name={self.name!r}, version={self.version!r}, threshold={self.threshold:.4f})"
 
 
+# The folder under <home>/cache of the frozen-backbone features that training and evaluation share.
+FEATURE_CACHE = "features"
+
+
 class FeatureMemo:
     """Feature vectors by image content for one frozen feature setup: in memory and, with a ``folder``,
     on disk (written atomically, so concurrent processes share them and a torn file is never read)."""

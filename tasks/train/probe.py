@@ -34,7 +34,7 @@ from tasks.data.frames import Frame
 from tasks.images import load_image
 from tasks.model import augment
 from tasks.model.config import ProbeConfig
-from tasks.model.detector import FeatureMemo
+from tasks.model.detector import FEATURE_CACHE, FeatureMemo
 from tasks.model.probe import FeatureExtractor, Head, ProbeDetector
 from tasks.train.continual import anchor_of, diagonal_fisher, distillation_loss, ewc_penalty
 
@@ -167,7 +167,7 @@ def fit_probe(
         if champion is not None
         else FeatureExtractor(config.backbone, config.forensics, cache_dir, threads)
     )
-    cache = FeatureMemo.for_setup(Path(cache_dir) / "features", extractor.setup)
+    cache = FeatureMemo.for_setup(Path(cache_dir) / FEATURE_CACHE, extractor.setup)
     raw, rows, clean = features_of(train, extractor, cache, config, views=config.augment.views)
     val_raw, _, _ = features_of(val, extractor, cache, config)
     mean, scale = raw[clean].mean(axis=0), raw[clean].std(axis=0) + 1e-6

@@ -214,11 +214,12 @@ class CountingExtractor:
 
 
 def test_comparing_two_probes_on_one_backbone_computes_each_images_features_once(
-    probe_dir, demo_frames, tmp_path
+    probe_dir, demo_frames, tmp_path, monkeypatch
 ):
     import dataclasses
     import shutil
 
+    import tasks.evaluate
     from tasks.model.probe import HEAD_FILE, Head
 
     # A second probe on the same frozen backbone, with another head (its first layer halved).
@@ -226,6 +227,9 @@ def test_comparing_two_probes_on_one_backbone_computes_each_images_features_once
     head = Head.load(other / HEAD_FILE)
     dataclasses.replace(head, weights=(head.weights[0] * 0.5, *head.weights[1:])).save(other / HEAD_FILE)
     test, train = demo_frames["test"], demo_frames["train"]
+    controls = []
+    fit_control = tasks.evaluate.trivial_control
+    monkeypatch.setattr(tasks.evaluate, "trivial_control", lambda *a: controls.append(1) or fit_control(*a))
 
     alone = {
         name: evaluate_detector(Detector.load(folder), test, train=train, keep_scores=True)
@@ -234,7 +238,9 @@ def test_comparing_two_probes_on_one_backbone_computes_each_images_features_once
     detectors = {"champion": Detector.load(probe_dir), "challenger": Detector.load(other)}
     for detector in detectors.values():
         detector.extractor = CountingExtractor(detector.extractor)
+    controls.clear()
     compared = compare(detectors, {"test": test}, train=train, keep_scores=True)["test"]
+    assert len(controls) == 1  # the trivial-statistics control does not depend on the detector: fitted once
 
     # The same reports as each detector evaluated alone: shared features change no number.
     assert alone["champion"]["scores"] != alone["challenger"]["scores"]
